@@ -1,0 +1,135 @@
+"""``make bench``: latency of onnxruntime vs PyTorch eager, model size, peak RSS of the CLI.
+
+All figures come from one run on one machine, so their ratios are meaningful even on a noisy,
+shared machine; absolute milliseconds are not. Results go to ``bench/results.json`` and a table
+on stdout. This is the only place speed is checked: unit tests never time anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from busassist.core.inference import Analyzer
+from busassist.core.io import read_frames
+from busassist.core.model_store import default_model_path
+from busassist.core.preprocessing import preprocess, probability_to_source
+
+SAMPLE_DIR = Path(__file__).resolve().parents[3] / "Resources" / "SampleData"
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    return float(np.percentile(samples, 50)), float(np.percentile(samples, 90))
+
+
+def time_calls(function: Callable[[], object], repeats: int, warmup: int = 5) -> list[float]:
+    """Milliseconds per call, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        function()
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def torch_end_to_end(frame: np.ndarray, threads: int) -> Callable[[], object]:
+    """The same network and pre/post-processing, run by PyTorch eager instead of onnxruntime."""
+    import torch
+
+    from busassist.training.model import EMTNet
+
+    torch.set_num_threads(threads)
+    network = EMTNet().eval()
+
+    def run() -> object:
+        network_input, geometry = preprocess(frame)
+        with torch.inference_mode():
+            out = network(torch.from_numpy(network_input[None]))
+        probability = torch.sigmoid(out.class_logit).item()
+        mask = probability_to_source(torch.sigmoid(out.mask_logit)[0, 0].numpy(), geometry) >= 0.5
+        return probability, mask
+
+    return run
+
+
+def peak_rss_of_cli(model: Path, inputs: Path) -> float:
+    """Peak resident memory (MB) of ``busassist analyze`` on ``inputs``, as a child process."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "busassist.apps.cli", "analyze", str(inputs), "--out", out,
+                   "--model", str(model)]
+        subprocess.run(command, check=False, capture_output=True)
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    model = args.model or default_model_path()
+    analyzer = Analyzer(model, threads=args.threads)
+    frame = next(read_frames(sorted(SAMPLE_DIR.glob("*.dcm"))[0]))
+    crop = frame.pixels[frame.region.y0 : frame.region.y1, frame.region.x0 : frame.region.x1]
+    network_input = preprocess(crop)[0][None]
+
+    ort_e2e = time_calls(lambda: analyzer.analyze(frame), args.repeats)
+    ort_net = time_calls(lambda: analyzer.run_network(network_input), args.repeats)
+    torch_e2e = time_calls(torch_end_to_end(crop, args.threads), args.repeats)
+    import torch
+
+    from busassist.training.model import EMTNet
+
+    network = EMTNet().eval()
+    tensor = torch.from_numpy(network_input)
+    with torch.inference_mode():
+        torch_net = time_calls(lambda: network(tensor), args.repeats)
+    preprocess_ms = time_calls(lambda: preprocess(crop), args.repeats)
+
+    results = {
+        "ort_ms_p50": percentiles(ort_e2e)[0],
+        "ort_ms_p90": percentiles(ort_e2e)[1],
+        "torch_ms_p50": percentiles(torch_e2e)[0],
+        "torch_ms_p90": percentiles(torch_e2e)[1],
+        "ort_network_ms_p50": percentiles(ort_net)[0],
+        "torch_network_ms_p50": percentiles(torch_net)[0],
+        "preprocess_ms_p50": percentiles(preprocess_ms)[0],
+        "speedup_end_to_end": percentiles(torch_e2e)[0] / percentiles(ort_e2e)[0],
+        "speedup_network": percentiles(torch_net)[0] / percentiles(ort_net)[0],
+        "model_size_mb": model.stat().st_size / 1e6,
+        "cli_peak_rss_mb": peak_rss_of_cli(model, SAMPLE_DIR),
+        "frame_shape": list(frame.pixels.shape),
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "machine": f"{platform.machine()} {platform.processor()}".strip(),
+        "python": platform.python_version(),
+        "onnxruntime": __import__("onnxruntime").__version__,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"{'figure':<28}{'value':>12}")
+    for key, value in results.items():
+        if isinstance(value, float):
+            print(f"{key:<28}{value:>12.2f}")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

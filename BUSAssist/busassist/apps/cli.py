@@ -1,0 +1,70 @@
+"""``busassist``: the user-facing command line (no torch needed)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from busassist.constants import EFFECTIVE_WEIGHT_MAX, EFFECTIVE_WEIGHT_MIN
+from busassist.core.model_store import ModelError
+
+
+def _effective_weight(text: str) -> float:
+    value = float(text)
+    if not EFFECTIVE_WEIGHT_MIN <= value <= EFFECTIVE_WEIGHT_MAX:
+        raise argparse.ArgumentTypeError(f"must be between {EFFECTIVE_WEIGHT_MIN:g} and {EFFECTIVE_WEIGHT_MAX:g}")
+    return value
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from busassist.apps.analyze import analyze_paths
+    from busassist.core.inference import Analyzer
+
+    try:
+        analyzer = Analyzer(args.model, threads=args.threads)
+    except ModelError as error:
+        print(f"busassist: {error}", file=sys.stderr)
+        return 1
+    summary = analyze_paths(
+        args.inputs,
+        args.out,
+        analyzer,
+        args.effective_weight,
+        overlays=not args.no_overlays,
+        any_modality=args.any_modality,
+    )
+    print(
+        f"analysed {summary.frames} frame(s); refused {summary.refused} input(s); results in {args.out / 'results.csv'}"
+    )
+    return 2 if summary.refused else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="busassist", description="Breast-ultrasound CAD with EMT-Net.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    analyze = sub.add_parser("analyze", help="score and segment DICOM/PNG/JPEG files or folders")
+    analyze.add_argument("inputs", nargs="+", type=Path, help="files or folders")
+    analyze.add_argument("--out", type=Path, required=True, help="output folder")
+    analyze.add_argument("--model", type=Path, default=None, help="ONNX model (default: bundled)")
+    analyze.add_argument(
+        "--effective-weight",
+        type=_effective_weight,
+        default=None,
+        metavar="W",
+        help="decision weight W' in 1..10; threshold = W_p / (W_p + W') (default W' = W_p, threshold 0.5)",
+    )
+    analyze.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
+    analyze.add_argument("--no-overlays", action="store_true", help="skip overlay PNGs")
+    analyze.add_argument("--any-modality", action="store_true", help="accept non-ultrasound DICOM")
+    analyze.set_defaults(handler=_analyze)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

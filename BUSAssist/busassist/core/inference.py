@@ -1,0 +1,135 @@
+"""Frame in, malignancy probability and tumour mask out: onnxruntime on the CPU, no torch.
+
+``Analyzer`` creates one onnxruntime session (the expensive part) and reuses it for every
+frame. A frame is cropped to its declared ultrasound tissue region, run through the shared
+preprocessing, and the mask is mapped back onto the source frame's full pixel grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from busassist.constants import (
+    MIN_LESION_FRACTION,
+    ONNX_CLASS_OUTPUT,
+    ONNX_INPUT,
+    ONNX_MASK_OUTPUT,
+    threshold_for_effective_weight,
+)
+from busassist.core.io import Frame, Region
+from busassist.core.model_store import ModelError, ModelMetadata, default_model_path, verify_model
+from busassist.core.preprocessing import preprocess, probability_to_source
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Overflow-free logistic function."""
+    x = np.asarray(x, dtype=np.float32)
+    out = np.empty_like(x)
+    positive = x >= 0
+    out[positive] = 1.0 / (1.0 + np.exp(-x[positive]))
+    exp = np.exp(x[~positive])
+    out[~positive] = exp / (1.0 + exp)
+    return out
+
+
+class Decision:
+    """Values of the ``decision`` column."""
+
+    SUSPICIOUS = "suspicious"  # suspicious for malignancy at the chosen threshold
+    BENIGN = "benign"  # below the threshold: likely benign
+    NO_LESION = "no_lesion"  # the segmentation found no lesion; the score is not acted on
+
+
+@dataclass
+class FrameResult:
+    """What the model says about one frame, in the source frame's geometry."""
+
+    probability: float  # malignancy probability of the lesion in view
+    probability_map: np.ndarray  # (H, W) float32 lesion probability per source pixel
+    mask: np.ndarray  # (H, W) uint8, 0 background / 255 lesion
+    region: Region | None  # the analysed region (None = whole frame)
+    lesion_fraction: float  # mask area / analysed area
+
+    @property
+    def lesion_detected(self) -> bool:
+        return self.lesion_fraction >= MIN_LESION_FRACTION
+
+    def decision(self, threshold: float) -> str:
+        if not self.lesion_detected:
+            return Decision.NO_LESION
+        return Decision.SUSPICIOUS if self.probability >= threshold else Decision.BENIGN
+
+
+def create_session(model_path: Path, threads: int | None = None):
+    """An onnxruntime CPU session with full graph optimisation and the memory arena off.
+
+    The arena is disabled because Slicer keeps the session alive for the whole application
+    run; without it memory is returned after each frame instead of growing to the peak.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_cpu_mem_arena = False
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise ModelError(f"{model_path}: not a loadable ONNX model ({str(error).splitlines()[0]})") from None
+
+
+class Analyzer:
+    """Runs EMT-Net on frames. Create once, call ``analyze`` per frame."""
+
+    def __init__(self, model_path: str | Path | None = None, threads: int | None = None, verify: bool = True) -> None:
+        self.model_path = Path(model_path) if model_path else default_model_path()
+        self.sha256 = verify_model(self.model_path) if verify else None
+        self.session = create_session(self.model_path, threads)
+        properties = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = ModelMetadata.from_properties(properties)
+        names = {o.name for o in self.session.get_outputs()}
+        if {ONNX_CLASS_OUTPUT, ONNX_MASK_OUTPUT} - names:
+            raise ModelError(f"{self.model_path}: outputs {sorted(names)} are not those of EMT-Net")
+
+    def threshold(self, effective_weight: float | None = None) -> float:
+        """Decision threshold for an effective weight W' (default: the training W_p, i.e. 0.5)."""
+        weight = self.metadata.w_p if effective_weight is None else effective_weight
+        return threshold_for_effective_weight(weight, self.metadata.w_p)
+
+    def run_network(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 1, S, S) normalised input -> malignancy probabilities (N,), mask probabilities (N, S, S)."""
+        class_logit, mask_logit = self.session.run(
+            [ONNX_CLASS_OUTPUT, ONNX_MASK_OUTPUT], {ONNX_INPUT: batch.astype(np.float32)}
+        )
+        probabilities = sigmoid(class_logit.reshape(-1) / self.metadata.temperature)
+        return probabilities, sigmoid(mask_logit[:, 0])
+
+    def analyze(self, frame: Frame | np.ndarray, region: Region | None = None) -> FrameResult:
+        """Score and segment one frame (cropped to ``region`` or the frame's declared region)."""
+        if isinstance(frame, Frame):
+            pixels, region = frame.pixels, region or frame.region
+        else:
+            pixels = np.asarray(frame)
+        height, width = pixels.shape[:2]
+        if region is not None:
+            region = region.clipped(height, width)
+        crop = pixels if region is None else pixels[region.y0 : region.y1, region.x0 : region.x1]
+        network_input, geometry = preprocess(crop, self.metadata.input_size)
+        probabilities, mask_probabilities = self.run_network(network_input[None])
+        crop_probability = probability_to_source(mask_probabilities[0], geometry)
+        probability_map = np.zeros((height, width), dtype=np.float32)
+        if region is None:
+            probability_map[:] = crop_probability
+        else:
+            probability_map[region.y0 : region.y1, region.x0 : region.x1] = crop_probability
+        mask = np.where(probability_map >= self.metadata.mask_threshold, 255, 0).astype(np.uint8)
+        analysed_area = crop.shape[0] * crop.shape[1]
+        return FrameResult(
+            float(probabilities[0]), probability_map, mask, region, float(np.count_nonzero(mask)) / analysed_area
+        )

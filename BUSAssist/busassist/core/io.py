@@ -1,0 +1,211 @@
+"""Reading ultrasound frames from DICOM (pydicom) and from PNG/JPEG files.
+
+Every reader yields ``Frame`` objects: display-ready pixels (grey, or RGB after colour-space
+and palette conversion), the frame number, and the ultrasound tissue region the DICOM declares
+(Sequence of Ultrasound Regions), which inference crops to. Failures raise ``InputError`` with a
+one-line reason that names the file, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: SOP classes accepted as ultrasound (current and retired) plus secondary capture.
+ULTRASOUND_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image Storage",
+    "1.2.840.10008.5.1.4.1.1.6": "Ultrasound Image Storage (Retired)",
+    "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame Image Storage",
+    "1.2.840.10008.5.1.4.1.1.3": "Ultrasound Multi-frame Image Storage (Retired)",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.2": "Multi-frame Grayscale Byte Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture Image Storage",
+}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+#: RegionSpatialFormat 1 = 2D (B-mode); RegionDataType 1 = tissue.
+_SPATIAL_2D = 1
+_DATA_TISSUE = 1
+_UNITS_CM = 3
+
+
+class InputError(Exception):
+    """An input that cannot be analysed; ``str()`` is a one-line reason naming the file."""
+
+    def __init__(self, path: str | Path, reason: str, stage: str = "read") -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+        self.stage = stage
+
+
+@dataclass(frozen=True)
+class Region:
+    """A rectangle of the frame, inclusive-exclusive pixel bounds, and its pixel spacing in mm."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    spacing_mm: tuple[float, float] | None = None  # (row, column) spacing
+
+    @property
+    def area(self) -> int:
+        return max(0, self.x1 - self.x0) * max(0, self.y1 - self.y0)
+
+    def clipped(self, height: int, width: int) -> Region | None:
+        x0, y0 = max(0, self.x0), max(0, self.y0)
+        x1, y1 = min(width, self.x1), min(height, self.y1)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return None
+        return Region(x0, y0, x1, y1, self.spacing_mm)
+
+
+@dataclass
+class Frame:
+    """One analysable frame."""
+
+    source: str
+    index: int  # 0-based frame number within the file
+    pixels: np.ndarray  # (H, W) grey or (H, W, 3) RGB
+    region: Region | None = None
+    sop_instance_uid: str | None = None
+
+
+def is_dicom(path: Path) -> bool:
+    """True when the file has the DICOM preamble magic 'DICM' at byte 128."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def read_image_file(path: Path) -> Frame:
+    """A PNG or JPEG file as one frame (needs Pillow, which the CLI installs)."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as error:  # pragma: no cover - Pillow ships with the package
+        raise InputError(path, "reading PNG/JPEG needs Pillow (pip install pillow)") from error
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("L", "RGB"):
+                pixels = np.asarray(image)
+            elif image.mode in ("I;16", "I;16B", "I"):
+                pixels = np.asarray(image, dtype=np.float32)
+            else:
+                pixels = np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise InputError(path, f"not a readable image ({error.__class__.__name__})") from None
+    _check_size(path, pixels)
+    return Frame(str(path), 0, pixels)
+
+
+def _check_size(path: Path, pixels: np.ndarray) -> None:
+    if pixels.ndim < 2 or pixels.shape[0] < 8 or pixels.shape[1] < 8:
+        raise InputError(path, f"frame of {pixels.shape[:2]} pixels is too small to analyse", "decode")
+
+
+def tissue_region(dataset, height: int, width: int) -> Region | None:
+    """The largest 2-D tissue region of the Sequence of Ultrasound Regions, if any.
+
+    Several tissue regions (dual view) are reduced to the largest one; the choice is documented
+    in the README. Spacing is reported in mm only when the physical units are centimetres.
+    """
+    best: Region | None = None
+    for item in getattr(dataset, "SequenceOfUltrasoundRegions", []) or []:
+        if int(getattr(item, "RegionSpatialFormat", 0)) != _SPATIAL_2D:
+            continue
+        if int(getattr(item, "RegionDataType", _DATA_TISSUE)) != _DATA_TISSUE:
+            continue
+        try:
+            region = Region(
+                int(item.RegionLocationMinX0),
+                int(item.RegionLocationMinY0),
+                int(item.RegionLocationMaxX1) + 1,
+                int(item.RegionLocationMaxY1) + 1,
+            )
+        except AttributeError:
+            continue
+        spacing = None
+        if (
+            int(getattr(item, "PhysicalUnitsXDirection", 0)) == _UNITS_CM
+            and int(getattr(item, "PhysicalUnitsYDirection", 0)) == _UNITS_CM
+        ):
+            dx, dy = float(item.PhysicalDeltaX), float(item.PhysicalDeltaY)
+            if dx > 0 and dy > 0:
+                spacing = (abs(dy) * 10.0, abs(dx) * 10.0)
+        clipped = Region(region.x0, region.y0, region.x1, region.y1, spacing).clipped(height, width)
+        if clipped is not None and (best is None or clipped.area > best.area):
+            best = clipped
+    return best
+
+
+def _to_display(path: Path, dataset, array: np.ndarray) -> np.ndarray:
+    """Photometric-correct pixels: palettes expanded, MONOCHROME1 inverted (pydicom gives RGB for YBR)."""
+    from pydicom.pixels import apply_color_lut
+
+    photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(array, dataset)
+        if rgb.dtype != np.uint8:
+            rgb = (rgb.astype(np.float32) / 257.0) if rgb.max() > 255 else rgb.astype(np.float32)
+        return rgb
+    bits = int(getattr(dataset, "BitsStored", 8))
+    if photometric == "MONOCHROME1":
+        array = (2**bits - 1) - array.astype(np.float32)
+    if bits > 8 and photometric.startswith("MONOCHROME"):
+        # Scale by the stored bit depth, not the frame's own range, so a dark frame stays dark.
+        return array.astype(np.float32) * (255.0 / (2**bits - 1))
+    return array
+
+
+def read_dicom_frames(path: Path, any_modality: bool = False) -> Iterator[Frame]:
+    """Frames of a DICOM file, one at a time (a long cine never sits in memory whole)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import iter_pixels
+
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as error:
+        raise InputError(path, f"not a readable DICOM file ({error.__class__.__name__})") from None
+    sop_class = str(getattr(dataset, "SOPClassUID", ""))
+    modality = str(getattr(dataset, "Modality", ""))
+    if not any_modality and sop_class not in ULTRASOUND_SOP_CLASSES and modality != "US":
+        kind = getattr(getattr(dataset, "SOPClassUID", None), "name", sop_class) or "unknown"
+        raise InputError(path, f"not an ultrasound image (SOP class {kind}, modality {modality or '-'})", "check")
+    if "Rows" not in dataset or "Columns" not in dataset:
+        raise InputError(path, "DICOM without pixel data", "check")
+    height, width = int(dataset.Rows), int(dataset.Columns)
+    region = tissue_region(dataset, height, width)
+    uid = str(getattr(dataset, "SOPInstanceUID", "")) or None
+    try:
+        for index, array in enumerate(iter_pixels(path)):
+            pixels = _to_display(path, dataset, array)
+            _check_size(path, pixels)
+            yield Frame(str(path), index, pixels, region, uid)
+    except InputError:
+        raise
+    except (AttributeError, KeyError) as error:
+        raise InputError(path, f"DICOM without usable pixel data ({error})", "decode") from None
+    except (NotImplementedError, RuntimeError, ValueError, OSError, EOFError) as error:
+        reason = str(error).splitlines()[0] if str(error) else error.__class__.__name__
+        raise InputError(path, f"pixel data cannot be decoded: {reason}", "decode") from None
+
+
+def read_frames(path: str | Path, any_modality: bool = False) -> Iterator[Frame]:
+    """Frames of a DICOM, PNG or JPEG file (DICOM recognised by content, not by extension)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if path.is_dir():
+        raise InputError(path, "is a folder, not a file")
+    if path.suffix.lower() in IMAGE_SUFFIXES and not is_dicom(path):
+        yield read_image_file(path)
+        return
+    yield from read_dicom_frames(path, any_modality)

@@ -1,0 +1,114 @@
+"""Where the bundled model lives, its SHA-256 check, and the metadata it carries.
+
+The model ships in ``Resources/Models`` of the source tree (what Slicer sees through its module
+path) and, in a pip installation, as package data ``busassist/models`` (pyproject maps the same
+folder there). A model is only loaded after its SHA-256 matches the ``.sha256`` file beside it,
+so a corrupted or swapped file is refused before it can produce a score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from busassist.constants import (
+    IMAGE_SIZE,
+    MASK_THRESHOLD,
+    MODEL_FILENAME,
+    NORMALISATION_MEAN,
+    NORMALISATION_STD,
+    W_CLF,
+    W_P,
+)
+
+
+class ModelError(Exception):
+    """The model file is missing, corrupted or not a BUSAssist model; message names the file."""
+
+
+def bundled_models_dir() -> Path:
+    """Resources/Models in a source checkout, else the installed ``busassist/models`` data."""
+    package = Path(__file__).resolve().parents[1]
+    source_tree = package.parents[1] / "Resources" / "Models"
+    if (source_tree / MODEL_FILENAME).exists():
+        return source_tree
+    return package / "models"
+
+
+def default_model_path() -> Path:
+    return bundled_models_dir() / MODEL_FILENAME
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_path(model_path: Path) -> Path:
+    return model_path.with_name(model_path.name + ".sha256")
+
+
+def write_checksum(model_path: Path) -> str:
+    digest = sha256_of(model_path)
+    checksum_path(model_path).write_text(f"{digest}  {model_path.name}\n")
+    return digest
+
+
+def verify_model(model_path: Path) -> str:
+    """Return the model's SHA-256 after checking it against its ``.sha256`` file."""
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise ModelError(f"{model_path}: model file not found")
+    expected_file = checksum_path(model_path)
+    if not expected_file.is_file():
+        raise ModelError(f"{model_path}: no {expected_file.name} beside it, refusing an unverified model")
+    expected = expected_file.read_text().split()[0].strip().lower()
+    actual = sha256_of(model_path)
+    if actual != expected:
+        raise ModelError(
+            f"{model_path}: SHA-256 {actual[:12]}… does not match {expected[:12]}… (file corrupted or replaced)"
+        )
+    return actual
+
+
+@dataclass
+class ModelMetadata:
+    """What the exported model says about itself (ONNX metadata_props, JSON values)."""
+
+    model_version: str = "unversioned"
+    w_p: float = W_P
+    w_clf: float = W_CLF
+    input_size: int = IMAGE_SIZE
+    normalisation_mean: float = NORMALISATION_MEAN
+    normalisation_std: float = NORMALISATION_STD
+    mask_threshold: float = MASK_THRESHOLD
+    temperature: float = 1.0
+    operating_table: list[dict] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_properties(cls, properties: dict[str, str]) -> ModelMetadata:
+        values = {}
+        known = set(cls.__dataclass_fields__) - {"extra"}
+        extra = {}
+        for key, raw in properties.items():
+            name = key.removeprefix("busassist.")
+            try:
+                value = json.loads(raw)
+            except (json.JSONDecodeError, TypeError):
+                value = raw
+            if name in known:
+                values[name] = value
+            else:
+                extra[name] = value
+        return cls(**values, extra=extra)
+
+    def to_properties(self) -> dict[str, str]:
+        out = {f"busassist.{k}": json.dumps(v) for k, v in self.__dict__.items() if k != "extra"}
+        out.update({f"busassist.{k}": json.dumps(v) for k, v in self.extra.items()})
+        return out

@@ -1,0 +1,150 @@
+"""Evaluate an exported model through the real inference path and write its model card.
+
+The figures on the card are measured on the ONNX file that ships, run by ``Analyzer`` on the
+original BUSI PNGs, with masks compared on each image's own pixel grid, so they describe what a
+user gets, not a training-time approximation. The validation split provides the operating
+table behind the threshold slider; the test split is only ever used for the reported figures.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from busassist.constants import EFFECTIVE_WEIGHT_MAX, EFFECTIVE_WEIGHT_MIN, threshold_for_effective_weight
+from busassist.core.inference import Analyzer
+from busassist.core.metrics import classification_report, dice_iou, mean_report
+from busassist.training.busi import BusiCase, discover, load_image, load_mask
+from busassist.training.export import set_metadata
+from busassist.training.model_card import write_card
+
+
+def analyse_cases(analyzer: Analyzer, cases: list[BusiCase]) -> dict[str, np.ndarray]:
+    """Probabilities, per-image Dice/IoU and lesion detection for BUSI cases."""
+    probabilities, dices, ious, detected = [], [], [], []
+    for case in cases:
+        image = load_image(case)
+        truth = load_mask(case, image.shape[:2])
+        result = analyzer.analyze(image)
+        dice, iou = dice_iou(result.mask > 0, truth)
+        probabilities.append(result.probability)
+        dices.append(dice)
+        ious.append(iou)
+        detected.append(result.lesion_detected)
+    return {
+        "labels": np.array([c.label for c in cases]),
+        "probabilities": np.array(probabilities),
+        "dice": np.array(dices),
+        "iou": np.array(ious),
+        "detected": np.array(detected),
+    }
+
+
+def operating_table(labels: np.ndarray, probabilities: np.ndarray, w_p: float, resamples: int = 1000) -> list[dict]:
+    """For W' = 1..10: the threshold W_p / (W_p + W') and validation SEN/SPE/PPV/NPV with intervals."""
+    table = []
+    for weight in np.arange(EFFECTIVE_WEIGHT_MIN, EFFECTIVE_WEIGHT_MAX + 0.5, 1.0):
+        threshold = threshold_for_effective_weight(float(weight), w_p)
+        report = classification_report(labels, probabilities, threshold, resamples)
+        row = {"w_effective": float(weight), "threshold": round(threshold, 6)}
+        for name in ("sen", "spe", "ppv", "npv"):
+            row[name] = report[name]["value"]
+            row[f"{name}_ci"] = [report[name]["ci_low"], report[name]["ci_high"]]
+        table.append(row)
+    return table
+
+
+def summarise(results: dict[str, np.ndarray], threshold: float) -> dict:
+    labelled = results["labels"] >= 0
+    lesion = results["labels"] >= 0  # benign and malignant images carry a lesion mask
+    normal = results["labels"] < 0
+    summary = classification_report(results["labels"][labelled], results["probabilities"][labelled], threshold)
+    summary["dice"] = mean_report(results["dice"][lesion])
+    summary["iou"] = mean_report(results["iou"][lesion])
+    summary["counts"] = {
+        "benign": int(np.sum(results["labels"] == 0)),
+        "malignant": int(np.sum(results["labels"] == 1)),
+        "normal": int(np.sum(normal)),
+    }
+    if normal.any():
+        summary["normal_no_lesion_rate"] = float(np.mean(~results["detected"][normal]))
+    summary["lesion_detection_rate"] = float(np.mean(results["detected"][lesion])) if lesion.any() else None
+    return summary
+
+
+def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
+    """Evaluate ``onnx_path`` on the run's validation and test splits; write card and metadata."""
+    run = Path(run)
+    split = json.loads((run / "split.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    cases = {case.key: case for case in discover(Path(data_root))}
+    analyzer = Analyzer(onnx_path, verify=False)
+    w_p = analyzer.metadata.w_p
+    val = analyse_cases(analyzer, [cases[k] for k in split["val"]])
+    test = analyse_cases(analyzer, [cases[k] for k in split["test"]])
+    labelled = val["labels"] >= 0
+    table = operating_table(val["labels"][labelled], val["probabilities"][labelled], w_p)
+    metadata = analyzer.metadata
+    metadata.operating_table = table
+    del analyzer  # release the file before rewriting it
+    set_metadata(onnx_path, metadata)
+
+    history = (run / "history.csv").read_text().splitlines()
+    card = {
+        "model": {
+            "file": Path(onnx_path).name,
+            "version": metadata.model_version,
+            "architecture": "EMT-Net (MobileNetV1 1.0 encoder, classifier, LinkNet decoder)",
+            "parameters": _parameter_count(run),
+            "size_bytes": Path(onnx_path).stat().st_size,
+            "w_p": metadata.w_p,
+            "w_clf": metadata.w_clf,
+            "input_size": metadata.input_size,
+        },
+        "data": {
+            "name": "BUSI (Al-Dhabyani et al. 2020), ../shared/data/busi",
+            "sha256": config["data_sha256"],
+            "split": "70/15/15 stratified by class, seed 42, near-duplicate groups kept whole",
+            "counts": {name: len(keys) for name, keys in split.items()},
+        },
+        "training": {
+            "command": "make reproduce (busassist-train fit --data ../shared/data/busi --out runs/reproduce --export)",
+            "config": config["config"],
+            "epochs_run": len(history) - 1,
+            "best_epoch": _best_epoch(run),
+            "seconds": _training_seconds(run),
+            "device": config["device"],
+            "machine": config["machine"],
+            "threads": config["threads"],
+            "torch": config["torch"],
+            "python": platform.python_version(),
+        },
+        "decision_threshold": {"w_effective": w_p, "threshold": threshold_for_effective_weight(w_p, w_p)},
+        "test": summarise(test, threshold_for_effective_weight(w_p, w_p)),
+        "validation": summarise(val, threshold_for_effective_weight(w_p, w_p)),
+        "operating_table_validation": table,
+    }
+    write_card(run, card)
+    return card
+
+
+def _parameter_count(run: Path) -> int:
+    from busassist.training.model import count_parameters
+    from busassist.training.trainer import load_best
+
+    return count_parameters(load_best(run))
+
+
+def _best_epoch(run: Path) -> int:
+    import torch
+
+    return int(torch.load(run / "best.pt", map_location="cpu", weights_only=False)["epoch"])
+
+
+def _training_seconds(run: Path) -> float:
+    import torch
+
+    return float(torch.load(run / "last.pt", map_location="cpu", weights_only=False)["state"]["seconds"])

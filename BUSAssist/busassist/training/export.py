@@ -1,0 +1,71 @@
+"""Export a trained EMT-Net to ONNX (opset 17) with the metadata inference relies on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import torch
+
+from busassist.constants import (
+    IMAGE_SIZE,
+    MODEL_FILENAME,
+    ONNX_CLASS_OUTPUT,
+    ONNX_INPUT,
+    ONNX_MASK_OUTPUT,
+)
+from busassist.core.model_store import ModelMetadata
+from busassist.training.model import EMTNet, ExportWrapper
+
+OPSET = 17
+
+
+def export_onnx(network: EMTNet, path: Path, metadata: ModelMetadata, size: int = IMAGE_SIZE) -> Path:
+    """Write ``network`` as ONNX with a dynamic batch axis and ``metadata`` as metadata_props."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = ExportWrapper(network.cpu().eval())
+    example = torch.zeros(1, 1, size, size)
+    torch.onnx.export(
+        wrapper,
+        (example,),
+        str(path),
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=[ONNX_INPUT],
+        output_names=[ONNX_CLASS_OUTPUT, ONNX_MASK_OUTPUT],
+        dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_CLASS_OUTPUT: {0: "batch"}, ONNX_MASK_OUTPUT: {0: "batch"}},
+        do_constant_folding=True,
+    )
+    set_metadata(path, metadata)
+    return path
+
+
+def set_metadata(path: Path, metadata: ModelMetadata) -> None:
+    """Replace the model's BUSAssist metadata_props (other keys are kept)."""
+    model = onnx.load(str(path))
+    properties = {p.key: p.value for p in model.metadata_props if not p.key.startswith("busassist.")}
+    properties.update(metadata.to_properties())
+    del model.metadata_props[:]
+    for key, value in sorted(properties.items()):
+        model.metadata_props.add(key=key, value=value)
+    model.producer_name = "busassist"
+    onnx.save(model, str(path))
+
+
+def export_run(run: Path) -> Path:
+    """Export ``run/best.pt`` to ``run/emtnet.onnx`` with the training weights in its metadata."""
+    from busassist.training.trainer import load_best
+
+    run = Path(run)
+    config = json.loads((run / "config.json").read_text())
+    train_config = config["config"]
+    metadata = ModelMetadata(
+        model_version=f"emtnet-busi-{config['data_sha256'][:8]}",
+        w_p=train_config["w_p"],
+        w_clf=train_config["w_clf"],
+        input_size=train_config["image_size"],
+        extra={"data_sha256": config["data_sha256"], "split_seed": train_config["seed"]},
+    )
+    return export_onnx(load_best(run), run / MODEL_FILENAME, metadata, train_config["image_size"])

@@ -1,0 +1,66 @@
+"""Losses of the paper: NS-WBCE (Eq. 2-4), Dice (Eq. 5) and the multitask sum (Eq. 6).
+
+NS-WBCE is computed from the logit z directly: (1 - y) z + K log(1 + e^-z) with
+K = 1 + y (W_p - 1), and log(1 + e^-z) evaluated as softplus(-z), which stays finite for any z
+(the naive form in Eq. 1 overflows once sigmoid(z) rounds to 0 or 1).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from busassist.constants import W_CLF, W_P
+
+
+def ns_wbce(logits: torch.Tensor, targets: torch.Tensor, w_p: float = W_P) -> torch.Tensor:
+    """Numerically-stable weighted binary cross-entropy, mean over the batch (Eq. 2-4)."""
+    targets = targets.to(logits.dtype)
+    k = 1.0 + targets * (w_p - 1.0)
+    return ((1.0 - targets) * logits + k * F.softplus(-logits)).mean()
+
+
+def naive_wbce(logits: torch.Tensor, targets: torch.Tensor, w_p: float = W_P) -> torch.Tensor:
+    """Eq. 1 as written, from probabilities; only for tests (it overflows for large |z|)."""
+    h = torch.sigmoid(logits)
+    return -(w_p * targets * torch.log(h) + (1 - targets) * torch.log(1 - h)).mean()
+
+
+def dice_loss(mask_logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft Dice loss over the whole batch (Eq. 5).
+
+    Sums run over every pixel of the batch rather than per image, so an image with an empty
+    ground truth (a ``normal`` case) is penalised for false-positive pixels without making the
+    loss undefined; ``smooth`` keeps an all-empty batch at 0 loss for an all-empty prediction.
+    """
+    probabilities = torch.sigmoid(mask_logits)
+    targets = targets.to(probabilities.dtype)
+    intersection = (probabilities * targets).sum()
+    return 1.0 - (2.0 * intersection + smooth) / (probabilities.sum() + targets.sum() + smooth)
+
+
+def multitask_loss(
+    class_logits: torch.Tensor | None,
+    labels: torch.Tensor,
+    mask_logits: torch.Tensor | None,
+    masks: torch.Tensor,
+    w_p: float = W_P,
+    w_clf: float = W_CLF,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """W_clf * NS-WBCE + Dice (Eq. 6); images with label -1 (normal) skip the classification term.
+
+    Either head may be absent (Single-SGM / Single-CLF), then its term is left out.
+    """
+    total = torch.zeros((), device=labels.device)
+    parts: dict[str, float] = {}
+    if class_logits is not None:
+        has_label = labels >= 0
+        if bool(has_label.any()):
+            clf = ns_wbce(class_logits.reshape(-1)[has_label], labels[has_label].float(), w_p)
+            total = total + w_clf * clf
+            parts["clf"] = float(clf.detach())
+    if mask_logits is not None:
+        sgm = dice_loss(mask_logits, masks)
+        total = total + sgm
+        parts["dice"] = float(sgm.detach())
+    return total, parts

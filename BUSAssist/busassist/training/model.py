@@ -1,0 +1,215 @@
+"""EMT-Net (Shi et al.): MobileNetV1 encoder, classifier head and LinkNet-style decoder.
+
+One builder makes the three networks of the paper's Table 1: EMT-Net (both heads),
+Single-CLF (classifier only) and Single-SGM (segmentation only). Stride-2 convolutions pad
+(0, 1, 0, 1) like TensorFlow's SAME padding, so the ported ImageNet weights see exactly the
+pixels they were trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+from torch import nn
+
+from busassist.constants import IMAGE_SIZE
+
+#: (output channels, stride) of MobileNetV1's 13 depthwise-separable blocks.
+MOBILENET_V1_BLOCKS: tuple[tuple[int, int], ...] = (
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
+)
+#: Index (into MOBILENET_V1_BLOCKS) of the blocks whose outputs feed the decoder skips:
+#: 112x112x64, 56x56x128 and 28x28x256 (paper Fig. 1a).
+SKIP_BLOCKS: tuple[int, int, int] = (0, 2, 4)
+BN_EPSILON = 1e-3  # TF-slim MobileNetV1 batch-norm epsilon
+
+
+class Task(str, Enum):
+    """Which heads a network has (paper Table 1)."""
+
+    MULTITASK = "emtnet"
+    CLASSIFICATION = "single-clf"
+    SEGMENTATION = "single-sgm"
+
+
+class ConvBNReLU(nn.Sequential):
+    """Convolution + batch norm + ReLU with TF 'SAME' padding for stride 2."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, groups: int = 1) -> None:
+        layers: list[nn.Module] = []
+        if kernel == 3 and stride == 2:
+            layers.append(nn.ZeroPad2d((0, 1, 0, 1)))
+            padding = 0
+        else:
+            padding = kernel // 2
+        layers += [
+            nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=False),
+            nn.BatchNorm2d(cout, eps=BN_EPSILON),
+            nn.ReLU(inplace=True),
+        ]
+        super().__init__(*layers)
+
+
+class DepthwiseSeparable(nn.Sequential):
+    """MobileNetV1 DS Conv block (paper Fig. 1b): 3x3 depthwise then 1x1 pointwise."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__(
+            ConvBNReLU(cin, cin, 3, stride, groups=cin),
+            ConvBNReLU(cin, cout, 1, 1),
+        )
+
+
+class MobileNetV1Encoder(nn.Module):
+    """MobileNetV1 1.0 convolutional layers; returns the skip features and the 1/32 map."""
+
+    def __init__(self, in_channels: int = 1) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.stem = ConvBNReLU(in_channels, 32, 3, 2)
+        blocks = []
+        cin = 32
+        for cout, stride in MOBILENET_V1_BLOCKS:
+            blocks.append(DepthwiseSeparable(cin, cout, stride))
+            cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        self.out_channels = cin
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        skips = []
+        x = self.stem(x)
+        for index, block in enumerate(self.blocks):
+            x = block(x)
+            if index in SKIP_BLOCKS:
+                skips.append(x)
+        return skips, x
+
+
+class ClassifierHead(nn.Module):
+    """GAP -> FC 512 + ReLU -> Dropout 0.5 -> FC 128 + ReLU -> FC 1 (a logit)."""
+
+    def __init__(self, in_channels: int = 1024, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(in_channels, 512),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(512, 128),
+            nn.ReLU(inplace=True),
+            nn.Linear(128, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class LinkNetDecoderBlock(nn.Sequential):
+    """LinkNet decoder block (paper Fig. 1c): 1x1 conv, 3x3 stride-2 transposed conv, 1x1 conv."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        mid = cin // 4
+        super().__init__(
+            nn.Conv2d(cin, mid, 1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(mid, mid, 3, stride=2, padding=1, output_padding=1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+
+class SegmentationHead(nn.Module):
+    """Four decoder blocks from 7x7x1024 with additive skips, then a head to a full-size logit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decoders = nn.ModuleList(
+            [
+                LinkNetDecoderBlock(1024, 512),  # 7 -> 14 (Fig. 1a has no skip at 14x14x512)
+                LinkNetDecoderBlock(512, 256),  # 14 -> 28, + 28x28x256
+                LinkNetDecoderBlock(256, 128),  # 28 -> 56, + 56x56x128
+                LinkNetDecoderBlock(128, 64),  # 56 -> 112, + 112x112x64
+            ]
+        )
+        self.head = nn.Sequential(
+            nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1, bias=False),
+            nn.BatchNorm2d(32),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 1, 3, padding=1),
+        )
+
+    def forward(self, skips: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        x = self.decoders[0](x)
+        for decoder, skip in zip(self.decoders[1:], reversed(skips)):
+            x = decoder(x) + skip
+        return self.head(x)
+
+
+@dataclass
+class NetworkOutput:
+    """Logits of the heads a network has (None for a head it lacks)."""
+
+    class_logit: torch.Tensor | None
+    mask_logit: torch.Tensor | None
+
+
+class EMTNet(nn.Module):
+    """EMT-Net and its single-task variants, selected by ``task``."""
+
+    def __init__(self, task: Task = Task.MULTITASK, in_channels: int = 1, dropout: float = 0.5):
+        super().__init__()
+        self.task = Task(task)
+        self.encoder = MobileNetV1Encoder(in_channels)
+        has_clf = self.task in (Task.MULTITASK, Task.CLASSIFICATION)
+        has_sgm = self.task in (Task.MULTITASK, Task.SEGMENTATION)
+        self.classifier = ClassifierHead(self.encoder.out_channels, dropout) if has_clf else None
+        self.segmenter = SegmentationHead() if has_sgm else None
+
+    def forward(self, x: torch.Tensor) -> NetworkOutput:
+        skips, features = self.encoder(x)
+        class_logit = self.classifier(features) if self.classifier is not None else None
+        mask_logit = self.segmenter(skips, features) if self.segmenter is not None else None
+        return NetworkOutput(class_logit, mask_logit)
+
+
+class ExportWrapper(nn.Module):
+    """Tuple-returning view of a multitask network for ONNX export and latency benchmarks."""
+
+    def __init__(self, network: EMTNet) -> None:
+        super().__init__()
+        if network.task is not Task.MULTITASK:
+            raise ValueError("only the multitask EMT-Net is exported")
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.network(x)
+        assert out.class_logit is not None and out.mask_logit is not None
+        return out.class_logit, out.mask_logit
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters (what the paper's Table 1 reports)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def example_input(batch: int = 1, size: int = IMAGE_SIZE) -> torch.Tensor:
+    return torch.zeros(batch, 1, size, size)

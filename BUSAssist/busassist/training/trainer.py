@@ -1,0 +1,273 @@
+"""One training run of EMT-Net (or a single-task variant) on BUSI, resumable and repeatable.
+
+The run folder holds ``config.json``, ``last.pt`` (everything needed to resume: weights,
+optimiser, scheduler, epoch, history and RNG state), ``best.pt`` (weights of the epoch with
+the best validation score), ``history.csv`` and ``split.json``. Rerunning with ``resume=True``
+continues where the previous process stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from busassist.constants import IMAGE_SIZE, MASK_THRESHOLD, NORMALISATION_MEAN, NORMALISATION_STD, W_CLF, W_P
+from busassist.core.metrics import auc, classification_metrics, dice_iou
+from busassist.training.augment import AugmentConfig, augment_batch
+from busassist.training.busi import (
+    PreparedData,
+    data_fingerprint,
+    discover,
+    near_duplicate_groups,
+    prepare_cached,
+    stratified_group_split,
+)
+from busassist.training.losses import multitask_loss
+from busassist.training.model import EMTNet, Task
+from busassist.training.pretrained import load_imagenet_encoder, read_constants
+
+
+@dataclass
+class TrainConfig:
+    data_root: str
+    out_dir: str
+    task: str = Task.MULTITASK.value
+    pretrained: str | None = None  # path of the MobileNetV1 frozen graph, None = from scratch
+    image_size: int = IMAGE_SIZE
+    epochs: int = 40
+    batch_size: int = 16
+    learning_rate: float = 3e-4
+    weight_decay: float = 1e-4
+    patience: int = 10
+    w_p: float = W_P
+    w_clf: float = W_CLF
+    seed: int = 42
+    limit: int | None = None  # use only the first N cases (tests)
+    device: str = "auto"
+    augment: bool = True
+    cache_dir: str = ".cache"
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Split:
+    train: list[int]
+    val: list[int]
+    test: list[int]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_data(config: TrainConfig) -> tuple[PreparedData, Split, str, list]:
+    """Preprocessed arrays, the leak-free split and the data fingerprint."""
+    root = Path(config.data_root)
+    cases = discover(root)
+    if config.limit:
+        step = max(1, len(cases) // config.limit)
+        cases = cases[::step][: config.limit]
+    groups = near_duplicate_groups(root / "near_duplicates.json")
+    train, val, test = stratified_group_split(cases, groups)
+    data = prepare_cached(cases, Path(config.cache_dir), config.image_size)
+    return data, Split(train, val, test), data_fingerprint(cases), cases
+
+
+def to_network_input(images: torch.Tensor) -> torch.Tensor:
+    """0..255 grey batch -> normalised network input (same constants as inference)."""
+    return (images - NORMALISATION_MEAN) / NORMALISATION_STD
+
+
+def build_network(config: TrainConfig) -> EMTNet:
+    network = EMTNet(Task(config.task))
+    if config.pretrained:
+        load_imagenet_encoder(network.encoder, read_constants(Path(config.pretrained)))
+    return network
+
+
+@torch.no_grad()
+def predict(
+    network: EMTNet, data: PreparedData, indices: list[int], device: torch.device, batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Malignancy probabilities (NaN without a classifier) and mask probabilities (network grid)."""
+    network.eval()
+    probabilities, masks = [], []
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        images = torch.from_numpy(data.images[chunk]).float().unsqueeze(1).to(device)
+        images = to_network_input(images).contiguous(memory_format=torch.channels_last)
+        out = network(images)
+        if out.class_logit is not None:
+            probabilities.append(torch.sigmoid(out.class_logit.float()).reshape(-1).cpu().numpy())
+        else:
+            probabilities.append(np.full(len(chunk), np.nan))
+        if out.mask_logit is not None:
+            masks.append(torch.sigmoid(out.mask_logit.float())[:, 0].cpu().numpy())
+        else:
+            masks.append(np.zeros((len(chunk), *data.images.shape[1:]), np.float32))
+    return np.concatenate(probabilities), np.concatenate(masks)
+
+
+def validation_scores(
+    data: PreparedData, indices: list[int], probabilities: np.ndarray, mask_probabilities: np.ndarray
+) -> dict[str, float]:
+    """Validation metrics on the network grid: AUC/ACC/SEN/SPE at 0.5 and lesion Dice."""
+    labels = data.labels[indices]
+    labelled = labels >= 0
+    scores: dict[str, float] = {}
+    if np.isfinite(probabilities).all() and labelled.any():
+        scores.update(classification_metrics(labels[labelled], probabilities[labelled], 0.5))
+        scores["auc"] = auc(labels[labelled], probabilities[labelled])
+    lesion = [i for i, index in enumerate(indices) if data.masks[index].max() > 127]
+    if lesion:
+        dices = [dice_iou(mask_probabilities[i] >= MASK_THRESHOLD, data.masks[indices[i]] >= 128)[0] for i in lesion]
+        scores["dice"] = float(np.mean(dices))
+    return scores
+
+
+def selection_score(task: Task, scores: dict[str, float]) -> float:
+    """What early stopping maximises: AUC + Dice for EMT-Net, the one that exists otherwise."""
+    values = [scores[k] for k in ("auc", "dice") if k in scores and np.isfinite(scores[k])]
+    return float(sum(values)) if values else float("-inf")
+
+
+def train(config: TrainConfig, resume: bool = True) -> Path:
+    """Train, keeping ``best.pt`` and a resumable ``last.pt`` in ``config.out_dir``."""
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    data, split, fingerprint, _ = load_data(config)
+    (out / "split.json").write_text(
+        json.dumps({name: [data.keys[i] for i in getattr(split, name)] for name in ("train", "val", "test")}, indent=1)
+    )
+    task = Task(config.task)
+    network = build_network(config).to(device).to(memory_format=torch.channels_last)
+    optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5, patience=4)
+    generator = torch.Generator().manual_seed(config.seed)
+    state = {"epoch": 0, "best_score": float("-inf"), "best_epoch": -1, "history": [], "seconds": 0.0}
+    last = out / "last.pt"
+    if resume and last.exists():
+        checkpoint = torch.load(last, map_location=device, weights_only=False)
+        network.load_state_dict(checkpoint["model"])
+        optimiser.load_state_dict(checkpoint["optimiser"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        generator.set_state(checkpoint["generator"])
+        state = checkpoint["state"]
+    meta = {
+        "config": asdict(config),
+        "data_sha256": fingerprint,
+        "device": str(device),
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    (out / "config.json").write_text(json.dumps(meta, indent=1))
+    augment = AugmentConfig()
+    train_idx = np.array(split.train)
+    use_amp = device.type == "cuda"
+    while state["epoch"] < config.epochs and state["epoch"] - state["best_epoch"] <= config.patience:
+        epoch = state["epoch"]
+        started = time.perf_counter()
+        network.train()
+        order = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
+        losses = []
+        # Drop a trailing batch of one image: batch norm cannot train on a single sample.
+        usable = len(order) - (1 if len(order) % config.batch_size == 1 else 0)
+        batches = range(0, usable, config.batch_size)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch")
+        for start in bar:
+            chunk = order[start : start + config.batch_size]
+            images = torch.from_numpy(data.images[chunk]).float().unsqueeze(1)
+            masks = torch.from_numpy(data.masks[chunk]).float().unsqueeze(1) / 255.0
+            labels = torch.from_numpy(data.labels[chunk].astype(np.int64))
+            if config.augment:
+                images, masks = augment_batch(images, masks, generator, augment)
+            images = to_network_input(images).to(device).contiguous(memory_format=torch.channels_last)
+            masks, labels = (masks >= 0.5).float().to(device), labels.to(device)
+            with torch.autocast(device.type, enabled=use_amp):
+                out_ = network(images)
+            loss, parts = multitask_loss(
+                None if out_.class_logit is None else out_.class_logit.float(),
+                labels,
+                None if out_.mask_logit is None else out_.mask_logit.float(),
+                masks,
+                config.w_p,
+                config.w_clf,
+            )
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}")
+        probabilities, mask_probabilities = predict(network, data, split.val, device)
+        scores = validation_scores(data, split.val, probabilities, mask_probabilities)
+        score = selection_score(task, scores)
+        scheduler.step(score)
+        seconds = time.perf_counter() - started
+        state["seconds"] += seconds
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": float(np.mean(losses)),
+            "val_score": score,
+            "seconds": seconds,
+            "lr": optimiser.param_groups[0]["lr"],
+            **{f"val_{k}": v for k, v in scores.items()},
+        }
+        state["history"].append(row)
+        state["epoch"] = epoch + 1
+        if score > state["best_score"]:
+            state["best_score"], state["best_epoch"] = score, epoch + 1
+            torch.save(
+                {"model": network.state_dict(), "task": task.value, "epoch": epoch + 1, "scores": scores},
+                out / "best.pt",
+            )
+        torch.save(
+            {
+                "model": network.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "state": state,
+            },
+            out / "last.tmp",
+        )
+        (out / "last.tmp").replace(last)
+        _write_history(out / "history.csv", state["history"])
+        summary = " ".join(f"{k}={v:.3f}" for k, v in scores.items())
+        tqdm.write(f"epoch {epoch + 1}: loss {row['train_loss']:.4f} {summary} ({seconds:.0f} s)")
+    return out
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    keys = sorted({k for row in history for k in row}, key=lambda k: (k != "epoch", k))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def load_best(out_dir: Path, device: str = "cpu") -> EMTNet:
+    """The best-validation network of a run, in eval mode."""
+    checkpoint = torch.load(Path(out_dir) / "best.pt", map_location=device, weights_only=False)
+    network = EMTNet(Task(checkpoint["task"]))
+    network.load_state_dict(checkpoint["model"])
+    return network.eval()

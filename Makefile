@@ -1,0 +1,51 @@
+# BUSAssist: one entry point for every routine job. Needs only python3 (3.9-3.12) on the PATH.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+DATA ?= ../shared/data/busi
+RUN_DIR ?= runs/reproduce
+OUT ?= results/sample
+
+.PHONY: run test lint bench reproduce sample-data clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Inference-only install: numpy, pydicom, onnxruntime, Pillow (no torch).
+$(VENV)/.stamp-run: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -q -e .
+	touch $@
+
+# Everything for tests, training and benchmarks (torch==2.13.0 CPU build).
+$(VENV)/.stamp-dev: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -q -e ".[train,dev]"
+	touch $@ $(VENV)/.stamp-run
+
+run: $(VENV)/.stamp-run
+	$(VENV)/bin/busassist analyze Resources/SampleData --out $(OUT); status=$$?; \
+	echo "Results: $(OUT)/results.csv (scores), $(OUT)/masks/ (mask PNGs), $(OUT)/overlays/ (pictures)"; \
+	test $$status -le 2
+
+test: $(VENV)/.stamp-dev
+	$(VENV)/bin/ruff check BUSAssist Testing
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.stamp-dev
+	$(VENV)/bin/ruff check BUSAssist Testing
+
+bench: $(VENV)/.stamp-dev
+	$(PY) -m busassist.apps.bench --out bench/results.json
+
+# Retrain the shipped model from scratch (resumes an interrupted run), export, evaluate and
+# compare with the shipped model card. `busassist-train publish $(RUN_DIR)` then replaces it.
+reproduce: $(VENV)/.stamp-dev
+	$(VENV)/bin/busassist-train fit --data $(DATA) --out $(RUN_DIR) --export
+	$(VENV)/bin/busassist-train compare $(RUN_DIR)
+
+sample-data: $(VENV)/.stamp-dev
+	$(PY) -m busassist.training.sample_study --data $(DATA) --out Resources/SampleData
+
+clean:
+	rm -rf $(VENV) .cache results .pytest_cache .ruff_cache build *.egg-info
