@@ -37,6 +37,8 @@ def _fit(args: argparse.Namespace) -> int:
         patience=args.patience,
         w_p=args.w_p,
         w_clf=args.w_clf,
+        mask_bce=args.mask_bce,
+        schedule=args.schedule,
         seed=args.seed,
         limit=args.limit,
         device=args.device,
@@ -96,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--patience", type=int, default=10)
     fit.add_argument("--w-p", type=float, default=W_P)
     fit.add_argument("--w-clf", type=float, default=W_CLF)
+    fit.add_argument("--mask-bce", type=float, default=0.0, help="extra pixel-BCE weight for the mask loss")
+    fit.add_argument("--schedule", default="plateau", choices=["plateau", "cosine"])
     fit.add_argument("--seed", type=int, default=42)
     fit.add_argument("--limit", type=int, default=None, help="use only N cases (smoke tests)")
     fit.add_argument("--image-size", type=int, default=224)

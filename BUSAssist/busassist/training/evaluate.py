@@ -17,9 +17,10 @@ import numpy as np
 from busassist.constants import EFFECTIVE_WEIGHT_MAX, EFFECTIVE_WEIGHT_MIN, threshold_for_effective_weight
 from busassist.core.inference import Analyzer
 from busassist.core.metrics import classification_report, dice_iou, mean_report
+from busassist.core.model_store import write_checksum
 from busassist.training.busi import BusiCase, discover, load_image, load_mask
 from busassist.training.export import set_metadata
-from busassist.training.model_card import write_card
+from busassist.training.model_card import strict_json, write_card
 
 
 def analyse_cases(analyzer: Analyzer, cases: list[BusiCase]) -> dict[str, np.ndarray]:
@@ -88,9 +89,10 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
     labelled = val["labels"] >= 0
     table = operating_table(val["labels"][labelled], val["probabilities"][labelled], w_p)
     metadata = analyzer.metadata
-    metadata.operating_table = table
+    metadata.operating_table = strict_json(table)
     del analyzer  # release the file before rewriting it
     set_metadata(onnx_path, metadata)
+    write_checksum(onnx_path)
 
     history = (run / "history.csv").read_text().splitlines()
     card = {

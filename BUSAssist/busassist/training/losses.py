@@ -46,10 +46,13 @@ def multitask_loss(
     masks: torch.Tensor,
     w_p: float = W_P,
     w_clf: float = W_CLF,
+    mask_bce: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """W_clf * NS-WBCE + Dice (Eq. 6); images with label -1 (normal) skip the classification term.
 
-    Either head may be absent (Single-SGM / Single-CLF), then its term is left out.
+    Either head may be absent (Single-SGM / Single-CLF), then its term is left out. ``mask_bce``
+    adds a per-pixel BCE term to the Dice loss (0 = the paper's loss exactly): Dice alone gives
+    weak gradients on small lesions and on empty (normal) masks, which pixel BCE supplies.
     """
     total = torch.zeros((), device=labels.device)
     parts: dict[str, float] = {}
@@ -63,4 +66,8 @@ def multitask_loss(
         sgm = dice_loss(mask_logits, masks)
         total = total + sgm
         parts["dice"] = float(sgm.detach())
+        if mask_bce > 0:
+            pixel = F.binary_cross_entropy_with_logits(mask_logits, masks.to(mask_logits.dtype))
+            total = total + mask_bce * pixel
+            parts["mask_bce"] = float(pixel.detach())
     return total, parts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -14,13 +15,16 @@ HEADLINE = ("acc", "sen", "spe", "auc", "ppv", "npv", "dice", "iou")
 PAPER = {"acc": 0.886, "sen": 0.941, "spe": 0.853, "dice": 0.81, "iou": 0.73}
 
 
+def _number(value: float | None, percent: bool) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value * 100:.1f}" if percent else f"{value:.3f}"
+
+
 def _fmt(entry: dict, percent: bool) -> str:
-    scale, unit = (100, " %") if percent else (1, "")
-    digits = 1 if percent else 3
-    return (
-        f"{entry['value'] * scale:.{digits}f}{unit} "
-        f"[{entry['ci_low'] * scale:.{digits}f}, {entry['ci_high'] * scale:.{digits}f}]"
-    )
+    unit = " %" if percent else ""
+    low, high = _number(entry["ci_low"], percent), _number(entry["ci_high"], percent)
+    return f"{_number(entry['value'], percent)}{unit} [{low}, {high}]"
 
 
 def render_markdown(card: dict) -> str:
@@ -66,7 +70,7 @@ def render_markdown(card: dict) -> str:
     ]
     for row in card["operating_table_validation"]:
         cells = [
-            f"{row[k] * 100:.1f} % [{row[k + '_ci'][0] * 100:.0f}, {row[k + '_ci'][1] * 100:.0f}]"
+            f"{_number(row[k], True)} % [{_number(row[k + '_ci'][0], True)}, {_number(row[k + '_ci'][1], True)}]"
             for k in ("sen", "spe", "ppv", "npv")
         ]
         lines.append(f"| {row['w_effective']:.0f} | {row['threshold']:.3f} | " + " | ".join(cells) + " |")
@@ -85,8 +89,20 @@ def render_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
+def strict_json(value: object) -> object:
+    """Replace NaN/inf (undefined metrics, e.g. PPV with no positive call) by null for strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def write_card(folder: Path, card: dict) -> None:
-    (Path(folder) / MODEL_CARD_JSON).write_text(json.dumps(card, indent=1) + "\n")
+    card = strict_json(card)
+    (Path(folder) / MODEL_CARD_JSON).write_text(json.dumps(card, indent=1, allow_nan=False) + "\n")
     (Path(folder) / CARD_MARKDOWN).write_text(render_markdown(card))
 
 

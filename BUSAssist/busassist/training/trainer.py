@@ -50,6 +50,8 @@ class TrainConfig:
     patience: int = 10
     w_p: float = W_P
     w_clf: float = W_CLF
+    mask_bce: float = 0.0  # weight of an extra pixel BCE term for the mask (0 = paper's Dice only)
+    schedule: str = "plateau"  # "plateau" (halve LR when validation stalls) or "cosine"
     seed: int = 42
     limit: int | None = None  # use only the first N cases (tests)
     device: str = "auto"
@@ -105,8 +107,8 @@ def build_network(config: TrainConfig) -> EMTNet:
 @torch.no_grad()
 def predict(
     network: EMTNet, data: PreparedData, indices: list[int], device: torch.device, batch_size: int = 32
-) -> tuple[np.ndarray, np.ndarray]:
-    """Malignancy probabilities (NaN without a classifier) and mask probabilities (network grid)."""
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Malignancy probabilities and network-grid mask probabilities (None for a missing head)."""
     network.eval()
     probabilities, masks = [], []
     for start in range(0, len(indices), batch_size):
@@ -116,28 +118,27 @@ def predict(
         out = network(images)
         if out.class_logit is not None:
             probabilities.append(torch.sigmoid(out.class_logit.float()).reshape(-1).cpu().numpy())
-        else:
-            probabilities.append(np.full(len(chunk), np.nan))
         if out.mask_logit is not None:
             masks.append(torch.sigmoid(out.mask_logit.float())[:, 0].cpu().numpy())
-        else:
-            masks.append(np.zeros((len(chunk), *data.images.shape[1:]), np.float32))
-    return np.concatenate(probabilities), np.concatenate(masks)
+    return (np.concatenate(probabilities) if probabilities else None,
+            np.concatenate(masks) if masks else None)
 
 
 def validation_scores(
-    data: PreparedData, indices: list[int], probabilities: np.ndarray, mask_probabilities: np.ndarray
+    data: PreparedData, indices: list[int], probabilities: np.ndarray | None, mask_probabilities: np.ndarray | None
 ) -> dict[str, float]:
     """Validation metrics on the network grid: AUC/ACC/SEN/SPE at 0.5 and lesion Dice."""
     labels = data.labels[indices]
     labelled = labels >= 0
     scores: dict[str, float] = {}
-    if np.isfinite(probabilities).all() and labelled.any():
+    if probabilities is not None and labelled.any():
         scores.update(classification_metrics(labels[labelled], probabilities[labelled], 0.5))
         scores["auc"] = auc(labels[labelled], probabilities[labelled])
     lesion = [i for i, index in enumerate(indices) if data.masks[index].max() > 127]
-    if lesion:
-        dices = [dice_iou(mask_probabilities[i] >= MASK_THRESHOLD, data.masks[indices[i]] >= 128)[0] for i in lesion]
+    if mask_probabilities is not None and lesion:
+        dices = [
+            dice_iou(mask_probabilities[i] >= MASK_THRESHOLD, data.masks[indices[i]] >= 128)[0] for i in lesion
+        ]
         scores["dice"] = float(np.mean(dices))
     return scores
 
@@ -161,7 +162,12 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     task = Task(config.task)
     network = build_network(config).to(device).to(memory_format=torch.channels_last)
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5, patience=4)
+    if config.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs)
+    elif config.schedule == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5, patience=4)
+    else:
+        raise ValueError(f"unknown schedule {config.schedule!r}")
     generator = torch.Generator().manual_seed(config.seed)
     state = {"epoch": 0, "best_score": float("-inf"), "best_epoch": -1, "history": [], "seconds": 0.0}
     last = out / "last.pt"
@@ -212,6 +218,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
                 masks,
                 config.w_p,
                 config.w_clf,
+                config.mask_bce,
             )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -221,7 +228,10 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         probabilities, mask_probabilities = predict(network, data, split.val, device)
         scores = validation_scores(data, split.val, probabilities, mask_probabilities)
         score = selection_score(task, scores)
-        scheduler.step(score)
+        if config.schedule == "plateau":
+            scheduler.step(score)
+        else:
+            scheduler.step()
         seconds = time.perf_counter() - started
         state["seconds"] += seconds
         row = {

@@ -1,0 +1,107 @@
+"""Tiny end-to-end trainings: checkpoints, resume, repeatability, export, evaluation and the card.
+
+These train a few images at 64x64 for one or two epochs: they check the machinery, never the
+accuracy of the real model (that is the model card's job).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from busassist.constants import threshold_for_effective_weight
+from busassist.core.inference import Analyzer
+from busassist.training.trainer import TrainConfig, load_best, train
+
+
+@pytest.fixture(scope="module")
+def busi(shared_dir: Path) -> Path:
+    return shared_dir / "data" / "busi"
+
+
+def tiny_config(busi: Path, out: Path, cache: Path, **overrides) -> TrainConfig:
+    values = dict(data_root=str(busi), out_dir=str(out), image_size=64, epochs=1, batch_size=8,
+                  limit=40, cache_dir=str(cache), device="cpu", pretrained=None)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def history(run: Path) -> list[dict]:
+    with (run / "history.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_writes_checkpoints_and_resumes(busi: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(busi, run, tmp_path / "cache"))
+    for name in ("best.pt", "last.pt", "config.json", "history.csv", "split.json"):
+        assert (run / name).exists(), name
+    first = history(run)
+    assert len(first) == 1
+    train(tiny_config(busi, run, tmp_path / "cache", epochs=2))
+    second = history(run)
+    assert len(second) == 2, "resume must continue, not restart"
+    assert second[0]["train_loss"] == first[0]["train_loss"]
+    split = json.loads((run / "split.json").read_text())
+    assert not set(split["train"]) & set(split["test"])
+
+
+def test_same_seed_gives_the_same_run(busi: Path, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        train(tiny_config(busi, tmp_path / name, tmp_path / "cache"))
+    assert history(tmp_path / "a")[0]["train_loss"] == history(tmp_path / "b")[0]["train_loss"]
+    a, b = load_best(tmp_path / "a").state_dict(), load_best(tmp_path / "b").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train(tiny_config(busi, tmp_path / "c", tmp_path / "cache", seed=7))
+    assert history(tmp_path / "c")[0]["train_loss"] != history(tmp_path / "a")[0]["train_loss"]
+
+
+@pytest.mark.parametrize("task", ["single-clf", "single-sgm"])
+def test_single_task_variants_train(busi: Path, tmp_path: Path, task: str) -> None:
+    run = train(tiny_config(busi, tmp_path / task, tmp_path / "cache", task=task))
+    row = history(run)[0]
+    assert ("val_auc" in row) == (task == "single-clf")
+    assert ("val_dice" in row) == (task == "single-sgm")
+
+
+def test_export_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None:
+    from busassist.core.model_store import verify_model
+    from busassist.training.evaluate import evaluate_run
+    from busassist.training.export import export_run
+
+    run = train(tiny_config(busi, tmp_path / "run", tmp_path / "cache"))
+    onnx_path = export_run(run)
+    card = evaluate_run(run, onnx_path, busi)
+    verify_model(onnx_path)  # evaluation rewrites metadata, then records the final checksum
+    analyzer = Analyzer(onnx_path)
+    table = analyzer.metadata.operating_table
+    assert [row["w_effective"] for row in table] == list(range(1, 11))
+    for row in table:
+        assert row["threshold"] == pytest.approx(threshold_for_effective_weight(row["w_effective"], 3.0), abs=1e-6)
+    sens = [row["sen"] for row in table]
+    assert sens == sorted(sens), "sensitivity cannot drop as the threshold falls"
+    assert card["model"]["input_size"] == 64
+    for name in ("acc", "sen", "spe", "auc", "dice", "iou"):
+        entry = card["test"][name]
+        assert set(entry) == {"value", "ci_low", "ci_high"}
+    assert (run / "MODEL_CARD.md").read_text().startswith("# Model card")
+    json.loads((run / "model_card.json").read_text())  # strict JSON (no NaN)
+    assert card["data"]["counts"]["test"] == len(json.loads((run / "split.json").read_text())["test"])
+
+
+def test_threshold_for_effective_weight() -> None:
+    assert threshold_for_effective_weight(3.0, 3.0) == 0.5
+    thresholds = [threshold_for_effective_weight(w, 3.0) for w in range(1, 11)]
+    assert thresholds == sorted(thresholds, reverse=True)
+    assert thresholds[0] == pytest.approx(0.75)
+    # The logit shift ln W_p: a posterior q becomes W_p q / (W_p q + 1 - q); deciding at W' = 1
+    # on p must equal deciding on q at 0.5.
+    q = np.linspace(0.01, 0.99, 99)
+    p = 3 * q / (3 * q + 1 - q)
+    assert np.array_equal(p >= threshold_for_effective_weight(1.0, 3.0) - 1e-12, q >= 0.5 - 1e-12)
+    with pytest.raises(ValueError):
+        threshold_for_effective_weight(0.0)
