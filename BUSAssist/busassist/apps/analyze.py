@@ -9,6 +9,7 @@ and rows are flushed to disk as they are produced so nothing finished is lost.
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -66,9 +67,15 @@ def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path]:
 
 
 def safe_stem(frame: Frame) -> str:
-    """Output-file stem: the SOP Instance UID when there is one (no patient data), else the file name."""
-    base = frame.sop_instance_uid or Path(frame.source).stem
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", base) + f"_f{frame.index:04d}"
+    """Output-file stem, unique per source file and frame, free of patient data.
+
+    The SOP Instance UID (or, for PNG/JPEG, the file name) keeps names readable; a short hash of
+    the source path keeps two files with the same name or UID from overwriting each other's
+    outputs while staying the same when the same command is run again.
+    """
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", frame.sop_instance_uid or Path(frame.source).stem)
+    source = hashlib.sha1(str(Path(frame.source).resolve()).encode()).hexdigest()[:8]
+    return f"{base}_{source}_f{frame.index:04d}"
 
 
 def overlay_image(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -176,6 +176,10 @@ def read_dicom_frames(path: Path, any_modality: bool = False) -> Iterator[Frame]
         raise InputError(path, f"not a readable DICOM file ({error.__class__.__name__})") from None
     sop_class = str(getattr(dataset, "SOPClassUID", ""))
     modality = str(getattr(dataset, "Modality", ""))
+    if not sop_class and not modality and "Rows" not in dataset:
+        raise InputError(path, "incomplete DICOM header (truncated file?)", "read")
+    if not sop_class:
+        sop_class = str(getattr(getattr(dataset, "file_meta", None), "MediaStorageSOPClassUID", ""))
     if not any_modality and sop_class not in ULTRASOUND_SOP_CLASSES and modality != "US":
         kind = getattr(getattr(dataset, "SOPClassUID", None), "name", sop_class) or "unknown"
         raise InputError(path, f"not an ultrasound image (SOP class {kind}, modality {modality or '-'})", "check")
@@ -194,7 +198,8 @@ def read_dicom_frames(path: Path, any_modality: bool = False) -> Iterator[Frame]
     except (AttributeError, KeyError) as error:
         raise InputError(path, f"DICOM without usable pixel data ({error})", "decode") from None
     except (NotImplementedError, RuntimeError, ValueError, OSError, EOFError) as error:
-        reason = str(error).splitlines()[0] if str(error) else error.__class__.__name__
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = " ".join(lines[:2]) if lines else error.__class__.__name__
         raise InputError(path, f"pixel data cannot be decoded: {reason}", "decode") from None
 
 

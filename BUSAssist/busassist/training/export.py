@@ -25,7 +25,9 @@ def export_onnx(network: EMTNet, path: Path, metadata: ModelMetadata, size: int 
     """Write ``network`` as ONNX with a dynamic batch axis and ``metadata`` as metadata_props."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = ExportWrapper(network.cpu().eval())
+    # The wrapper must be in eval mode too: the exporter restores the wrapper's mode afterwards,
+    # which would otherwise switch the caller's network back to training.
+    wrapper = ExportWrapper(network.cpu().eval()).eval()
     example = torch.zeros(1, 1, size, size)
     torch.onnx.export(
         wrapper,

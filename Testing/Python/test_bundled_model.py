@@ -1,0 +1,88 @@
+"""The bundled model (Resources/Models/emtnet.onnx) on the bundled sample study, through the CLI.
+
+These tests FAIL, not skip, when the bundled model or its checksum is missing: shipping without
+a model is a release bug, not a reason to skip.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from busassist.apps.cli import main
+from busassist.constants import IMAGE_SIZE, MASK_THRESHOLD, NORMALISATION_MEAN, NORMALISATION_STD, W_P
+from busassist.core.inference import Analyzer, Decision
+from busassist.core.model_store import checksum_path, default_model_path
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_DIR = REPO_ROOT / "Resources" / "SampleData"
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_bundled_model_present_and_verified() -> None:
+    model = default_model_path()
+    assert model.is_file(), f"bundled model {model} is missing"
+    assert checksum_path(model).is_file(), f"{checksum_path(model)} is missing"
+    analyzer = Analyzer(threads=1)  # verifies the SHA-256
+    assert analyzer.model_path == model
+    metadata = analyzer.metadata
+    assert metadata.model_version not in ("", "unversioned", "test")
+    # The model must have been trained with the preprocessing inference applies.
+    assert metadata.input_size == IMAGE_SIZE
+    assert metadata.normalisation_mean == NORMALISATION_MEAN
+    assert metadata.normalisation_std == NORMALISATION_STD
+    assert metadata.mask_threshold == MASK_THRESHOLD
+    assert metadata.w_p == W_P
+    assert analyzer.threshold(None) == pytest.approx(0.5)
+
+
+def test_bundled_model_on_sample_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = default_model_path()
+    assert model.is_file(), f"bundled model {model} is missing"
+    samples = sorted(SAMPLE_DIR.glob("*.dcm"))
+    assert len(samples) == 3
+    provenance = json.loads((SAMPLE_DIR / "provenance.json").read_text())
+    out = tmp_path / "out"
+
+    code = main(["analyze", str(SAMPLE_DIR), "--out", str(out), "--threads", "1"])
+    captured = capsys.readouterr()
+
+    assert code == 0, captured.err
+    assert "Traceback" not in captured.out + captured.err
+    assert read_csv(out / "errors.csv") == []
+    rows = read_csv(out / "results.csv")
+    assert len(rows) == 3
+    assert sorted(row["file"] for row in rows) == [str(p) for p in samples]
+    for row in rows:
+        path = Path(row["file"])
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        shape = (int(header.Rows), int(header.Columns))
+        x0, y0, x1, y1 = provenance[path.name]["region_x0y0x1y1"]  # Max inclusive
+        assert row["frame"] == "0"
+        assert row["region"] == f"{x0},{y0},{x1 + 1},{y1 + 1}"
+        with Image.open(out / row["mask_path"]) as image:
+            mask = np.asarray(image)
+        assert mask.shape == shape, f"{path.name}: mask {mask.shape} is not in the source geometry {shape}"
+        assert set(np.unique(mask).tolist()) <= {0, 255}
+        inside = np.zeros(shape, dtype=bool)
+        inside[y0 : y1 + 1, x0 : x1 + 1] = True
+        assert not mask[~inside].any(), f"{path.name}: lesion pixels outside the tissue region"
+        assert int(row["lesion_area_px"]) == int(np.count_nonzero(mask))
+        with Image.open(out / row["overlay_path"]) as image:
+            assert np.asarray(image).shape == (*shape, 3)
+        probability, threshold = float(row["malignancy_probability"]), float(row["threshold"])
+        assert 0.0 <= probability <= 1.0
+        if row["lesion_detected"] == "0":
+            assert row["decision"] == Decision.NO_LESION
+        else:
+            assert row["decision"] == (Decision.SUSPICIOUS if probability >= threshold else Decision.BENIGN)
+        assert row["model_version"] not in ("", "unversioned", "test")
