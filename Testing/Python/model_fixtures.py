@@ -120,6 +120,7 @@ class FixtureModel:
 def build_test_model(path: Path, passes: int = 3, seed: int = 0) -> FixtureModel:
     """Seeded EMT-Net, BN statistics calibrated on ``passes`` batches of 4 frames, exported with checksum."""
     import torch
+
     from busassist.core.model_store import ModelMetadata, write_checksum
     from busassist.training.export import export_onnx
     from busassist.training.model import EMTNet

@@ -16,6 +16,10 @@ import pytest
 
 pytest.register_assert_rewrite("model_fixtures")
 
+from model_fixtures import FixtureModel, sample_frames  # noqa: E402
+from PIL import Image  # noqa: E402
+from pydicom.uid import generate_uid  # noqa: E402
+
 from busassist.apps.analyze import RESULT_COLUMNS, expand_inputs  # noqa: E402
 from busassist.apps.cli import main  # noqa: E402
 from busassist.constants import MIN_LESION_FRACTION  # noqa: E402
@@ -24,9 +28,6 @@ from busassist.core.io import Region, read_frames  # noqa: E402
 from busassist.core.model_store import checksum_path  # noqa: E402
 from busassist.core.preprocessing import to_grey  # noqa: E402
 from busassist.training.sample_study import US_IMAGE_STORAGE, framed, ultrasound_dataset  # noqa: E402
-from model_fixtures import FixtureModel, sample_frames  # noqa: E402
-from PIL import Image  # noqa: E402
-from pydicom.uid import generate_uid  # noqa: E402
 
 pytest_plugins = ["model_fixtures"]
 

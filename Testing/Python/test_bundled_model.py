@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
+
 from busassist.apps.cli import main
 from busassist.constants import IMAGE_SIZE, MASK_THRESHOLD, NORMALISATION_MEAN, NORMALISATION_STD, W_P
 from busassist.core.inference import Analyzer, Decision
 from busassist.core.model_store import checksum_path, default_model_path
-from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = REPO_ROOT / "Resources" / "SampleData"

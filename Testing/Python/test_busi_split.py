@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from busassist.constants import SPLIT_FRACTIONS, SPLIT_SEED
 from busassist.training.busi import (
     CLASSES,
@@ -19,7 +21,6 @@ from busassist.training.busi import (
     split_units,
     stratified_group_split,
 )
-from PIL import Image
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,12 @@ onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 
 import onnxruntime as ort  # noqa: E402
+from model_fixtures import FixtureModel, network_batch, sample_frames  # noqa: E402
+
 from busassist.constants import ONNX_CLASS_OUTPUT, ONNX_INPUT, ONNX_MASK_OUTPUT, W_CLF, W_P  # noqa: E402
 from busassist.core.inference import Analyzer  # noqa: E402
 from busassist.core.model_store import ModelMetadata, write_checksum  # noqa: E402
 from busassist.training.export import set_metadata  # noqa: E402
-from model_fixtures import FixtureModel, network_batch, sample_frames  # noqa: E402
 
 pytest_plugins = ["model_fixtures"]
 

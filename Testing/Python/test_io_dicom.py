@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from busassist.core.io import InputError, Region, read_frames, tissue_region
-from busassist.core.preprocessing import to_grey, to_uint8_range
-from busassist.training.sample_study import framed, ultrasound_dataset
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+
+from busassist.core.io import InputError, Region, read_frames, tissue_region
+from busassist.core.preprocessing import to_grey, to_uint8_range
+from busassist.training.sample_study import framed, ultrasound_dataset
 
 US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"

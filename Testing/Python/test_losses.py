@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from busassist.constants import W_CLF, W_P
 from busassist.training.losses import dice_loss, multitask_loss, naive_wbce, ns_wbce
 

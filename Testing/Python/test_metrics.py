@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from busassist.core.metrics import (
     auc,
     bootstrap_interval,

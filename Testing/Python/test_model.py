@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from busassist.constants import IMAGE_SIZE
 from busassist.training.model import (
     EMTNet,

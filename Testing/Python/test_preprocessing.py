@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from busassist.constants import IMAGE_SIZE, LUMA_WEIGHTS
 from busassist.core.preprocessing import (
     SquareGeometry,

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from busassist.constants import IMAGE_SIZE, NORMALISATION_MEAN, NORMALISATION_STD
 from busassist.core.preprocessing import resize
 from busassist.training.model import MobileNetV1Encoder

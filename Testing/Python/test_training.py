@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from busassist.constants import threshold_for_effective_weight
 from busassist.core.inference import Analyzer
 from busassist.training.trainer import TrainConfig, load_best, train

@@ -67,8 +67,17 @@ def torch_end_to_end(frame: np.ndarray, threads: int) -> Callable[[], object]:
 def peak_rss_of_cli(model: Path, inputs: Path) -> float:
     """Peak resident memory (MB) of ``busassist analyze`` on ``inputs``, as a child process."""
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-m", "busassist.apps.cli", "analyze", str(inputs), "--out", out,
-                   "--model", str(model)]
+        command = [
+            sys.executable,
+            "-m",
+            "busassist.apps.cli",
+            "analyze",
+            str(inputs),
+            "--out",
+            out,
+            "--model",
+            str(model),
+        ]
         subprocess.run(command, check=False, capture_output=True)
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 

@@ -1,4 +1,4 @@
-"""``busassist-train``: the trainer's command line (fit, export, evaluate, publish, compare)."""
+"""``busassist-train``: the trainer's command line (fit, cv, sweep-wp, grid, ablation, export, publish, compare)."""
 
 from __future__ import annotations
 
@@ -6,35 +6,44 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from busassist.constants import W_CLF, W_P
+
+if TYPE_CHECKING:
+    from busassist.training.trainer import TrainConfig
 
 DEFAULT_DATA = Path("../shared/data/busi")
 DEFAULT_PRETRAINED = Path("../shared/data/pretrained/mobilenet_v1_1.0_224_imagenet_frozen.pb")
 
 
-def _fit(args: argparse.Namespace) -> int:
-    from busassist.training.trainer import TrainConfig, train
+class UsageError(Exception):
+    """A command-line problem reported in one line."""
+
+
+def config_from_args(args: argparse.Namespace, out: Path) -> TrainConfig:
+    """TrainConfig from the shared training options; a preset fills what was not given."""
+    from busassist.training.experiments import PRESETS
+    from busassist.training.trainer import TrainConfig
 
     pretrained = None
     if not args.no_pretrained:
         if not Path(args.pretrained).exists():
-            print(
-                f"busassist-train: {args.pretrained}: pretrained graph not found "
-                "(pass --no-pretrained to train from scratch)",
-                file=sys.stderr,
+            raise UsageError(
+                f"{args.pretrained}: pretrained graph not found (pass --no-pretrained to train from scratch)"
             )
-            return 1
         pretrained = str(args.pretrained)
-    config = TrainConfig(
+    preset = PRESETS[args.preset]
+    return TrainConfig(
         data_root=str(args.data),
-        out_dir=str(args.out),
-        task=args.task,
+        out_dir=str(out),
+        task=getattr(args, "task", "emtnet"),
         pretrained=pretrained,
-        epochs=args.epochs,
+        epochs=args.epochs or preset["epochs"],
+        patience=args.patience or preset["patience"],
+        image_size=args.image_size or preset["image_size"],
         batch_size=args.batch_size,
         learning_rate=args.lr,
-        patience=args.patience,
         w_p=args.w_p,
         w_clf=args.w_clf,
         mask_bce=args.mask_bce,
@@ -42,13 +51,36 @@ def _fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         limit=args.limit,
         device=args.device,
-        image_size=args.image_size,
         cache_dir=str(args.cache_dir),
     )
-    out = train(config, resume=not args.restart)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from busassist.training.trainer import train
+
+    out = train(config_from_args(args, args.out), resume=not args.restart)
     print(f"training finished: {out}")
     if args.export:
         return _export_and_evaluate(out, args.data)
+    return 0
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from busassist.training import experiments
+
+    config = config_from_args(args, args.out)
+    experiments.record_command(args.out, config, {"experiment": args.command, "preset": args.preset})
+    if args.command == "cv":
+        summary = experiments.cross_validate(config, args.out, args.folds)
+        print(json.dumps(summary, indent=1))
+    elif args.command == "sweep-wp":
+        rows = experiments.sweep_wp(config, args.out, folds=args.folds)
+        print(f"{len(rows)} W_p values; table {args.out / 'sweep_wp.csv'}, plot {args.out / 'sweep_wp.png'}")
+    elif args.command == "grid":
+        rows = experiments.grid(config, args.out)
+        print(f"{len(rows)} (W_clf, W_p) pairs; table {args.out / 'grid.csv'}, plot {args.out / 'grid.png'}")
+    elif args.command == "ablation":
+        print(experiments.ablation(config, args.out))
     return 0
 
 
@@ -82,32 +114,57 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def training_options() -> argparse.ArgumentParser:
+    """Options every training command shares."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BUSI root folder")
+    common.add_argument("--out", type=Path, required=True, help="output folder (resumed if it exists)")
+    common.add_argument(
+        "--preset",
+        default="full",
+        choices=["full", "cpu-quick"],
+        help="full: 224 px, 40 epochs; cpu-quick: 128 px, 8 epochs for sweeps on a CPU",
+    )
+    common.add_argument("--pretrained", type=Path, default=DEFAULT_PRETRAINED)
+    common.add_argument("--no-pretrained", action="store_true", help="train from scratch")
+    common.add_argument("--epochs", type=int, default=None, help="override the preset")
+    common.add_argument("--patience", type=int, default=None, help="override the preset")
+    common.add_argument("--image-size", type=int, default=None, help="override the preset")
+    common.add_argument("--batch-size", type=int, default=16)
+    common.add_argument("--lr", type=float, default=3e-4)
+    common.add_argument("--w-p", type=float, default=W_P)
+    common.add_argument("--w-clf", type=float, default=W_CLF)
+    common.add_argument("--mask-bce", type=float, default=0.0, help="extra pixel-BCE weight for the mask loss")
+    common.add_argument("--schedule", default="plateau", choices=["plateau", "cosine"])
+    common.add_argument("--seed", type=int, default=42)
+    common.add_argument("--limit", type=int, default=None, help="use only N cases (smoke tests)")
+    common.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    common.add_argument("--cache-dir", type=Path, default=Path(".cache"))
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="busassist-train", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    common = training_options()
 
-    fit = sub.add_parser("fit", help="train one model (what `make reproduce` runs)")
-    fit.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BUSI root folder")
-    fit.add_argument("--out", type=Path, required=True, help="run folder (resumed if it exists)")
+    fit = sub.add_parser("fit", parents=[common], help="train one model (what `make reproduce` runs)")
     fit.add_argument("--task", default="emtnet", choices=["emtnet", "single-clf", "single-sgm"])
-    fit.add_argument("--pretrained", type=Path, default=DEFAULT_PRETRAINED)
-    fit.add_argument("--no-pretrained", action="store_true", help="train from scratch")
-    fit.add_argument("--epochs", type=int, default=40)
-    fit.add_argument("--batch-size", type=int, default=16)
-    fit.add_argument("--lr", type=float, default=3e-4)
-    fit.add_argument("--patience", type=int, default=10)
-    fit.add_argument("--w-p", type=float, default=W_P)
-    fit.add_argument("--w-clf", type=float, default=W_CLF)
-    fit.add_argument("--mask-bce", type=float, default=0.0, help="extra pixel-BCE weight for the mask loss")
-    fit.add_argument("--schedule", default="plateau", choices=["plateau", "cosine"])
-    fit.add_argument("--seed", type=int, default=42)
-    fit.add_argument("--limit", type=int, default=None, help="use only N cases (smoke tests)")
-    fit.add_argument("--image-size", type=int, default=224)
-    fit.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    fit.add_argument("--cache-dir", type=Path, default=Path(".cache"))
     fit.add_argument("--restart", action="store_true", help="ignore last.pt and start over")
     fit.add_argument("--export", action="store_true", help="export to ONNX and evaluate when done")
     fit.set_defaults(handler=_fit)
+
+    cv = sub.add_parser("cv", parents=[common], help="K-fold cross-validation (paper 3.2)")
+    cv.add_argument("--task", default="emtnet", choices=["emtnet", "single-clf", "single-sgm"])
+    cv.add_argument("--folds", type=int, default=4)
+    cv.set_defaults(handler=_experiment)
+    sweep = sub.add_parser("sweep-wp", parents=[common], help="Single-CLF over W_p, K-fold (paper Fig. 2)")
+    sweep.add_argument("--folds", type=int, default=4)
+    sweep.set_defaults(handler=_experiment)
+    grid = sub.add_parser("grid", parents=[common], help="EMT-Net over W_clf x W_p (paper 3.4)")
+    grid.set_defaults(handler=_experiment)
+    ablation = sub.add_parser("ablation", parents=[common], help="EMT-Net vs Single-CLF vs Single-SGM (Table 1)")
+    ablation.set_defaults(handler=_experiment)
 
     export = sub.add_parser("export", help="export a run to ONNX and evaluate it on its test split")
     export.add_argument("run", type=Path)
@@ -128,7 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except UsageError as error:
+        print(f"busassist-train: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

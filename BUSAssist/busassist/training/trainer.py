@@ -53,6 +53,8 @@ class TrainConfig:
     mask_bce: float = 0.0  # weight of an extra pixel BCE term for the mask (0 = paper's Dice only)
     schedule: str = "plateau"  # "plateau" (halve LR when validation stalls) or "cosine"
     seed: int = 42
+    folds: int = 0  # K of a K-fold cross-validation; 0 = the fixed 70/15/15 split
+    fold: int = 0  # which fold this run trains when folds > 0
     limit: int | None = None  # use only the first N cases (tests)
     device: str = "auto"
     augment: bool = True
@@ -87,9 +89,27 @@ def load_data(config: TrainConfig) -> tuple[PreparedData, Split, str, list]:
         step = max(1, len(cases) // config.limit)
         cases = cases[::step][: config.limit]
     groups = near_duplicate_groups(root / "near_duplicates.json")
-    train, val, test = stratified_group_split(cases, groups)
+    if config.folds:
+        split = kfold_split(cases, groups, config.folds, config.fold, config.seed)
+    else:
+        split = Split(*stratified_group_split(cases, groups))
     data = prepare_cached(cases, Path(config.cache_dir), config.image_size)
-    return data, Split(train, val, test), data_fingerprint(cases), cases
+    return data, split, data_fingerprint(cases), cases
+
+
+def kfold_split(cases: list, groups: list[list[str]], folds: int, fold: int, seed: int) -> Split:
+    """Fold ``fold`` of a K-fold cross-validation (paper section 3.2: 75 / 12.5 / 12.5 for K = 4).
+
+    The data are cut into 2K stratified, group-preserving parts; fold i tests on part 2i,
+    validates on part 2i + 1 and trains on the rest. Each image is held out (validation or
+    test) in exactly one fold, and the K test parts are disjoint.
+    """
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold {fold} outside 0..{folds - 1}")
+    parts = stratified_group_split(cases, groups, fractions=(1.0 / (2 * folds),) * (2 * folds), seed=seed)
+    test, val = parts[2 * fold], parts[2 * fold + 1]
+    train = sorted(i for k, part in enumerate(parts) if k not in (2 * fold, 2 * fold + 1) for i in part)
+    return Split(train, val, test)
 
 
 def to_network_input(images: torch.Tensor) -> torch.Tensor:
@@ -120,8 +140,7 @@ def predict(
             probabilities.append(torch.sigmoid(out.class_logit.float()).reshape(-1).cpu().numpy())
         if out.mask_logit is not None:
             masks.append(torch.sigmoid(out.mask_logit.float())[:, 0].cpu().numpy())
-    return (np.concatenate(probabilities) if probabilities else None,
-            np.concatenate(masks) if masks else None)
+    return (np.concatenate(probabilities) if probabilities else None, np.concatenate(masks) if masks else None)
 
 
 def validation_scores(
@@ -136,9 +155,7 @@ def validation_scores(
         scores["auc"] = auc(labels[labelled], probabilities[labelled])
     lesion = [i for i, index in enumerate(indices) if data.masks[index].max() > 127]
     if mask_probabilities is not None and lesion:
-        dices = [
-            dice_iou(mask_probabilities[i] >= MASK_THRESHOLD, data.masks[indices[i]] >= 128)[0] for i in lesion
-        ]
+        dices = [dice_iou(mask_probabilities[i] >= MASK_THRESHOLD, data.masks[indices[i]] >= 128)[0] for i in lesion]
         scores["dice"] = float(np.mean(dices))
     return scores
 

@@ -1,0 +1,90 @@
+"""The experiment commands on tiny configurations: K-fold splits, resumability, tables and plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from busassist.training import experiments
+from busassist.training.busi import discover, near_duplicate_groups
+from busassist.training.trainer import TrainConfig, kfold_split
+
+
+@pytest.fixture(scope="module")
+def busi(shared_dir: Path) -> Path:
+    return shared_dir / "data" / "busi"
+
+
+def tiny(busi: Path, out: Path) -> TrainConfig:
+    return TrainConfig(
+        data_root=str(busi),
+        out_dir=str(out),
+        image_size=64,
+        epochs=1,
+        batch_size=8,
+        limit=40,
+        cache_dir=str(out / "cache"),
+        device="cpu",
+        pretrained=None,
+    )
+
+
+def test_kfold_holds_out_every_image_once_and_keeps_groups_whole(busi: Path) -> None:
+    cases = discover(busi)
+    groups = near_duplicate_groups(busi / "near_duplicates.json")
+    folds = [kfold_split(cases, groups, 4, fold, 42) for fold in range(4)]
+    held_out = sorted(i for split in folds for i in split.test + split.val)
+    assert held_out == list(range(len(cases))), "each image is held out in exactly one fold"
+    tested = [i for split in folds for i in split.test]
+    assert len(tested) == len(set(tested))
+    index = {case.key: i for i, case in enumerate(cases)}
+    for split in folds:
+        assert not (set(split.train) & set(split.val)) and not (set(split.train) & set(split.test))
+        assert len(split.train) == pytest.approx(0.75 * len(cases), rel=0.03)
+        assert len(split.test) == pytest.approx(0.125 * len(cases), rel=0.1)
+        side = {i: name for name in ("train", "val", "test") for i in getattr(split, name)}
+        for group in groups:
+            assert len({side[index[key]] for key in group}) == 1
+    with pytest.raises(ValueError):
+        kfold_split(cases, groups, 4, 4, 42)
+
+
+def test_sweep_wp_writes_table_plot_and_resumes(busi: Path, tmp_path: Path) -> None:
+    config = tiny(busi, tmp_path)
+    rows = experiments.sweep_wp(config, tmp_path / "sweep", values=(1.0, 3.0), folds=2)
+    assert [row["w_p"] for row in rows] == [1.0, 3.0]
+    assert {"acc_mean", "sen_mean", "spe_mean", "auc_mean"} <= set(rows[0])
+    assert (tmp_path / "sweep" / "sweep_wp.png").stat().st_size > 1000
+    with (tmp_path / "sweep" / "sweep_wp.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 2
+    fold_metrics = tmp_path / "sweep" / "wp-3" / "fold-1" / "metrics.json"
+    before = json.loads(fold_metrics.read_text())
+    stamp = fold_metrics.stat().st_mtime_ns
+    experiments.sweep_wp(config, tmp_path / "sweep", values=(1.0, 3.0), folds=2)
+    assert fold_metrics.stat().st_mtime_ns == stamp, "a finished fold must not be retrained"
+    assert json.loads(fold_metrics.read_text()) == before
+
+
+def test_ablation_table_has_the_three_networks(busi: Path, tmp_path: Path) -> None:
+    markdown = experiments.ablation(tiny(busi, tmp_path), tmp_path / "ablation")
+    lines = markdown.strip().splitlines()
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["emtnet", "single-clf", "single-sgm"]
+    assert "5.13 M" in lines[2] and "3.80 M" in lines[3] and "4.53 M" in lines[4]
+    assert lines[4].split("|")[4].strip() == "-", "Single-SGM has no classification metrics"
+
+
+def test_grid_covers_every_pair(busi: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+
+    def fake_score(config: TrainConfig) -> dict:  # the training itself is covered above
+        seen.append((config.w_clf, config.w_p, config.task))
+        return {"acc": config.w_p / 10, "sen": 0.5, "spe": 0.5, "dice": config.w_clf / 10}
+
+    monkeypatch.setattr(experiments, "train_and_score", fake_score)
+    rows = experiments.grid(replace(tiny(busi, tmp_path), task="single-clf"), tmp_path / "grid", values=(1.0, 2.0))
+    assert sorted(seen) == [(1.0, 1.0, "emtnet"), (1.0, 2.0, "emtnet"), (2.0, 1.0, "emtnet"), (2.0, 2.0, "emtnet")]
+    assert len(rows) == 4 and (tmp_path / "grid" / "grid.png").exists()
