@@ -93,6 +93,16 @@ def test_export_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None:
     json.loads((run / "model_card.json").read_text())  # strict JSON (no NaN)
     assert card["data"]["counts"]["test"] == len(json.loads((run / "split.json").read_text())["test"])
 
+    from busassist.training.report import write_report
+
+    report = write_report(run, tmp_path / "report", busi)
+    text = report.read_text()
+    for picture in ("roc_pr.png", "confusion.png", "training.png", "examples.png"):
+        assert f"({picture})" in text
+        assert (tmp_path / "report" / picture).stat().st_size > 1000, picture
+    rows = (run / "predictions_test.csv").read_text().splitlines()
+    assert len(rows) == 1 + card["data"]["counts"]["test"]
+
 
 def test_threshold_for_effective_weight() -> None:
     assert threshold_for_effective_weight(3.0, 3.0) == 0.5

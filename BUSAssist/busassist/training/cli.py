@@ -99,6 +99,13 @@ def _export(args: argparse.Namespace) -> int:
     return _export_and_evaluate(Path(args.run), Path(args.data))
 
 
+def _report(args: argparse.Namespace) -> int:
+    from busassist.training.report import write_report
+
+    print(f"report written to {write_report(args.run, args.out, args.data)}")
+    return 0
+
+
 def _publish(args: argparse.Namespace) -> int:
     from busassist.training.model_card import publish
 
@@ -170,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run", type=Path)
     export.add_argument("--data", type=Path, default=DEFAULT_DATA)
     export.set_defaults(handler=_export)
+
+    report = sub.add_parser("report", help="Markdown report with ROC/PR, confusion, curves and overlays")
+    report.add_argument("run", type=Path)
+    report.add_argument("--out", type=Path, required=True)
+    report.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    report.set_defaults(handler=_report)
 
     publish = sub.add_parser("publish", help="copy a run's model and card into Resources/Models")
     publish.add_argument("run", type=Path)

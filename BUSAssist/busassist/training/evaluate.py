@@ -8,6 +8,7 @@ table behind the threshold slider; the test split is only ever used for the repo
 
 from __future__ import annotations
 
+import csv
 import json
 import platform
 from pathlib import Path
@@ -42,6 +43,24 @@ def analyse_cases(analyzer: Analyzer, cases: list[BusiCase]) -> dict[str, np.nda
         "iou": np.array(ious),
         "detected": np.array(detected),
     }
+
+
+def write_predictions(path: Path, keys: list[str], results: dict[str, np.ndarray]) -> None:
+    """Per-image results (for the report's ROC/PR curves and for auditing single cases)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "label", "probability", "dice", "iou", "lesion_detected"])
+        for i, key in enumerate(keys):
+            writer.writerow(
+                [
+                    key,
+                    int(results["labels"][i]),
+                    f"{results['probabilities'][i]:.6f}",
+                    f"{results['dice'][i]:.4f}",
+                    f"{results['iou'][i]:.4f}",
+                    int(results["detected"][i]),
+                ]
+            )
 
 
 def operating_table(labels: np.ndarray, probabilities: np.ndarray, w_p: float, resamples: int = 1000) -> list[dict]:
@@ -86,6 +105,8 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
     w_p = analyzer.metadata.w_p
     val = analyse_cases(analyzer, [cases[k] for k in split["val"]])
     test = analyse_cases(analyzer, [cases[k] for k in split["test"]])
+    for name, results in (("val", val), ("test", test)):
+        write_predictions(run / f"predictions_{name}.csv", split[name], results)
     labelled = val["labels"] >= 0
     table = operating_table(val["labels"][labelled], val["probabilities"][labelled], w_p)
     metadata = analyzer.metadata
