@@ -103,6 +103,14 @@ def test_export_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None:
     rows = (run / "predictions_test.csv").read_text().splitlines()
     assert len(rows) == 1 + card["data"]["counts"]["test"]
 
+    from busassist.training.quantize import compare_int8, quantize_run
+
+    int8 = quantize_run(run, busi, calibration_images=8)
+    Analyzer(int8)  # has its own verified checksum
+    figures = compare_int8(run, busi, repeats=2)
+    assert figures["int8"]["size_mb"] < figures["fp32"]["size_mb"] / 2
+    assert figures["ship_int8"] == (figures["auc_drop"] <= 0.005 and figures["dice_drop"] <= 0.005)
+
 
 def test_threshold_for_effective_weight() -> None:
     assert threshold_for_effective_weight(3.0, 3.0) == 0.5

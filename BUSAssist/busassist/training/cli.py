@@ -106,6 +106,14 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quantize(args: argparse.Namespace) -> int:
+    from busassist.training.quantize import compare_int8, quantize_run
+
+    print(f"wrote {quantize_run(args.run, args.data)}")
+    print(json.dumps(compare_int8(args.run, args.data), indent=1))
+    return 0
+
+
 def _publish(args: argparse.Namespace) -> int:
     from busassist.training.model_card import publish
 
@@ -183,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, required=True)
     report.add_argument("--data", type=Path, default=DEFAULT_DATA)
     report.set_defaults(handler=_report)
+
+    quantize = sub.add_parser("quantize", help="int8 ONNX beside the fp32 one, with its cost in AUC/Dice")
+    quantize.add_argument("run", type=Path)
+    quantize.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    quantize.set_defaults(handler=_quantize)
 
     publish = sub.add_parser("publish", help="copy a run's model and card into Resources/Models")
     publish.add_argument("run", type=Path)
