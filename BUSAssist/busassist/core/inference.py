@@ -52,6 +52,8 @@ class FrameResult:
     mask: np.ndarray  # (H, W) uint8, 0 background / 255 lesion
     region: Region | None  # the analysed region (None = whole frame)
     lesion_fraction: float  # mask area / analysed area
+    logit: float = float("nan")  # the classifier's raw logit z (probability = sigmoid(z))
+    calibrated_probability: float = float("nan")  # posterior estimate, see Analyzer.calibrate
 
     @property
     def lesion_detected(self) -> bool:
@@ -102,13 +104,28 @@ class Analyzer:
         weight = self.metadata.w_p if effective_weight is None else effective_weight
         return threshold_for_effective_weight(weight, self.metadata.w_p)
 
-    def run_network(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 1, S, S) normalised input -> malignancy probabilities (N,), mask probabilities (N, S, S)."""
+    def run_logits(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 1, S, S) normalised input -> class logits (N,), mask logits (N, S, S)."""
         class_logit, mask_logit = self.session.run(
             [ONNX_CLASS_OUTPUT, ONNX_MASK_OUTPUT], {ONNX_INPUT: batch.astype(np.float32)}
         )
-        probabilities = sigmoid(class_logit.reshape(-1) / self.metadata.temperature)
-        return probabilities, sigmoid(mask_logit[:, 0])
+        return class_logit.reshape(-1), mask_logit[:, 0]
+
+    def run_network(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 1, S, S) normalised input -> malignancy probabilities (N,), mask probabilities (N, S, S)."""
+        class_logit, mask_logit = self.run_logits(batch)
+        return sigmoid(class_logit), sigmoid(mask_logit)
+
+    def calibrate(self, logit: float | np.ndarray) -> np.ndarray:
+        """Posterior probability of malignancy: sigmoid((z - ln W_p) / T).
+
+        Training with W_p inflates the logit by ln W_p (that is what makes the 0.5 threshold
+        sensitive); removing it and dividing by the temperature T fitted on the validation split
+        gives a probability that means what it says. Decisions still use the raw probability with
+        the W_p / (W_p + W') thresholds, which is what the operating table was measured on.
+        """
+        z = np.asarray(logit, dtype=np.float32)
+        return sigmoid((z - np.log(self.metadata.w_p)) / self.metadata.temperature)
 
     def analyze(self, frame: Frame | np.ndarray, region: Region | None = None) -> FrameResult:
         """Score and segment one frame (cropped to ``region`` or the frame's declared region)."""
@@ -121,8 +138,8 @@ class Analyzer:
             region = region.clipped(height, width)
         crop = pixels if region is None else pixels[region.y0 : region.y1, region.x0 : region.x1]
         network_input, geometry = preprocess(crop, self.metadata.input_size)
-        probabilities, mask_probabilities = self.run_network(network_input[None])
-        crop_probability = probability_to_source(mask_probabilities[0], geometry)
+        class_logits, mask_logits = self.run_logits(network_input[None])
+        crop_probability = probability_to_source(sigmoid(mask_logits[0]), geometry)
         probability_map = np.zeros((height, width), dtype=np.float32)
         if region is None:
             probability_map[:] = crop_probability
@@ -130,6 +147,13 @@ class Analyzer:
             probability_map[region.y0 : region.y1, region.x0 : region.x1] = crop_probability
         mask = np.where(probability_map >= self.metadata.mask_threshold, 255, 0).astype(np.uint8)
         analysed_area = crop.shape[0] * crop.shape[1]
+        logit = float(class_logits[0])
         return FrameResult(
-            float(probabilities[0]), probability_map, mask, region, float(np.count_nonzero(mask)) / analysed_area
+            float(sigmoid(class_logits)[0]),
+            probability_map,
+            mask,
+            region,
+            float(np.count_nonzero(mask)) / analysed_area,
+            logit,
+            float(self.calibrate(logit)),
         )

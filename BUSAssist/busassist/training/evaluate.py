@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from busassist.constants import EFFECTIVE_WEIGHT_MAX, EFFECTIVE_WEIGHT_MIN, threshold_for_effective_weight
+from busassist.core.calibration import expected_calibration_error, fit_temperature
 from busassist.core.inference import Analyzer
 from busassist.core.metrics import classification_report, dice_iou, mean_report
 from busassist.core.model_store import write_checksum
@@ -26,19 +27,21 @@ from busassist.training.model_card import strict_json, write_card
 
 def analyse_cases(analyzer: Analyzer, cases: list[BusiCase]) -> dict[str, np.ndarray]:
     """Probabilities, per-image Dice/IoU and lesion detection for BUSI cases."""
-    probabilities, dices, ious, detected = [], [], [], []
+    probabilities, logits, dices, ious, detected = [], [], [], [], []
     for case in cases:
         image = load_image(case)
         truth = load_mask(case, image.shape[:2])
         result = analyzer.analyze(image)
         dice, iou = dice_iou(result.mask > 0, truth)
         probabilities.append(result.probability)
+        logits.append(result.logit)
         dices.append(dice)
         ious.append(iou)
         detected.append(result.lesion_detected)
     return {
         "labels": np.array([c.label for c in cases]),
         "probabilities": np.array(probabilities),
+        "logits": np.array(logits),
         "dice": np.array(dices),
         "iou": np.array(ious),
         "detected": np.array(detected),
@@ -111,6 +114,18 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
     table = operating_table(val["labels"][labelled], val["probabilities"][labelled], w_p)
     metadata = analyzer.metadata
     metadata.operating_table = strict_json(table)
+    shift = float(np.log(w_p))
+    metadata.temperature = fit_temperature(val["logits"][labelled], val["labels"][labelled], shift)
+    test_labelled = test["labels"] >= 0
+    test_logits, test_labels = test["logits"][test_labelled], test["labels"][test_labelled]
+    calibration = {
+        "temperature": metadata.temperature,
+        "method": "sigmoid((z - ln W_p) / T), T fitted by NLL on the validation split",
+        "ece_test_raw_probability": expected_calibration_error(1 / (1 + np.exp(-test_logits)), test_labels),
+        "ece_test_calibrated": expected_calibration_error(
+            1 / (1 + np.exp(-(test_logits - shift) / metadata.temperature)), test_labels
+        ),
+    }
     del analyzer  # release the file before rewriting it
     set_metadata(onnx_path, metadata)
     write_checksum(onnx_path)
@@ -149,6 +164,7 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
         "test": summarise(test, threshold_for_effective_weight(w_p, w_p)),
         "validation": summarise(val, threshold_for_effective_weight(w_p, w_p)),
         "operating_table_validation": table,
+        "calibration": calibration,
     }
     write_card(run, card)
     return card

@@ -74,6 +74,17 @@ def render_markdown(card: dict) -> str:
             for k in ("sen", "spe", "ppv", "npv")
         ]
         lines.append(f"| {row['w_effective']:.0f} | {row['threshold']:.3f} | " + " | ".join(cells) + " |")
+    if "calibration" in card:
+        calibration = card["calibration"]
+        lines += [
+            "",
+            "## Calibration",
+            f"`calibrated_probability` = {calibration['method']}; T = {calibration['temperature']:.3f}.",
+            f"Expected calibration error on the test split: raw probability "
+            f"{_number(calibration['ece_test_raw_probability'], False)}, calibrated "
+            f"{_number(calibration['ece_test_calibrated'], False)} (10 bins). Decisions use the raw probability",
+            "and the W_p / (W_p + W') thresholds above.",
+        ]
     lines += [
         "",
         "## Training",
