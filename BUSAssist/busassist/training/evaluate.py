@@ -149,7 +149,7 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
             "counts": {name: len(keys) for name, keys in split.items()},
         },
         "training": {
-            "command": "make reproduce (busassist-train fit --data ../shared/data/busi --out runs/reproduce --export)",
+            "command": fit_command(config["config"]),
             "config": config["config"],
             "epochs_run": len(history) - 1,
             "best_epoch": _best_epoch(run),
@@ -168,6 +168,21 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
     }
     write_card(run, card)
     return card
+
+
+def fit_command(config: dict) -> str:
+    """The ``busassist-train fit`` command line that reproduces a run from its recorded config."""
+    options = [f"--data {config['data_root']}", f"--out {config['out_dir']}", f"--task {config['task']}"]
+    options.append(f"--pretrained {config['pretrained']}" if config.get("pretrained") else "--no-pretrained")
+    for key in ("epochs", "patience", "image_size", "batch_size", "w_p", "w_clf", "mask_bce", "schedule", "seed"):
+        if key in config:
+            options.append(
+                f"--{key.replace('_', '-')} {config[key]:g}"
+                if isinstance(config[key], float)
+                else f"--{key.replace('_', '-')} {config[key]}"
+            )
+    options.append(f"--lr {config['learning_rate']:g}")
+    return "busassist-train fit " + " ".join(options)
 
 
 def _parameter_count(run: Path) -> int:
