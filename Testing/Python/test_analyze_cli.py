@@ -243,7 +243,7 @@ def test_effective_weight_out_of_range_is_usage_error(
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as info:
         analyze([tmp_path], out, emtnet_onnx.path, f"--effective-weight={weight}")
-    assert info.value.code == 2
+    assert info.value.code == 1, "usage errors exit 1; 2 means some inputs were refused"
     assert "--effective-weight" in capsys.readouterr().err
     assert not out.exists()
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from busassist.core.inference import Analyzer, FrameResult
-from busassist.core.io import Frame, InputError, read_frames
+from busassist.core.io import ALL_FRAMES, Frame, FrameSelection, InputError, read_frames
 from busassist.core.preprocessing import to_grey, to_uint8_range
 
 RESULT_COLUMNS = [
@@ -157,6 +157,7 @@ def analyze_paths(
     overlays: bool = True,
     any_modality: bool = False,
     log=print,
+    frames: FrameSelection = ALL_FRAMES,
 ) -> Summary:
     """Analyse every frame of every input; write results.csv, errors.csv, masks/ and overlays/."""
     out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +168,7 @@ def analyze_paths(
     try:
         for path in expand_inputs(inputs):
             try:
-                for frame in read_frames(path, any_modality):
+                for frame in read_frames(path, any_modality, frames):
                     result = analyzer.analyze(frame)
                     stem = safe_stem(frame)
                     mask_path = out / "masks" / f"{stem}_mask.png"

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from busassist.constants import EFFECTIVE_WEIGHT_MAX, EFFECTIVE_WEIGHT_MIN
+from busassist.core.io import FrameSelection
 from busassist.core.model_store import ModelError
 
 
@@ -15,6 +16,13 @@ def _effective_weight(text: str) -> float:
     if not EFFECTIVE_WEIGHT_MIN <= value <= EFFECTIVE_WEIGHT_MAX:
         raise argparse.ArgumentTypeError(f"must be between {EFFECTIVE_WEIGHT_MIN:g} and {EFFECTIVE_WEIGHT_MAX:g}")
     return value
+
+
+def _frames(text: str) -> FrameSelection:
+    try:
+        return FrameSelection(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -33,6 +41,7 @@ def _analyze(args: argparse.Namespace) -> int:
         args.effective_weight,
         overlays=not args.no_overlays,
         any_modality=args.any_modality,
+        frames=args.frames,
     )
     print(
         f"analysed {summary.frames} frame(s); refused {summary.refused} input(s); results in {args.out / 'results.csv'}"
@@ -40,8 +49,16 @@ def _analyze(args: argparse.Namespace) -> int:
     return 2 if summary.refused else 0
 
 
+class UsageExit1Parser(argparse.ArgumentParser):
+    """argparse, but usage errors exit with 1: exit status 2 means "some inputs were refused"."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="busassist", description="Breast-ultrasound CAD with EMT-Net.")
+    parser = UsageExit1Parser(prog="busassist", description="Breast-ultrasound CAD with EMT-Net.")
     sub = parser.add_subparsers(dest="command", required=True)
     analyze = sub.add_parser("analyze", help="score and segment DICOM/PNG/JPEG files or folders")
     analyze.add_argument("inputs", nargs="+", type=Path, help="files or folders")
@@ -57,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
     analyze.add_argument("--no-overlays", action="store_true", help="skip overlay PNGs")
     analyze.add_argument("--any-modality", action="store_true", help="accept non-ultrasound DICOM")
+    analyze.add_argument(
+        "--frames",
+        type=_frames,
+        default="all",
+        help="frames of multi-frame files: all, first, middle, N,M-K (1-based) or every:K",
+    )
     analyze.set_defaults(handler=_analyze)
     return parser
 

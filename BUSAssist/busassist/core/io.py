@@ -145,6 +145,19 @@ def tissue_region(dataset, height: int, width: int) -> Region | None:
     return best
 
 
+def _palette_peak(dataset) -> float:
+    """Full-scale value of a 16-bit palette: 65535, or 255 for tables that hold 8-bit values.
+
+    Judged from the whole table, not from one frame, so a dark frame is not stretched and two
+    encodings of the same picture decode identically.
+    """
+    from pydicom.pixels import apply_color_lut
+
+    entries, first = (int(v) for v in dataset.RedPaletteColorLookupTableDescriptor[:2])
+    table = apply_color_lut(np.arange(first, first + (entries or 65536)), dataset)
+    return 255.0 if table.max() <= 255 else 65535.0
+
+
 def _to_display(path: Path, dataset, array: np.ndarray) -> np.ndarray:
     """Photometric-correct pixels: palettes expanded, MONOCHROME1 inverted (pydicom gives RGB for YBR)."""
     from pydicom.pixels import apply_color_lut
@@ -152,9 +165,9 @@ def _to_display(path: Path, dataset, array: np.ndarray) -> np.ndarray:
     photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(array, dataset)
-        if rgb.dtype != np.uint8:
-            rgb = (rgb.astype(np.float32) / 257.0) if rgb.max() > 255 else rgb.astype(np.float32)
-        return rgb
+        if rgb.dtype == np.uint8:
+            return rgb
+        return rgb.astype(np.float32) * (255.0 / _palette_peak(dataset))
     bits = int(getattr(dataset, "BitsStored", 8))
     if photometric == "MONOCHROME1":
         array = (2**bits - 1) - array.astype(np.float32)
@@ -164,7 +177,52 @@ def _to_display(path: Path, dataset, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def read_dicom_frames(path: Path, any_modality: bool = False) -> Iterator[Frame]:
+class FrameSelection:
+    """Which frames of a multi-frame file to analyse: ``all``, ``first``, ``middle``, ``N,M-K`` or ``every:K``.
+
+    Frame numbers in ``N,M-K`` are 1-based like DICOM's Referenced Frame Number; numbers past the
+    last frame are ignored. ``every:K`` takes frames 1, 1 + K, 1 + 2K, ...
+    """
+
+    def __init__(self, spec: str = "all") -> None:
+        self.spec = spec.strip().lower()
+        if self.spec in ("all", "first", "middle"):
+            return
+        try:
+            if self.spec.startswith("every:"):
+                if int(self.spec[6:]) < 1:
+                    raise ValueError
+                return
+            for part in self.spec.split(","):
+                low, _, high = part.partition("-")
+                if int(low) < 1 or (high and int(high) < int(low)):
+                    raise ValueError
+        except ValueError:
+            raise ValueError(f"invalid frame selection {spec!r}: use all, first, middle, N,M-K or every:K") from None
+
+    def indices(self, count: int) -> list[int]:
+        """0-based frame indices to read from a file with ``count`` frames."""
+        if self.spec == "all":
+            return list(range(count))
+        if self.spec == "first":
+            return [0] if count else []
+        if self.spec == "middle":
+            return [count // 2] if count else []
+        if self.spec.startswith("every:"):
+            return list(range(0, count, int(self.spec[6:])))
+        chosen: set[int] = set()
+        for part in self.spec.split(","):
+            low, _, high = part.partition("-")
+            chosen.update(range(int(low) - 1, int(high or low)))
+        return sorted(i for i in chosen if i < count)
+
+
+ALL_FRAMES = FrameSelection("all")
+
+
+def read_dicom_frames(
+    path: Path, any_modality: bool = False, frames: FrameSelection = ALL_FRAMES
+) -> Iterator[Frame]:
     """Frames of a DICOM file, one at a time (a long cine never sits in memory whole)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -189,7 +247,8 @@ def read_dicom_frames(path: Path, any_modality: bool = False) -> Iterator[Frame]
     region = tissue_region(dataset, height, width)
     uid = str(getattr(dataset, "SOPInstanceUID", "")) or None
     try:
-        for index, array in enumerate(iter_pixels(path)):
+        indices = frames.indices(int(getattr(dataset, "NumberOfFrames", 1) or 1))
+        for index, array in zip(indices, iter_pixels(path, indices=indices)):
             pixels = _to_display(path, dataset, array)
             _check_size(path, pixels)
             yield Frame(str(path), index, pixels, region, uid)
@@ -203,7 +262,9 @@ def read_dicom_frames(path: Path, any_modality: bool = False) -> Iterator[Frame]
         raise InputError(path, f"pixel data cannot be decoded: {reason}", "decode") from None
 
 
-def read_frames(path: str | Path, any_modality: bool = False) -> Iterator[Frame]:
+def read_frames(
+    path: str | Path, any_modality: bool = False, frames: FrameSelection = ALL_FRAMES
+) -> Iterator[Frame]:
     """Frames of a DICOM, PNG or JPEG file (DICOM recognised by content, not by extension)."""
     path = Path(path)
     if not path.exists():
@@ -211,6 +272,7 @@ def read_frames(path: str | Path, any_modality: bool = False) -> Iterator[Frame]
     if path.is_dir():
         raise InputError(path, "is a folder, not a file")
     if path.suffix.lower() in IMAGE_SUFFIXES and not is_dicom(path):
-        yield read_image_file(path)
+        if frames.indices(1):
+            yield read_image_file(path)
         return
-    yield from read_dicom_frames(path, any_modality)
+    yield from read_dicom_frames(path, any_modality, frames)
