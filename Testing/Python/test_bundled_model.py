@@ -77,7 +77,7 @@ def test_bundled_model_on_sample_data(tmp_path: Path, capsys: pytest.CaptureFixt
         inside = np.zeros(shape, dtype=bool)
         inside[y0 : y1 + 1, x0 : x1 + 1] = True
         assert not mask[~inside].any(), f"{path.name}: lesion pixels outside the tissue region"
-        assert int(row["lesion_area_px"]) == int(np.count_nonzero(mask))
+        assert int(row["mask_area_px"]) == int(np.count_nonzero(mask))
         with Image.open(out / row["overlay_path"]) as image:
             assert np.asarray(image).shape == (*shape, 3)
         probability, threshold = float(row["malignancy_probability"]), float(row["threshold"])

@@ -1,192 +1,314 @@
-"""``busassist analyze``: score and segment DICOM / PNG / JPEG inputs, write CSV, masks, overlays.
+"""``busassist analyze``: the batch engine behind the CLI, and ``analyze_file``, its per-file public API.
 
-Each analysed frame gets a row in ``results.csv``, its mask as a PNG in the source frame's
-geometry (0 background, 255 lesion) and an overlay PNG for a person to look at. A file that
-cannot be analysed gets a one-line reason on stderr and a row in ``errors.csv``; the run goes on,
-and rows are flushed to disk as they are produced so nothing finished is lost.
+For every analysed frame: a row in ``results.csv`` (score, decision, region, spacing, lesion
+measurements, model version and SHA-256), the mask as a PNG in the source frame's geometry
+(0 background, 255 lesion), optionally an overlay PNG, and per DICOM instance one DICOM
+Segmentation. A file that cannot be analysed gets a row in ``errors.csv`` and a one-line reason on
+stderr; the run goes on. Rerunning the same command skips frames already in ``results.csv`` for
+the same model (keyed by SOP Instance UID, frame and model SHA-256), so an interrupted run
+finishes the rest, and a kill loses at most the frame in flight.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import re
+import multiprocessing
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from busassist.apps.outputs import (
+    append_row,
+    ensure_csv,
+    frame_key,
+    load_png,
+    overlay_image,
+    read_rows,
+    safe_stem,
+    save_png,
+)
+from busassist.apps.scan import NOT_IMAGES, expand_inputs, series_order
 from busassist.core.inference import Analyzer, FrameResult
-from busassist.core.io import ALL_FRAMES, Frame, FrameSelection, InputError, read_frames
-from busassist.core.preprocessing import to_grey, to_uint8_range
+from busassist.core.io import ALL_FRAMES, Frame, FrameSelection, InputError, is_dicom, read_frames
+from busassist.core.measurements import EMPTY_ROW, as_row, measure_largest
+from busassist.core.model_store import sha256_of
 
+MEASUREMENT_COLUMNS = list(EMPTY_ROW)
 RESULT_COLUMNS = [
     "file",
     "frame",
     "sop_instance_uid",
+    "study_instance_uid",
+    "series_instance_uid",
     "malignancy_probability",
     "calibrated_probability",
     "threshold",
     "decision",
     "lesion_detected",
-    "lesion_area_px",
+    "mask_area_px",
     "region",
+    "pixel_spacing_mm",
+    *MEASUREMENT_COLUMNS,
     "mask_path",
     "overlay_path",
+    "seg_path",
     "model_version",
+    "model_sha256",
+    "resume_key",
 ]
 ERROR_COLUMNS = ["file", "stage", "reason"]
+__all__ = ["AnalyzeOptions", "FileReport", "analyze_file", "analyze_paths", "expand_inputs", "NOT_IMAGES"]
 
 
 @dataclass
-class Summary:
-    frames: int = 0
-    refused: int = 0
+class AnalyzeOptions:
+    """What to analyse and which outputs to write (shared by the CLI, workers and API users)."""
+
+    effective_weight: float | None = None
+    overlays: bool = True
+    dicom_seg: bool = True
+    any_modality: bool = False
+    frames: FrameSelection = ALL_FRAMES
 
 
-#: Files found while scanning a folder that are documentation, not images; skipped silently.
-NOT_IMAGES = {".json", ".txt", ".md", ".csv", ".xml", ".html", ".pdf", ".py"}
+@dataclass
+class FileReport:
+    """What ``analyze_file`` did with one input."""
+
+    path: str
+    analysed: int = 0
+    skipped: int = 0
+    error: InputError | None = None  # the input was refused
+    seg_error: InputError | None = None  # analysed, but its DICOM SEG could not be written
+    rows: list[dict] = field(default_factory=list)
 
 
-def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path]:
-    """Files named directly, and every file below named folders.
-
-    Folder contents are sorted; hidden files and documentation files (``NOT_IMAGES``) are
-    skipped; every other file is tried, so a DICOM without an extension is still found.
-    """
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
-                if child.is_file() and not hidden and child.suffix.lower() not in NOT_IMAGES:
-                    yield child
-        else:
-            yield path
-
-
-def safe_stem(frame: Frame) -> str:
-    """Output-file stem, unique per source file and frame, free of patient data.
-
-    The SOP Instance UID (or, for PNG/JPEG, the file name) keeps names readable; a short hash of
-    the source path keeps two files with the same name or UID from overwriting each other's
-    outputs while staying the same when the same command is run again.
-    """
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", frame.sop_instance_uid or Path(frame.source).stem)
-    source = hashlib.sha1(str(Path(frame.source).resolve()).encode()).hexdigest()[:8]
-    return f"{base}_{source}_f{frame.index:04d}"
-
-
-def overlay_image(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """RGB picture of the frame with the lesion tinted and its outline drawn in yellow."""
-    grey = np.clip(to_uint8_range(to_grey(pixels)), 0, 255).astype(np.uint8)
-    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
-    inside = mask > 0
-    rgb[inside] = rgb[inside] * 0.7 + np.array([255.0, 0.0, 0.0]) * 0.3
-    eroded = inside.copy()
-    eroded[1:, :] &= inside[:-1, :]
-    eroded[:-1, :] &= inside[1:, :]
-    eroded[:, 1:] &= inside[:, :-1]
-    eroded[:, :-1] &= inside[:, 1:]
-    rgb[inside & ~eroded] = (255.0, 255.0, 0.0)
-    return rgb.astype(np.uint8)
-
-
-def save_png(path: Path, array: np.ndarray) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    Image.fromarray(array).save(temporary, format="PNG")
-    temporary.replace(path)
-
-
-class CsvLog:
-    """A CSV file opened for appending, header written once, each row flushed immediately."""
-
-    def __init__(self, path: Path, columns: list[str]) -> None:
-        new = not path.exists() or path.stat().st_size == 0
-        self.handle = open(path, "a", newline="")  # noqa: SIM115 - held open for the whole run
-        self.writer = csv.DictWriter(self.handle, fieldnames=columns)
-        if new:
-            self.writer.writeheader()
-            self.handle.flush()
-
-    def write(self, row: dict) -> None:
-        self.writer.writerow(row)
-        self.handle.flush()
-
-    def close(self) -> None:
-        self.handle.close()
-
-
-def result_row(
+def _result_row(
     frame: Frame,
     result: FrameResult,
     threshold: float,
+    out: Path,
     mask_path: Path,
     overlay_path: Path | None,
-    out: Path,
-    model_version: str,
+    analyzer: Analyzer,
+    model_sha256: str,
 ) -> dict:
     region = result.region
-    return {
+    spacing = region.spacing_mm if region is not None else None
+    measurement = measure_largest(result.mask > 0, spacing)
+    row = {
         "file": frame.source,
         "frame": frame.index,
         "sop_instance_uid": frame.sop_instance_uid or "",
+        "study_instance_uid": frame.study_instance_uid or "",
+        "series_instance_uid": frame.series_instance_uid or "",
         "malignancy_probability": f"{result.probability:.6f}",
         "calibrated_probability": f"{result.calibrated_probability:.6f}",
         "threshold": f"{threshold:.6f}",
         "decision": result.decision(threshold),
         "lesion_detected": int(result.lesion_detected),
-        "lesion_area_px": int(np.count_nonzero(result.mask)),
+        "mask_area_px": int(np.count_nonzero(result.mask)),  # all lesion pixels; lesion_* = largest lesion
         "region": "" if region is None else f"{region.x0},{region.y0},{region.x1},{region.y1}",
+        "pixel_spacing_mm": "" if spacing is None else f"{spacing[0]:.6g}\\{spacing[1]:.6g}",
         "mask_path": str(mask_path.relative_to(out)),
         "overlay_path": "" if overlay_path is None else str(overlay_path.relative_to(out)),
-        "model_version": model_version,
+        "seg_path": "",
+        "model_version": analyzer.metadata.model_version,
+        "model_sha256": model_sha256,
+        "resume_key": frame_key(frame.source, frame.sop_instance_uid, frame.index, model_sha256),
     }
+    row.update(EMPTY_ROW if measurement is None else as_row(measurement))
+    return row
+
+
+def analyze_file(
+    path: str | Path,
+    analyzer: Analyzer,
+    out: str | Path,
+    options: AnalyzeOptions | None = None,
+    done: set[str] | frozenset[str] = frozenset(),
+) -> FileReport:
+    """Analyse one file (every selected frame) and write its outputs into ``out``.
+
+    This is the unit of work of the batch command and the function to map over files with a
+    cluster engine (Dask, Ray, ...): it needs only the file, an ``Analyzer`` (create one per
+    worker process and reuse it), the output folder and the keys of frames already done. Rows are
+    appended to ``out/results.csv`` (which must exist with its header: call ``prepare_output``),
+    and returned in the report. A bad file gives ``report.error``; nothing is raised.
+    """
+    options = options or AnalyzeOptions()
+    out = Path(out)
+    report = FileReport(str(path))
+    model_sha256 = analyzer.sha256 or sha256_of(analyzer.model_path)
+    threshold = analyzer.threshold(options.effective_weight)
+    masks: dict[int, np.ndarray] = {}
+    try:
+        for frame in read_frames(path, options.any_modality, options.frames):
+            stem = safe_stem(frame)
+            mask_path = out / "masks" / f"{stem}_mask.png"
+            key = frame_key(frame.source, frame.sop_instance_uid, frame.index, model_sha256)
+            if key in done and mask_path.exists():
+                report.skipped += 1
+                masks[frame.index] = load_png(mask_path)
+                continue
+            result = analyzer.analyze(frame)
+            save_png(mask_path, result.mask)
+            overlay_path = None
+            if options.overlays:
+                overlay_path = out / "overlays" / f"{stem}_overlay.png"
+                save_png(overlay_path, overlay_image(frame.pixels, result.mask))
+            row = _result_row(frame, result, threshold, out, mask_path, overlay_path, analyzer, model_sha256)
+            if options.dicom_seg and frame.sop_instance_uid:
+                row["seg_path"] = str(seg_path_for(frame, out).relative_to(out))
+            append_row(out / "results.csv", RESULT_COLUMNS, row)
+            report.rows.append(row)
+            report.analysed += 1
+            masks[frame.index] = result.mask
+        if options.dicom_seg and masks and is_dicom(Path(path)):
+            try:
+                _write_seg(Path(path), masks, analyzer, out)
+            except InputError as error:  # the frames are analysed and saved; only the SEG is missing
+                report.seg_error = error
+                append_row(
+                    out / "errors.csv",
+                    ERROR_COLUMNS,
+                    {"file": error.path, "stage": error.stage, "reason": error.reason},
+                )
+    except InputError as error:
+        report.error = error
+        append_row(
+            out / "errors.csv", ERROR_COLUMNS, {"file": error.path, "stage": error.stage, "reason": error.reason}
+        )
+    return report
+
+
+def seg_path_for(frame: Frame, out: Path) -> Path:
+    study = frame.study_instance_uid or "unknown-study"
+    series = frame.series_instance_uid or "unknown-series"
+    return out / "seg" / study / series / f"{frame.sop_instance_uid}.seg.dcm"
+
+
+def _write_seg(path: Path, masks: dict[int, np.ndarray], analyzer: Analyzer, out: Path) -> None:
+    """One DICOM Segmentation per analysed instance, with every analysed frame of it."""
+    import pydicom
+
+    from busassist.core.dicom_seg import SegmentationError, write_segmentation
+
+    source = pydicom.dcmread(path, stop_before_pixels=True)
+    frame = Frame(
+        str(path),
+        0,
+        np.zeros((1, 1)),
+        None,
+        str(source.SOPInstanceUID),
+        str(source.get("StudyInstanceUID", "")) or None,
+        str(source.get("SeriesInstanceUID", "")) or None,
+    )
+    try:
+        write_segmentation(source, masks, analyzer.metadata.model_version, seg_path_for(frame, out))
+    except SegmentationError as error:
+        raise InputError(path, f"DICOM SEG not written: {error}", "seg") from None
+
+
+def prepare_output(out: Path) -> set[str]:
+    """Create the output folder and CSV headers; return the resume keys of frames already done."""
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_csv(out / "results.csv", RESULT_COLUMNS)
+    ensure_csv(out / "errors.csv", ERROR_COLUMNS)
+    return {row["resume_key"] for row in read_rows(out / "results.csv") if row.get("resume_key")}
+
+
+# Worker processes: each creates its Analyzer (onnxruntime session) once.
+_WORKER: dict = {}
+
+
+def _init_worker(model_path: str, threads: int, out: str, options: AnalyzeOptions, done: set[str]) -> None:
+    _WORKER.update(analyzer=Analyzer(model_path, threads=threads), out=Path(out), options=options, done=done)
+
+
+def _work(path: Path) -> FileReport:
+    report = analyze_file(path, _WORKER["analyzer"], _WORKER["out"], _WORKER["options"], _WORKER["done"])
+    report.rows = []  # already on disk; do not ship them back through the pipe
+    return report
+
+
+@dataclass
+class Summary:
+    frames: int = 0
+    skipped: int = 0
+    refused: int = 0
+    seg_failures: int = 0
+    seconds: float = 0.0
 
 
 def analyze_paths(
     inputs: Iterable[str | Path],
     out: Path,
-    analyzer: Analyzer,
+    analyzer: Analyzer | None = None,
     effective_weight: float | None = None,
     overlays: bool = True,
     any_modality: bool = False,
     log=print,
     frames: FrameSelection = ALL_FRAMES,
+    workers: int = 1,
+    dicom_seg: bool = True,
+    model_path: Path | None = None,
+    progress: bool = True,
 ) -> Summary:
-    """Analyse every frame of every input; write results.csv, errors.csv, masks/ and overlays/."""
-    out.mkdir(parents=True, exist_ok=True)
-    threshold = analyzer.threshold(effective_weight)
-    results = CsvLog(out / "results.csv", RESULT_COLUMNS)
-    errors = CsvLog(out / "errors.csv", ERROR_COLUMNS)
+    """Analyse every frame of every input, in ``workers`` processes, resuming a previous run in ``out``."""
+    started = time.perf_counter()
+    out = Path(out)
+    done = prepare_output(out)
+    options = AnalyzeOptions(effective_weight, overlays, dicom_seg, any_modality, frames)
+    paths = series_order(list(expand_inputs(inputs)))
     summary = Summary()
-    try:
-        for path in expand_inputs(inputs):
-            try:
-                for frame in read_frames(path, any_modality, frames):
-                    result = analyzer.analyze(frame)
-                    stem = safe_stem(frame)
-                    mask_path = out / "masks" / f"{stem}_mask.png"
-                    save_png(mask_path, result.mask)
-                    overlay_path = out / "overlays" / f"{stem}_overlay.png" if overlays else None
-                    if overlay_path is not None:
-                        save_png(overlay_path, overlay_image(frame.pixels, result.mask))
-                    results.write(
-                        result_row(
-                            frame, result, threshold, mask_path, overlay_path, out, analyzer.metadata.model_version
-                        )
-                    )
-                    summary.frames += 1
-            except InputError as error:
-                summary.refused += 1
-                errors.write({"file": error.path, "stage": error.stage, "reason": error.reason})
-                log(f"busassist: {error}", file=sys.stderr)
-    finally:
-        results.close()
-        errors.close()
+    bar = _progress(len(paths), progress)
+
+    def account(report: FileReport) -> None:
+        summary.frames += report.analysed
+        summary.skipped += report.skipped
+        if report.error is not None:
+            summary.refused += 1
+            log(f"busassist: {report.error}", file=sys.stderr)
+        if report.seg_error is not None:
+            summary.seg_failures += 1
+            log(f"busassist: {report.seg_error}", file=sys.stderr)
+        bar.update(1)
+        bar.set_postfix(frames=summary.frames, refused=summary.refused)
+
+    if workers <= 1:
+        analyzer = analyzer or Analyzer(model_path)
+        for path in paths:
+            account(analyze_file(path, analyzer, out, options, done))
+    else:
+        model = str(model_path or (analyzer.model_path if analyzer else Analyzer(None).model_path))
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers, _init_worker, (model, 1, str(out), options, done)) as pool:
+            for report in pool.imap_unordered(_work, paths):
+                account(report)
+    bar.close()
+    summary.seconds = time.perf_counter() - started
     return summary
+
+
+class _NoBar:
+    def update(self, _: int) -> None: ...
+
+    def set_postfix(self, **_: object) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _progress(total: int, enabled: bool):
+    """A tqdm progress bar (files, rate, ETA) on stderr, or a silent stand-in."""
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    # disable=None: shown on a terminal, silent when stderr is a pipe or a log file
+    return tqdm(total=total, unit="file", desc="analysing", file=sys.stderr, dynamic_ncols=True, disable=None)

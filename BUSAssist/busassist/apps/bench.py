@@ -82,12 +82,95 @@ def peak_rss_of_cli(model: Path, inputs: Path) -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
+def corpus_file(name: str) -> Path | None:
+    """A file of pydicom's external test data (the pydicom-data package), if installed."""
+    try:
+        import data_store
+    except ImportError:
+        return None
+    path = Path(data_store.__file__).parent / "data" / name
+    return path if path.exists() else None
+
+
+def batch_figures(model: Path, copies: int = 10) -> dict:
+    """Frames/s of ``busassist analyze`` over ``copies`` x color3d_jpeg_baseline.dcm (120 JPEG frames each)."""
+    import shutil
+
+    source = corpus_file("color3d_jpeg_baseline.dcm")
+    if source is None:
+        return {"batch_skipped": "pydicom-data not installed"}
+    figures: dict = {}
+    with tempfile.TemporaryDirectory() as work:
+        folder = Path(work) / "in"
+        folder.mkdir()
+        for i in range(copies):
+            shutil.copyfile(source, folder / f"cine{i:02d}.dcm")  # same UIDs: outputs keyed by path hash
+        frames = copies * 120
+        for workers in (1, 2):
+            out = Path(work) / f"out{workers}"
+            command = [
+                sys.executable,
+                "-m",
+                "busassist.apps.cli",
+                "analyze",
+                str(folder),
+                "--out",
+                str(out),
+                "--model",
+                str(model),
+                "--workers",
+                str(workers),
+                "--quiet",
+                "--no-overlays",
+                "--no-seg",
+            ]
+            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            started = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            seconds = time.perf_counter() - started
+            figures[f"batch_fps_{workers}_workers"] = frames / seconds
+            figures[f"batch_peak_rss_mb_{workers}_workers"] = (
+                max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+            )
+        # Share of time outside the model, measured in-process on two copies.
+        from busassist.apps.analyze import analyze_paths
+
+        analyzer = Analyzer(model, threads=2)
+        started = time.perf_counter()
+        analyze_paths(
+            [folder / "cine00.dcm", folder / "cine01.dcm"],
+            Path(work) / "share",
+            analyzer,
+            overlays=False,
+            dicom_seg=False,
+            progress=False,
+        )
+        total = time.perf_counter() - started
+        figures["batch_share_outside_model"] = 1 - analyzer.network_seconds / total
+    figures["batch_frames"] = copies * 120
+    return figures
+
+
+def slicer_figures(analyzer: Analyzer) -> dict:
+    """Click-to-segment time of the Slicer module's logic on a real MRML scene (slicer-core)."""
+    try:
+        from busassist.slicer_logic import bench_click_to_segment
+    except ImportError:
+        return {"slicer_skipped": "slicer-core not installed"}
+    try:
+        timing = bench_click_to_segment(sorted(SAMPLE_DIR.glob("*.dcm"))[0], repeats=20, analyzer=analyzer)
+    except ImportError:
+        return {"slicer_skipped": "slicer-core not installed"}
+    return {"slicer_click_to_segment_ms_p50": timing["median_ms"], "slicer_click_to_segment_ms_max": timing["max_ms"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-batch", action="store_true", help="skip the folder throughput figures")
     args = parser.parse_args(argv)
 
     model = args.model or default_model_path()
@@ -121,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         "speedup_network": percentiles(torch_net)[0] / percentiles(ort_net)[0],
         "model_size_mb": model.stat().st_size / 1e6,
         "cli_peak_rss_mb": peak_rss_of_cli(model, SAMPLE_DIR),
+        **({} if args.skip_batch else batch_figures(model)),
+        **slicer_figures(analyzer),
         "frame_shape": list(frame.pixels.shape),
         "repeats": args.repeats,
         "threads": args.threads,

@@ -29,7 +29,10 @@ def _analyze(args: argparse.Namespace) -> int:
     from busassist.apps.analyze import analyze_paths
     from busassist.core.inference import Analyzer
 
-    try:
+    if args.workers < 1:
+        print("busassist: --workers must be at least 1", file=sys.stderr)
+        return 1
+    try:  # verify the model once, in this process, before any work starts
         analyzer = Analyzer(args.model, threads=args.threads)
     except ModelError as error:
         print(f"busassist: {error}", file=sys.stderr)
@@ -37,14 +40,25 @@ def _analyze(args: argparse.Namespace) -> int:
     summary = analyze_paths(
         args.inputs,
         args.out,
-        analyzer,
+        analyzer if args.workers == 1 else None,
         args.effective_weight,
         overlays=not args.no_overlays,
         any_modality=args.any_modality,
         frames=args.frames,
+        workers=args.workers,
+        dicom_seg=not args.no_seg,
+        model_path=analyzer.model_path,
+        progress=not args.quiet,
     )
+    rate = summary.frames / summary.seconds if summary.seconds else 0.0
+    refused = (
+        f"refused {summary.refused} input(s) (see {args.out / 'errors.csv'})" if summary.refused else "refused none"
+    )
+    if summary.seg_failures:
+        refused += f", DICOM SEG not written for {summary.seg_failures} file(s)"
     print(
-        f"analysed {summary.frames} frame(s); refused {summary.refused} input(s); results in {args.out / 'results.csv'}"
+        f"analysed {summary.frames} frame(s), skipped {summary.skipped} already done, {refused}; "
+        f"{rate:.1f} frames/s; results in {args.out / 'results.csv'}"
     )
     return 2 if summary.refused else 0
 
@@ -74,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
     analyze.add_argument("--no-overlays", action="store_true", help="skip overlay PNGs")
     analyze.add_argument("--any-modality", action="store_true", help="accept non-ultrasound DICOM")
+    analyze.add_argument("--workers", type=int, default=1, help="worker processes (each runs one model copy)")
+    analyze.add_argument("--no-seg", action="store_true", help="skip the DICOM Segmentation outputs")
+    analyze.add_argument("--quiet", action="store_true", help="no progress bar")
     analyze.add_argument(
         "--frames",
         type=_frames,

@@ -31,6 +31,15 @@ _DATA_TISSUE = 1
 _UNITS_CM = 3
 
 
+def apply_color_lut(array: np.ndarray, dataset) -> np.ndarray:
+    """pydicom's palette expansion (``pydicom.pixels`` in pydicom 3, the handler utils in 2.x)."""
+    try:
+        from pydicom.pixels import apply_color_lut as apply
+    except ImportError:
+        from pydicom.pixel_data_handlers.util import apply_color_lut as apply
+    return apply(array, dataset)
+
+
 class InputError(Exception):
     """An input that cannot be analysed; ``str()`` is a one-line reason naming the file."""
 
@@ -39,6 +48,9 @@ class InputError(Exception):
         self.path = str(path)
         self.reason = reason
         self.stage = stage
+
+    def __reduce__(self):  # picklable, so worker processes can report it
+        return (type(self), (self.path, self.reason, self.stage))
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,8 @@ class Frame:
     pixels: np.ndarray  # (H, W) grey or (H, W, 3) RGB
     region: Region | None = None
     sop_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
 
 
 def is_dicom(path: Path) -> bool:
@@ -151,8 +165,6 @@ def _palette_peak(dataset) -> float:
     Judged from the whole table, not from one frame, so a dark frame is not stretched and two
     encodings of the same picture decode identically.
     """
-    from pydicom.pixels import apply_color_lut
-
     entries, first = (int(v) for v in dataset.RedPaletteColorLookupTableDescriptor[:2])
     table = apply_color_lut(np.arange(first, first + (entries or 65536)), dataset)
     return 255.0 if table.max() <= 255 else 65535.0
@@ -160,8 +172,6 @@ def _palette_peak(dataset) -> float:
 
 def _to_display(path: Path, dataset, array: np.ndarray) -> np.ndarray:
     """Photometric-correct pixels: palettes expanded, MONOCHROME1 inverted (pydicom gives RGB for YBR)."""
-    from pydicom.pixels import apply_color_lut
-
     photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(array, dataset)
@@ -220,13 +230,35 @@ class FrameSelection:
 ALL_FRAMES = FrameSelection("all")
 
 
-def read_dicom_frames(
-    path: Path, any_modality: bool = False, frames: FrameSelection = ALL_FRAMES
-) -> Iterator[Frame]:
+def _iter_pixel_arrays(path: Path, indices: list[int]) -> Iterator[np.ndarray]:
+    """Decoded frames ``indices``, streamed with pydicom 3; whole-array fallback for pydicom 2.
+
+    Slicer 5.8 (Python 3.9) ships pydicom 2.x, which has no ``pydicom.pixels.iter_pixels``; there
+    the dataset is decoded at once and YBR frames converted to RGB as pydicom 3 does by default.
+    """
+    try:
+        from pydicom.pixels import iter_pixels
+    except ImportError:
+        import pydicom
+        from pydicom.pixel_data_handlers.util import convert_color_space
+
+        dataset = pydicom.dcmread(path)
+        array = dataset.pixel_array
+        photometric = str(dataset.PhotometricInterpretation)
+        if photometric.startswith("YBR") and int(getattr(dataset, "SamplesPerPixel", 1)) == 3:
+            array = convert_color_space(array, photometric, "RGB")
+        if int(getattr(dataset, "NumberOfFrames", 1) or 1) == 1:
+            array = array[None]
+        for index in indices:
+            yield array[index]
+        return
+    yield from iter_pixels(path, indices=indices)
+
+
+def read_dicom_frames(path: Path, any_modality: bool = False, frames: FrameSelection = ALL_FRAMES) -> Iterator[Frame]:
     """Frames of a DICOM file, one at a time (a long cine never sits in memory whole)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import iter_pixels
 
     try:
         dataset = pydicom.dcmread(path, stop_before_pixels=True)
@@ -246,12 +278,14 @@ def read_dicom_frames(
     height, width = int(dataset.Rows), int(dataset.Columns)
     region = tissue_region(dataset, height, width)
     uid = str(getattr(dataset, "SOPInstanceUID", "")) or None
+    study = str(getattr(dataset, "StudyInstanceUID", "")) or None
+    series = str(getattr(dataset, "SeriesInstanceUID", "")) or None
     try:
         indices = frames.indices(int(getattr(dataset, "NumberOfFrames", 1) or 1))
-        for index, array in zip(indices, iter_pixels(path, indices=indices)):
+        for index, array in zip(indices, _iter_pixel_arrays(path, indices)):
             pixels = _to_display(path, dataset, array)
             _check_size(path, pixels)
-            yield Frame(str(path), index, pixels, region, uid)
+            yield Frame(str(path), index, pixels, region, uid, study, series)
     except InputError:
         raise
     except (AttributeError, KeyError) as error:
@@ -262,9 +296,7 @@ def read_dicom_frames(
         raise InputError(path, f"pixel data cannot be decoded: {reason}", "decode") from None
 
 
-def read_frames(
-    path: str | Path, any_modality: bool = False, frames: FrameSelection = ALL_FRAMES
-) -> Iterator[Frame]:
+def read_frames(path: str | Path, any_modality: bool = False, frames: FrameSelection = ALL_FRAMES) -> Iterator[Frame]:
     """Frames of a DICOM, PNG or JPEG file (DICOM recognised by content, not by extension)."""
     path = Path(path)
     if not path.exists():
