@@ -304,6 +304,8 @@ class ExportResult:
     image_path: Path
     mask_path: Path
     edited: bool  # the exported mask differs from the model's
+    seg_path: Path | None = None  # DICOM SEG of the corrected mask, when the frame came from DICOM
+    seg_error: str | None = None  # why no SEG was written (no DICOM source, highdicom missing, ...)
 
 
 # --------------------------------------------------------------------------------------------
@@ -943,9 +945,29 @@ class BUSAssistMRMLLogic:
             "edited": bool(edited),
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+        seg_path, seg_error = self._export_seg(volume_node, index, mask, out / "seg" / f"{stem}.seg.dcm",
+                                               f"{record['model_version']}+annotator")
+        record["seg_path"] = None if seg_path is None else str(seg_path.relative_to(out))
         with open(out / EXPORT_MANIFEST, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
-        return ExportResult(record["key"], image_path, mask_path, bool(edited))
+        return ExportResult(record["key"], image_path, mask_path, bool(edited), seg_path, seg_error)
+
+    def _export_seg(self, volume_node, index: int, mask: np.ndarray, path: Path, version: str):
+        """The corrected mask as a DICOM Segmentation referencing the source frame, if there is one."""
+        source_path, _ = self._source_dicom(volume_node)
+        if source_path is None:
+            return None, "the volume was not loaded from a DICOM file"
+        try:
+            import pydicom
+
+            from busassist.core.dicom_seg import SegmentationError, write_segmentation
+        except ImportError as error:
+            return None, f"DICOM SEG export needs highdicom ({error})"
+        try:
+            source = pydicom.dcmread(source_path, stop_before_pixels=True)
+            return write_segmentation(source, {index: mask}, version, path), None
+        except (SegmentationError, OSError, ValueError) as error:
+            return None, str(error)
 
     # ---- output nodes -------------------------------------------------------------------
 

@@ -449,6 +449,17 @@ def test_export_for_training_busi_layout(headless, analyzer, tmp_path):
     second = logic.export_for_training(volume, out, "malignant")
     assert second.key == "malignant/images/malignant (2).png" and second.edited
     assert np.array_equal(np.asarray(Image.open(second.mask_path)) > 0, corrected)
+    # ... and as a DICOM SEG that references the source instance
+    import pydicom
+
+    assert second.seg_error is None and second.seg_path is not None
+    seg = pydicom.dcmread(second.seg_path)
+    source = pydicom.dcmread(SAMPLE_DICOM, stop_before_pixels=True)
+    assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == (
+        source.SOPInstanceUID
+    )
+    assert np.array_equal(seg.pixel_array.reshape(corrected.shape) > 0, corrected)
 
     with pytest.raises(ValueError, match="normal"):
         logic.export_for_training(volume, out, "normal")

@@ -25,8 +25,17 @@ def busi(shared_dir: Path) -> Path:
 
 
 def tiny_config(busi: Path, out: Path, cache: Path, **overrides) -> TrainConfig:
-    values = dict(data_root=str(busi), out_dir=str(out), image_size=64, epochs=1, batch_size=8,
-                  limit=40, cache_dir=str(cache), device="cpu", pretrained=None)
+    values = dict(
+        data_root=str(busi),
+        out_dir=str(out),
+        image_size=64,
+        epochs=1,
+        batch_size=8,
+        limit=40,
+        cache_dir=str(cache),
+        device="cpu",
+        pretrained=None,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -124,3 +133,35 @@ def test_threshold_for_effective_weight() -> None:
     assert np.array_equal(p >= threshold_for_effective_weight(1.0, 3.0) - 1e-12, q >= 0.5 - 1e-12)
     with pytest.raises(ValueError):
         threshold_for_effective_weight(0.0)
+
+
+def test_fine_tune_from_a_run_with_extra_training_folder(busi: Path, tmp_path: Path) -> None:
+    """Slicer's 'Export for training' folder joins the training split only; weights start from a run."""
+    import shutil
+
+    from busassist.training.trainer import build_network
+
+    extra = tmp_path / "exported"
+    (extra / "benign" / "images").mkdir(parents=True)
+    (extra / "benign" / "mask").mkdir(parents=True)
+    for n in (1, 2):
+        shutil.copyfile(
+            busi / "benign" / "images" / f"benign ({n}).png", extra / "benign" / "images" / f"benign ({n}).png"
+        )
+        shutil.copyfile(
+            busi / "benign" / "mask" / f"benign ({n})_mask.png", extra / "benign" / "mask" / f"benign ({n})_mask.png"
+        )
+    base = train(tiny_config(busi, tmp_path / "base", tmp_path / "cache"))
+    config = tiny_config(
+        busi, tmp_path / "tuned", tmp_path / "cache", extra_train=[str(extra)], init_from=str(base / "best.pt")
+    )
+    start = build_network(config).state_dict()
+    reference = load_best(base).state_dict()
+    assert all(torch.equal(start[k], reference[k]) for k in reference), "fine-tuning starts from the run's weights"
+    train(config)
+    split = json.loads((tmp_path / "tuned" / "split.json").read_text())
+    assert sorted(k for k in split["train"] if k.startswith("extra0:")) == [
+        "extra0:benign/images/benign (1).png",
+        "extra0:benign/images/benign (2).png",
+    ]
+    assert not any(k.startswith("extra") for k in split["val"] + split["test"])

@@ -45,13 +45,19 @@ class BusiCase:
         return CLASS_LABELS.get(self.category, NO_LABEL)
 
 
-def discover(root: Path) -> list[BusiCase]:
-    """List every BUSI image under ``root`` with its mask files, in a stable order."""
+def discover(root: Path, key_prefix: str = "", require_all_classes: bool = True) -> list[BusiCase]:
+    """List every BUSI image under ``root`` with its mask files, in a stable order.
+
+    ``key_prefix`` keeps the keys of an extra folder (e.g. corrections exported from Slicer) apart
+    from BUSI's own; such folders may lack some class folders (``require_all_classes=False``).
+    """
     root = Path(root)
     cases = []
     for category in CLASSES:
         image_dir = root / category / "images"
         if not image_dir.is_dir():
+            if not require_all_classes:
+                continue
             raise FileNotFoundError(f"{image_dir}: BUSI class folder missing")
         for image_path in sorted(image_dir.iterdir()):
             match = _IMAGE_NAME.match(image_path.name)
@@ -63,7 +69,7 @@ def discover(root: Path) -> list[BusiCase]:
             masks = [m for m in masks if re.fullmatch(re.escape(stem) + r"_mask(_\d+)?\.png", m.name)]
             if not masks:
                 raise FileNotFoundError(f"{image_path}: no mask file")
-            key = f"{category}/images/{image_path.name}"
+            key = f"{key_prefix}{category}/images/{image_path.name}"
             cases.append(BusiCase(key, image_path, tuple(masks), category))
     if not cases:
         raise FileNotFoundError(f"{root}: no BUSI images found")

@@ -52,6 +52,8 @@ def config_from_args(args: argparse.Namespace, out: Path) -> TrainConfig:
         limit=args.limit,
         device=args.device,
         cache_dir=str(args.cache_dir),
+        extra_train=[str(folder) for folder in args.extra_train],
+        init_from=str(args.init_from) if args.init_from else None,
     )
 
 
@@ -155,6 +157,21 @@ def training_options() -> argparse.ArgumentParser:
     common.add_argument("--limit", type=int, default=None, help="use only N cases (smoke tests)")
     common.add_argument("--device", default="auto", help="auto, cpu or cuda")
     common.add_argument("--cache-dir", type=Path, default=Path(".cache"))
+    common.add_argument(
+        "--extra-train",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="BUSI-layout folder (e.g. Slicer 'Export for training') added to the training split",
+    )
+    common.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="CHECKPOINT",
+        help="fine-tune: start from a run's best.pt instead of ImageNet weights",
+    )
     return common
 
 

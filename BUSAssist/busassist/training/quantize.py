@@ -53,9 +53,14 @@ def quantize_run(run: Path, data_root: Path, calibration_images: int = 64) -> Pa
 
     metadata = Analyzer(fp32, verify=False).metadata
     quantize_static(
-        str(prepared), str(target), TrainingImageReader(images, metadata.input_size),
-        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+        str(prepared),
+        str(target),
+        TrainingImageReader(images, metadata.input_size),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
     )
     prepared.unlink()
     metadata.model_version += "-int8"

@@ -56,6 +56,8 @@ class TrainConfig:
     folds: int = 0  # K of a K-fold cross-validation; 0 = the fixed 70/15/15 split
     fold: int = 0  # which fold this run trains when folds > 0
     limit: int | None = None  # use only the first N cases (tests)
+    extra_train: list[str] = field(default_factory=list)  # BUSI-layout folders added to training only
+    init_from: str | None = None  # checkpoint (best.pt / last.pt of a run) to start from: fine-tuning
     device: str = "auto"
     augment: bool = True
     cache_dir: str = ".cache"
@@ -93,6 +95,12 @@ def load_data(config: TrainConfig) -> tuple[PreparedData, Split, str, list]:
         split = kfold_split(cases, groups, config.folds, config.fold, config.seed)
     else:
         split = Split(*stratified_group_split(cases, groups))
+    for number, folder in enumerate(config.extra_train):
+        # Corrections (e.g. exported from Slicer) only ever train: validation and test stay BUSI's
+        # own, so the figures remain comparable with the shipped model's card.
+        extra = discover(Path(folder), key_prefix=f"extra{number}:", require_all_classes=False)
+        split.train = split.train + list(range(len(cases), len(cases) + len(extra)))
+        cases = cases + extra
     data = prepare_cached(cases, Path(config.cache_dir), config.image_size)
     return data, split, data_fingerprint(cases), cases
 
@@ -119,7 +127,10 @@ def to_network_input(images: torch.Tensor) -> torch.Tensor:
 
 def build_network(config: TrainConfig) -> EMTNet:
     network = EMTNet(Task(config.task))
-    if config.pretrained:
+    if config.init_from:
+        checkpoint = torch.load(config.init_from, map_location="cpu", weights_only=False)
+        network.load_state_dict(checkpoint["model"])
+    elif config.pretrained:
         load_imagenet_encoder(network.encoder, read_constants(Path(config.pretrained)))
     return network
 
