@@ -96,6 +96,11 @@ TABLE_COLUMNS = (
     ("lesion_area", "double", "", "Lesion area in unit^2"),
     ("lesion_width", "double", "", "Lateral extent of the lesion (columns)"),
     ("lesion_depth", "double", "", "Axial extent of the lesion (rows)"),
+    ("lesion_max_diameter", "double", "", "Largest lesion: maximum diameter (unit)"),
+    ("lesion_perpendicular_diameter", "double", "", "Largest lesion: diameter perpendicular to the maximum"),
+    ("lesion_depth_to_width", "double", "", "Largest lesion: depth / width (> 1 = taller than wide)"),
+    ("lesion_orientation_deg", "double", "deg", "Largest lesion: long (inertia) axis vs skin line, 0..90"),
+    ("lesion_solidity", "double", "", "Largest lesion: area / convex-hull area (margin irregularity)"),
     ("unit", "string", "", "mm when the image is calibrated, else px"),
     ("mask_threshold", "double", "", "Probability above which a pixel is lesion"),
     ("analysed_area_px", "int", "px", "Pixels of the analysed (tissue) region"),
@@ -217,6 +222,32 @@ def measure(mask: np.ndarray, spacing: tuple[float, float] | None) -> Measuremen
         float(rows[-1] - rows[0] + 1) * row_mm,
         unit,
     )
+
+
+def _shape_values(mask: np.ndarray, spacing: tuple[float, float] | None) -> dict[str, float]:
+    """Shape measurements of the largest lesion, from the same code as the CLI's results.csv."""
+    from busassist.core.measurements import measure_largest
+
+    largest = measure_largest(np.asarray(mask, dtype=bool), spacing)
+    if largest is None:
+        nan = float("nan")
+        return dict.fromkeys(
+            (
+                "lesion_max_diameter",
+                "lesion_perpendicular_diameter",
+                "lesion_depth_to_width",
+                "lesion_orientation_deg",
+                "lesion_solidity",
+            ),
+            nan,
+        )
+    return {
+        "lesion_max_diameter": largest.max_diameter,
+        "lesion_perpendicular_diameter": largest.perpendicular_diameter,
+        "lesion_depth_to_width": largest.depth_to_width,
+        "lesion_orientation_deg": largest.principal_axis_deg,
+        "lesion_solidity": largest.solidity,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -945,8 +976,9 @@ class BUSAssistMRMLLogic:
             "edited": bool(edited),
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        seg_path, seg_error = self._export_seg(volume_node, index, mask, out / "seg" / f"{stem}.seg.dcm",
-                                               f"{record['model_version']}+annotator")
+        seg_path, seg_error = self._export_seg(
+            volume_node, index, mask, out / "seg" / f"{stem}.seg.dcm", f"{record['model_version']}+annotator"
+        )
         record["seg_path"] = None if seg_path is None else str(seg_path.relative_to(out))
         with open(out / EXPORT_MANIFEST, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -1105,6 +1137,7 @@ class BUSAssistMRMLLogic:
             "lesion_area": measurements.area,
             "lesion_width": measurements.width,
             "lesion_depth": measurements.depth,
+            **_shape_values(mask, state.source.spacing_mm),
             "unit": measurements.unit,
             "mask_threshold": threshold_mask,
             "analysed_area_px": entry.analysed_area,

@@ -117,6 +117,15 @@ def test_scalar_dicom_volume_segment_equals_core_mask(headless, analyzer):
     assert report.measurements.area_px == int(np.count_nonzero(expected))
     assert report.measurements.unit == "px"  # the sample DICOM declares no physical units
 
+    # The table's shape columns come from the same code as the CLI's results.csv.
+    from busassist.core.measurements import measure_largest
+
+    largest = measure_largest(expected, None)
+    table = logic.find_output(volume, sl.ROLE_TABLE).GetTable()
+    column = {table.GetColumnName(i): i for i in range(table.GetNumberOfColumns())}
+    assert table.GetValue(0, column["lesion_max_diameter"]).ToDouble() == pytest.approx(largest.max_diameter)
+    assert table.GetValue(0, column["lesion_solidity"]).ToDouble() == pytest.approx(largest.solidity)
+
 
 def test_segment_geometry_terminology_and_outputs(headless, analyzer):
     volume = sl.load_volume_file(SAMPLE_DICOM, headless.scene)
