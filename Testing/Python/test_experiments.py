@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from training_fixtures import tiny_config
 
 from busassist.training import experiments
 from busassist.training.busi import discover, near_duplicate_groups
@@ -20,17 +21,7 @@ def busi(shared_dir: Path) -> Path:
 
 
 def tiny(busi: Path, out: Path) -> TrainConfig:
-    return TrainConfig(
-        data_root=str(busi),
-        out_dir=str(out),
-        image_size=64,
-        epochs=1,
-        batch_size=8,
-        limit=40,
-        cache_dir=str(out / "cache"),
-        device="cpu",
-        pretrained=None,
-    )
+    return tiny_config(busi, out, out / "cache")
 
 
 def test_kfold_holds_out_every_image_once_and_keeps_groups_whole(busi: Path) -> None:

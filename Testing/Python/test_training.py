@@ -13,31 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from training_fixtures import tiny_config
 
 from busassist.constants import threshold_for_effective_weight
 from busassist.core.inference import Analyzer
-from busassist.training.trainer import TrainConfig, load_best, train
+from busassist.training.trainer import load_best, train
 
 
 @pytest.fixture(scope="module")
 def busi(shared_dir: Path) -> Path:
     return shared_dir / "data" / "busi"
-
-
-def tiny_config(busi: Path, out: Path, cache: Path, **overrides) -> TrainConfig:
-    values = dict(
-        data_root=str(busi),
-        out_dir=str(out),
-        image_size=64,
-        epochs=1,
-        batch_size=8,
-        limit=40,
-        cache_dir=str(cache),
-        device="cpu",
-        pretrained=None,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
 
 
 def history(run: Path) -> list[dict]:
