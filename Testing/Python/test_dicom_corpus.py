@@ -149,3 +149,23 @@ def test_whole_corpus_never_raises_anything_but_input_error() -> None:
                 assert "\n" not in str(error)
                 refused += 1
     assert read >= len(ULTRASOUND) and refused > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "reference"),
+    [
+        ("MR_small_jpeg_ls_lossless.dcm", "MR_small.dcm"),  # JPEG-LS lossless (pyjpegls)
+        ("image_dfl.dcm", None),  # deflated explicit VR little endian
+        ("SC_rgb_jls_lossy_line.dcm", None),  # JPEG-LS near-lossless, RGB
+    ],
+)
+def test_jpeg_ls_and_deflate_decode(name: str, reference: str | None) -> None:
+    """No ultrasound file in the corpus uses JPEG-LS or deflate, so other modalities stand in
+    (``any_modality``): the codecs are the same whatever the modality."""
+    frame = next(read_frames(find(name), any_modality=True))
+    dataset = pydicom.dcmread(find(name), stop_before_pixels=True)
+    assert frame.pixels.shape[:2] == (dataset.Rows, dataset.Columns)
+    assert np.ptp(frame.pixels) > 0
+    if reference is not None:
+        expected = next(read_frames(find(reference), any_modality=True)).pixels
+        assert np.array_equal(frame.pixels, expected), "lossless JPEG-LS equals the uncompressed original"

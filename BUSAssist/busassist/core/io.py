@@ -230,29 +230,38 @@ class FrameSelection:
 ALL_FRAMES = FrameSelection("all")
 
 
-def _iter_pixel_arrays(path: Path, indices: list[int]) -> Iterator[np.ndarray]:
-    """Decoded frames ``indices``, streamed with pydicom 3; whole-array fallback for pydicom 2.
+DEFLATED = "1.2.840.10008.1.2.1.99"
 
-    Slicer 5.8 (Python 3.9) ships pydicom 2.x, which has no ``pydicom.pixels.iter_pixels``; there
-    the dataset is decoded at once and YBR frames converted to RGB as pydicom 3 does by default.
+
+def _iter_pixel_arrays(path: Path, indices: list[int], transfer_syntax: str) -> Iterator[np.ndarray]:
+    """Decoded frames ``indices``, streamed with pydicom 3's ``iter_pixels``.
+
+    The whole dataset is decoded at once instead (YBR converted to RGB, as pydicom 3 does by
+    default) in two cases: with pydicom 2.x, which Slicer 5.8 (Python 3.9) ships and which has no
+    ``iter_pixels``, and for deflated files, which ``iter_pixels`` cannot stream from disk.
     """
     try:
         from pydicom.pixels import iter_pixels
     except ImportError:
-        import pydicom
-        from pydicom.pixel_data_handlers.util import convert_color_space
-
-        dataset = pydicom.dcmread(path)
-        array = dataset.pixel_array
-        photometric = str(dataset.PhotometricInterpretation)
-        if photometric.startswith("YBR") and int(getattr(dataset, "SamplesPerPixel", 1)) == 3:
-            array = convert_color_space(array, photometric, "RGB")
-        if int(getattr(dataset, "NumberOfFrames", 1) or 1) == 1:
-            array = array[None]
-        for index in indices:
-            yield array[index]
+        iter_pixels = None
+    if iter_pixels is not None and transfer_syntax != DEFLATED:
+        yield from iter_pixels(path, indices=indices)
         return
-    yield from iter_pixels(path, indices=indices)
+    import pydicom
+
+    try:
+        from pydicom.pixels import convert_color_space
+    except ImportError:
+        from pydicom.pixel_data_handlers.util import convert_color_space
+    dataset = pydicom.dcmread(path)
+    array = dataset.pixel_array
+    photometric = str(dataset.PhotometricInterpretation)
+    if iter_pixels is None and photometric.startswith("YBR") and int(getattr(dataset, "SamplesPerPixel", 1)) == 3:
+        array = convert_color_space(array, photometric, "RGB")
+    if int(getattr(dataset, "NumberOfFrames", 1) or 1) == 1:
+        array = array[None]
+    for index in indices:
+        yield array[index]
 
 
 def read_dicom_frames(path: Path, any_modality: bool = False, frames: FrameSelection = ALL_FRAMES) -> Iterator[Frame]:
@@ -282,7 +291,8 @@ def read_dicom_frames(path: Path, any_modality: bool = False, frames: FrameSelec
     series = str(getattr(dataset, "SeriesInstanceUID", "")) or None
     try:
         indices = frames.indices(int(getattr(dataset, "NumberOfFrames", 1) or 1))
-        for index, array in zip(indices, _iter_pixel_arrays(path, indices)):
+        transfer_syntax = str(getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", ""))
+        for index, array in zip(indices, _iter_pixel_arrays(path, indices, transfer_syntax)):
             pixels = _to_display(path, dataset, array)
             _check_size(path, pixels)
             yield Frame(str(path), index, pixels, region, uid, study, series)
