@@ -228,3 +228,34 @@ def test_dicom_seg_written_per_instance_and_dicomdir_is_expanded(emtnet_onnx: Fi
         assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
         assert seg.StudyInstanceUID == row["study_instance_uid"]
     shutil.rmtree(tmp_path / "media")
+
+
+def test_millimetres_land_on_the_right_pixels(
+    emtnet_onnx: FixtureModel, images: list[np.ndarray], tmp_path: Path
+) -> None:
+    """A calibrated region (0.01 cm x 0.02 cm pixels): measurements are those of the mask, in mm."""
+    from busassist.core.measurements import measure_largest
+
+    path = good_dicom(tmp_path / "in" / "calibrated.dcm", images[0], "calibrated")
+    ds = pydicom.dcmread(path)
+    region = ds.SequenceOfUltrasoundRegions[0]
+    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3  # cm
+    region.PhysicalDeltaX, region.PhysicalDeltaY = 0.02, 0.01  # columns 0.2 mm, rows 0.1 mm
+    ds.save_as(path, enforce_file_format=True)
+    out = tmp_path / "out"
+    assert main(["analyze", str(path), "--out", str(out), "--model", str(emtnet_onnx.path), "--quiet"]) == 0
+    row = rows(out / "results.csv")[0]
+    assert row["pixel_spacing_mm"] == "0.1\\0.2"
+    from PIL import Image
+
+    mask = np.asarray(Image.open(out / row["mask_path"])) > 0
+    expected = measure_largest(mask, (0.1, 0.2))
+    assert expected is not None, "the fixture model outlines a lesion on this image"
+    assert row["measurement_units"] == "mm"
+    assert float(row["lesion_area"]) == pytest.approx(expected.area, rel=1e-3)
+    assert float(row["lesion_area"]) == pytest.approx(expected.area_px * 0.1 * 0.2, rel=1e-3)
+    assert float(row["lesion_max_diameter"]) == pytest.approx(expected.max_diameter, rel=1e-3)
+    # the lesion lies inside the declared tissue region, in source-frame pixel coordinates
+    x0, y0, x1, y1 = map(int, row["region"].split(","))
+    assert x0 <= int(row["lesion_bbox_col0"]) and int(row["lesion_bbox_col1"]) <= x1
+    assert y0 <= int(row["lesion_bbox_row0"]) and int(row["lesion_bbox_row1"]) <= y1
