@@ -259,3 +259,29 @@ def test_millimetres_land_on_the_right_pixels(
     x0, y0, x1, y1 = map(int, row["region"].split(","))
     assert x0 <= int(row["lesion_bbox_col0"]) and int(row["lesion_bbox_col1"]) <= x1
     assert y0 <= int(row["lesion_bbox_row0"]) and int(row["lesion_bbox_row1"]) <= y1
+
+
+def test_nifti_nrrd_masks_and_keep_identifiers(
+    emtnet_onnx: FixtureModel, images: list[np.ndarray], tmp_path: Path
+) -> None:
+    import SimpleITK as sitk
+
+    path = good_dicom(tmp_path / "in" / "x.dcm", images[0], "x")
+    out = tmp_path / "out"
+    argv = ["analyze", str(path), "--out", str(out), "--model", str(emtnet_onnx.path), "--quiet"]
+    assert main([*argv, "--nifti", "--nrrd", "--keep-identifiers"]) == 0
+    row = rows(out / "results.csv")[0]
+    assert row["patient_id"] == "SECRET-ID-123" and row["patient_name"] == "Doe^Jane"
+    from PIL import Image
+
+    mask = np.asarray(Image.open(out / row["mask_path"])) > 0
+    volumes = row["volume_paths"].split(";")
+    assert sorted(Path(v).suffix for v in volumes) == [".gz", ".nrrd"]
+    for volume in volumes:
+        assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / volume))) > 0, mask)
+    # without the flag the identifier columns stay empty
+    assert (
+        main(["analyze", str(path), "--out", str(tmp_path / "plain"), "--model", str(emtnet_onnx.path), "--quiet"]) == 0
+    )
+    plain = rows(tmp_path / "plain" / "results.csv")[0]
+    assert plain["patient_id"] == "" and plain["patient_name"] == ""

@@ -56,6 +56,9 @@ RESULT_COLUMNS = [
     "overlay_path",
     "seg_path",
     "model_version",
+    "volume_paths",
+    "patient_id",
+    "patient_name",
     "model_sha256",
     "resume_key",
 ]
@@ -72,6 +75,8 @@ class AnalyzeOptions:
     dicom_seg: bool = True
     any_modality: bool = False
     frames: FrameSelection = ALL_FRAMES
+    volume_formats: tuple[str, ...] = ()  # extra mask files: "nifti" (.nii.gz) and/or "nrrd"
+    keep_identifiers: bool = False  # add patient ID / name columns (off: UIDs only, the default)
 
 
 @dataclass
@@ -161,6 +166,11 @@ def analyze_file(
                 overlay_path = out / "overlays" / f"{stem}_overlay.png"
                 save_png(overlay_path, overlay_image(frame.pixels, result.mask))
             row = _result_row(frame, result, threshold, out, mask_path, overlay_path, analyzer, model_sha256)
+            row["volume_paths"] = ";".join(
+                str(p.relative_to(out)) for p in save_volumes(mask_path, result, options.volume_formats)
+            )
+            if options.keep_identifiers:
+                row.update(patient_identifiers(Path(path)))
             if options.dicom_seg and frame.sop_instance_uid:
                 row["seg_path"] = str(seg_path_for(frame, out).relative_to(out))
             append_row(out / "results.csv", RESULT_COLUMNS, row)
@@ -183,6 +193,36 @@ def analyze_file(
             out / "errors.csv", ERROR_COLUMNS, {"file": error.path, "stage": error.stage, "reason": error.reason}
         )
     return report
+
+
+def patient_identifiers(path: Path) -> dict[str, str]:
+    """Patient ID and name of a DICOM file: written only with --keep-identifiers."""
+    if not is_dicom(path):
+        return {}
+    import pydicom
+
+    header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", "PatientName"])
+    return {"patient_id": str(header.get("PatientID", "")), "patient_name": str(header.get("PatientName", ""))}
+
+
+def save_volumes(mask_path: Path, result: FrameResult, formats: tuple[str, ...]) -> list[Path]:
+    """The mask as NIfTI / NRRD beside its PNG, with the region's pixel spacing (SimpleITK)."""
+    if not formats:
+        return []
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray((result.mask > 0).astype(np.uint8))
+    spacing = result.region.spacing_mm if result.region is not None else None
+    if spacing is not None:
+        image.SetSpacing((float(spacing[1]), float(spacing[0])))  # SimpleITK: (x = column, y = row)
+    written = []
+    for name in formats:
+        target = mask_path.with_name(mask_path.stem + {"nifti": ".nii.gz", "nrrd": ".nrrd"}[name])
+        temporary = target.with_name("tmp-" + target.name)
+        sitk.WriteImage(image, str(temporary), useCompression=True)
+        temporary.replace(target)
+        written.append(target)
+    return written
 
 
 def seg_path_for(frame: Frame, out: Path) -> Path:
@@ -257,12 +297,16 @@ def analyze_paths(
     dicom_seg: bool = True,
     model_path: Path | None = None,
     progress: bool = True,
+    volume_formats: tuple[str, ...] = (),
+    keep_identifiers: bool = False,
 ) -> Summary:
     """Analyse every frame of every input, in ``workers`` processes, resuming a previous run in ``out``."""
     started = time.perf_counter()
     out = Path(out)
     done = prepare_output(out)
-    options = AnalyzeOptions(effective_weight, overlays, dicom_seg, any_modality, frames)
+    options = AnalyzeOptions(
+        effective_weight, overlays, dicom_seg, any_modality, frames, volume_formats, keep_identifiers
+    )
     paths = series_order(list(expand_inputs(inputs)))
     summary = Summary()
     bar = _progress(len(paths), progress)

@@ -32,6 +32,13 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("busassist: --workers must be at least 1", file=sys.stderr)
         return 1
+    formats = tuple(name for name, wanted in (("nifti", args.nifti), ("nrrd", args.nrrd)) if wanted)
+    if formats:
+        try:
+            import SimpleITK  # noqa: F401
+        except ImportError:
+            print("busassist: --nifti/--nrrd need SimpleITK (pip install 'busassist[formats]')", file=sys.stderr)
+            return 1
     try:  # verify the model once, in this process, before any work starts
         analyzer = Analyzer(args.model, threads=args.threads)
     except ModelError as error:
@@ -49,6 +56,8 @@ def _analyze(args: argparse.Namespace) -> int:
         dicom_seg=not args.no_seg,
         model_path=analyzer.model_path,
         progress=not args.quiet,
+        volume_formats=formats,
+        keep_identifiers=args.keep_identifiers,
     )
     rate = summary.frames / summary.seconds if summary.seconds else 0.0
     refused = (
@@ -91,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--workers", type=int, default=1, help="worker processes (each runs one model copy)")
     analyze.add_argument("--no-seg", action="store_true", help="skip the DICOM Segmentation outputs")
     analyze.add_argument("--quiet", action="store_true", help="no progress bar")
+    analyze.add_argument("--nifti", action="store_true", help="also write each mask as .nii.gz (needs SimpleITK)")
+    analyze.add_argument("--nrrd", action="store_true", help="also write each mask as .nrrd (needs SimpleITK)")
+    analyze.add_argument(
+        "--keep-identifiers",
+        action="store_true",
+        help="add patient ID and name columns to results.csv (default: UIDs only)",
+    )
     analyze.add_argument(
         "--frames",
         type=_frames,
