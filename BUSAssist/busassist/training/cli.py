@@ -140,7 +140,7 @@ def training_options() -> argparse.ArgumentParser:
         "--preset",
         default="full",
         choices=["full", "cpu-quick"],
-        help="full: 224 px, 40 epochs; cpu-quick: 128 px, 8 epochs for sweeps on a CPU",
+        help="full: 224 px, 50 epochs; cpu-quick: 128 px, 8 epochs for sweeps on a CPU",
     )
     common.add_argument("--pretrained", type=Path, default=DEFAULT_PRETRAINED)
     common.add_argument("--no-pretrained", action="store_true", help="train from scratch")
@@ -151,8 +151,10 @@ def training_options() -> argparse.ArgumentParser:
     common.add_argument("--lr", type=float, default=3e-4)
     common.add_argument("--w-p", type=float, default=W_P)
     common.add_argument("--w-clf", type=float, default=W_CLF)
-    common.add_argument("--mask-bce", type=float, default=0.0, help="extra pixel-BCE weight for the mask loss")
-    common.add_argument("--schedule", default="plateau", choices=["plateau", "cosine"])
+    common.add_argument(
+        "--mask-bce", type=float, default=1.0, help="pixel-BCE weight added to the Dice loss (0 = paper)"
+    )
+    common.add_argument("--schedule", default="cosine", choices=["cosine", "plateau"])
     common.add_argument("--seed", type=int, default=42)
     common.add_argument("--limit", type=int, default=None, help="use only N cases (smoke tests)")
     common.add_argument("--device", default="auto", help="auto, cpu or cuda")

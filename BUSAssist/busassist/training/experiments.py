@@ -25,8 +25,8 @@ from busassist.training.trainer import TrainConfig, load_best, load_data, predic
 #: Presets: "full" is the paper's set-up; "cpu-quick" shrinks the input and the epochs so a sweep
 #: of dozens of trainings fits on a 2-core CPU (results are then indicative, and say so).
 PRESETS: dict[str, dict] = {
-    "full": {"image_size": 224, "epochs": 40, "patience": 10},
-    "cpu-quick": {"image_size": 128, "epochs": 8, "patience": 4},
+    "full": {"image_size": 224, "epochs": 50, "patience": 50},
+    "cpu-quick": {"image_size": 128, "epochs": 8, "patience": 8},
 }
 SWEEP_WP = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0)
 GRID_VALUES = (1.0, 1.5, 2.0, 2.5, 3.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -63,11 +64,17 @@ def export_run(run: Path) -> Path:
     run = Path(run)
     config = json.loads((run / "config.json").read_text())
     train_config = config["config"]
+    network = load_best(run)
+    weights = hashlib.sha256()
+    for name, tensor in sorted(network.state_dict().items()):
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().numpy().tobytes())
     metadata = ModelMetadata(
-        model_version=f"emtnet-busi-{config['data_sha256'][:8]}",
+        # data and weights both name the model: a retrain on the same data is a new version
+        model_version=f"emtnet-busi-{config['data_sha256'][:8]}-{weights.hexdigest()[:8]}",
         w_p=train_config["w_p"],
         w_clf=train_config["w_clf"],
         input_size=train_config["image_size"],
         extra={"data_sha256": config["data_sha256"], "split_seed": train_config["seed"]},
     )
-    return export_onnx(load_best(run), run / MODEL_FILENAME, metadata, train_config["image_size"])
+    return export_onnx(network, run / MODEL_FILENAME, metadata, train_config["image_size"])
