@@ -24,7 +24,7 @@ from busassist.core.model_store import ModelError, default_model_path  # noqa: E
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = REPO_ROOT / "Resources" / "SampleData"
-SAMPLE_DICOM = SAMPLES / "sample_2_malignant.dcm"
+SAMPLE_DICOM = SAMPLES / "sample_1_benign.dcm"  # a frame on which the bundled model outlines a lesion
 
 
 class CountingAnalyzer:
