@@ -32,9 +32,9 @@ from busassist.constants import EFFECTIVE_WEIGHT_MAX, EFFECTIVE_WEIGHT_MIN, MASK
 
 MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_NAME = "BUSAssistSample"
-SAMPLE_FILE = "sample_2_malignant.dcm"
+SAMPLE_FILE = "sample_1_benign.dcm"  # a frame on which the shipped model outlines a lesion
 #: SHA-256 of the bundled sample study (Resources/SampleData); Testing/Python checks it.
-SAMPLE_SHA256 = "a6807cf922fd53e06ff2268fe0c258823731ac2536bc8c2c6377d3058de34e59"
+SAMPLE_SHA256 = "bd86dffcc3f14d7259101ea60949aa7c5d21958629d90859d24725200e3c8ac3"
 
 
 def resource(*parts):
