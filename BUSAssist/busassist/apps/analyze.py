@@ -149,7 +149,7 @@ def analyze_file(
     report = FileReport(str(path))
     model_sha256 = analyzer.sha256 or sha256_of(analyzer.model_path)
     threshold = analyzer.threshold(options.effective_weight)
-    masks: dict[int, np.ndarray] = {}
+    masks: dict[int, tuple[np.ndarray, tuple[int, int]]] = {}  # bit-packed: 1/8 of a byte mask per frame
     try:
         for frame in read_frames(path, options.any_modality, options.frames):
             stem = safe_stem(frame)
@@ -157,7 +157,7 @@ def analyze_file(
             key = frame_key(frame.source, frame.sop_instance_uid, frame.index, model_sha256)
             if key in done and mask_path.exists():
                 report.skipped += 1
-                masks[frame.index] = load_png(mask_path)
+                masks[frame.index] = _pack(load_png(mask_path))
                 continue
             result = analyzer.analyze(frame)
             save_png(mask_path, result.mask)
@@ -176,7 +176,7 @@ def analyze_file(
             append_row(out / "results.csv", RESULT_COLUMNS, row)
             report.rows.append(row)
             report.analysed += 1
-            masks[frame.index] = result.mask
+            masks[frame.index] = _pack(result.mask)
         if options.dicom_seg and masks and is_dicom(Path(path)):
             try:
                 _write_seg(Path(path), masks, analyzer, out)
@@ -231,8 +231,16 @@ def seg_path_for(frame: Frame, out: Path) -> Path:
     return out / "seg" / study / series / f"{frame.sop_instance_uid}.seg.dcm"
 
 
-def _write_seg(path: Path, masks: dict[int, np.ndarray], analyzer: Analyzer, out: Path) -> None:
-    """One DICOM Segmentation per analysed instance, with every analysed frame of it."""
+def _pack(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    return np.packbits(np.asarray(mask) > 0), mask.shape[:2]
+
+
+def _write_seg(path: Path, masks: dict[int, tuple[np.ndarray, tuple[int, int]]], analyzer: Analyzer, out: Path) -> None:
+    """One DICOM Segmentation per analysed instance, with every analysed frame of it.
+
+    Masks wait for the SEG bit-packed (a 1,000-frame 640 x 480 cine: 38 MB); the SEG of a long
+    cine is still built in memory at the end, so use ``--frames`` or ``--no-seg`` for very long ones.
+    """
     import pydicom
 
     from busassist.core.dicom_seg import SegmentationError, write_segmentation
@@ -248,7 +256,11 @@ def _write_seg(path: Path, masks: dict[int, np.ndarray], analyzer: Analyzer, out
         str(source.get("SeriesInstanceUID", "")) or None,
     )
     try:
-        write_segmentation(source, masks, analyzer.metadata.model_version, seg_path_for(frame, out))
+        unpacked = {
+            index: np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+            for index, (bits, shape) in masks.items()
+        }
+        write_segmentation(source, unpacked, analyzer.metadata.model_version, seg_path_for(frame, out))
     except SegmentationError as error:
         raise InputError(path, f"DICOM SEG not written: {error}", "seg") from None
 
