@@ -285,3 +285,25 @@ def test_nifti_nrrd_masks_and_keep_identifiers(
     )
     plain = rows(tmp_path / "plain" / "results.csv")[0]
     assert plain["patient_id"] == "" and plain["patient_name"] == ""
+
+
+def test_no_patient_name_in_warnings_or_stderr(
+    emtnet_onnx: FixtureModel, images: list[np.ndarray], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A one-component patient name makes highdicom warn, quoting the name: it must not reach the log."""
+    import warnings
+
+    path = good_dicom(tmp_path / "in" / "x.dcm", images[0], "x")
+    ds = pydicom.dcmread(path)
+    ds.PatientName = "Zeynepova"
+    ds.save_as(path, enforce_file_format=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert (
+            main(["analyze", str(path), "--out", str(tmp_path / "out"), "--model", str(emtnet_onnx.path), "--quiet"])
+            == 0
+        )
+    captured = capsys.readouterr()
+    assert (tmp_path / "out" / rows(tmp_path / "out" / "results.csv")[0]["seg_path"]).exists()
+    assert not any("Zeynepova" in str(w.message) for w in caught)
+    assert "Zeynepova" not in captured.out + captured.err

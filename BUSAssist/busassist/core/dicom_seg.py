@@ -40,6 +40,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -145,6 +146,28 @@ def build_segmentation(
     order = sorted(frames)
     sop_uid, series_uid = segmentation_uids(source, order, model_version)
     stand_in = _stand_in(source, multi_frame)
+    with warnings.catch_warnings():
+        # highdicom warns about odd-looking patient names by quoting them: keep them out of logs.
+        warnings.simplefilter("ignore")
+        return _build(
+            hd,
+            stand_in,
+            frames,
+            order,
+            source,
+            multi_frame,
+            model_version,
+            series_uid,
+            sop_uid,
+            series_number,
+            instance_number,
+        )
+
+
+def _build(
+    hd, stand_in, frames, order, source, multi_frame, model_version, series_uid, sop_uid, series_number, instance_number
+):
+    """highdicom's Segmentation for the stand-in source, extended to every analysed frame."""
     try:
         seg = hd.seg.Segmentation(
             source_images=[stand_in],
