@@ -87,6 +87,16 @@ def test_export_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None:
     json.loads((run / "model_card.json").read_text())  # strict JSON (no NaN)
     assert card["data"]["counts"]["test"] == len(json.loads((run / "split.json").read_text())["test"])
 
+    from busassist.training.model_card import compare_cards, publish
+
+    shipped = publish(run, tmp_path / "models")  # what `busassist-train publish` does to Resources/Models
+    verify_model(shipped / "emtnet.onnx")
+    table = compare_cards(run / "model_card.json", shipped / "model_card.json").splitlines()
+    assert table[0].split() == ["metric", "this", "run", "shipped", "change"]
+    assert len(table) == 9 and all(line.split()[-1] in ("+0.000", "n/a") for line in table[1:])
+    assert any(line.split()[-1] == "+0.000" for line in table[1:])
+    assert "no shipped card" in compare_cards(run / "model_card.json", tmp_path / "missing.json")
+
     from busassist.training.report import write_report
 
     report = write_report(run, tmp_path / "report", busi)

@@ -136,5 +136,8 @@ def compare_cards(new_path: Path, shipped_path: Path) -> str:
     lines = [f"{'metric':<8}{'this run':>10}{'shipped':>10}{'change':>10}"]
     for name in HEADLINE:
         a, b = new[name]["value"], shipped[name]["value"]
-        lines.append(f"{name:<8}{a:>10.3f}{b:>10.3f}{a - b:>+10.3f}")
+        if a is None or b is None:  # undefined on that split (stored as null)
+            lines.append(f"{name:<8}{_number(a, False):>10}{_number(b, False):>10}{'n/a':>10}")
+        else:
+            lines.append(f"{name:<8}{a:>10.3f}{b:>10.3f}{a - b:>+10.3f}")
     return "\n".join(lines)
