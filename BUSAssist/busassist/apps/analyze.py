@@ -30,7 +30,7 @@ from busassist.apps.outputs import (
     safe_stem,
     save_png,
 )
-from busassist.apps.scan import NOT_IMAGES, expand_inputs, series_order
+from busassist.apps.scan import expand_inputs, series_order
 from busassist.core.inference import Analyzer, FrameResult
 from busassist.core.io import ALL_FRAMES, Frame, FrameSelection, InputError, is_dicom, read_frames
 from busassist.core.measurements import EMPTY_ROW, as_row, measure_largest
@@ -63,7 +63,7 @@ RESULT_COLUMNS = [
     "resume_key",
 ]
 ERROR_COLUMNS = ["file", "stage", "reason"]
-__all__ = ["AnalyzeOptions", "FileReport", "analyze_file", "analyze_paths", "expand_inputs", "NOT_IMAGES"]
+__all__ = ["AnalyzeOptions", "FileReport", "analyze_file", "analyze_paths", "expand_inputs"]
 
 
 @dataclass

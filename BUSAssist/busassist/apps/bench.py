@@ -44,14 +44,19 @@ def time_calls(function: Callable[[], object], repeats: int, warmup: int = 5) ->
     return samples
 
 
-def torch_end_to_end(frame: np.ndarray, threads: int) -> Callable[[], object]:
-    """The same network and pre/post-processing, run by PyTorch eager instead of onnxruntime."""
+def eager_network(threads: int):
+    """The same EMT-Net in PyTorch eager (weights do not change its speed), on ``threads`` threads."""
     import torch
 
     from busassist.training.model import EMTNet
 
     torch.set_num_threads(threads)
-    network = EMTNet().eval()
+    return EMTNet().eval()
+
+
+def torch_end_to_end(network, frame: np.ndarray) -> Callable[[], object]:
+    """The same pre/post-processing around ``network`` run by PyTorch eager instead of onnxruntime."""
+    import torch
 
     def run() -> object:
         network_input, geometry = preprocess(frame)
@@ -181,12 +186,10 @@ def main(argv: list[str] | None = None) -> int:
 
     ort_e2e = time_calls(lambda: analyzer.analyze(frame), args.repeats)
     ort_net = time_calls(lambda: analyzer.run_network(network_input), args.repeats)
-    torch_e2e = time_calls(torch_end_to_end(crop, args.threads), args.repeats)
     import torch
 
-    from busassist.training.model import EMTNet
-
-    network = EMTNet().eval()
+    network = eager_network(args.threads)
+    torch_e2e = time_calls(torch_end_to_end(network, crop), args.repeats)
     tensor = torch.from_numpy(network_input)
     with torch.inference_mode():
         torch_net = time_calls(lambda: network(tensor), args.repeats)

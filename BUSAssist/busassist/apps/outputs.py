@@ -47,14 +47,11 @@ def append_row(path: Path, columns: list[str], row: dict) -> None:
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    """Rows of a results CSV; a last line cut by a crash is ignored."""
+    """Rows of a results CSV (``ensure_csv`` has already dropped a row cut short by a kill)."""
     if not path.exists():
         return []
     with open(path, newline="") as handle:
-        text = handle.read()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    return list(csv.DictReader(io.StringIO(text)))
+        return list(csv.DictReader(handle))
 
 
 def frame_key(frame_source: str, sop_instance_uid: str | None, index: int, model_sha256: str) -> str:

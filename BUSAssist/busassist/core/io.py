@@ -170,14 +170,14 @@ def _palette_peak(dataset) -> float:
     return 255.0 if table.max() <= 255 else 65535.0
 
 
-def _to_display(path: Path, dataset, array: np.ndarray) -> np.ndarray:
+def _to_display(path: Path, dataset, array: np.ndarray, palette_peak: float = 255.0) -> np.ndarray:
     """Photometric-correct pixels: palettes expanded, MONOCHROME1 inverted (pydicom gives RGB for YBR)."""
     photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(array, dataset)
         if rgb.dtype == np.uint8:
             return rgb
-        return rgb.astype(np.float32) * (255.0 / _palette_peak(dataset))
+        return rgb.astype(np.float32) * (255.0 / palette_peak)
     bits = int(getattr(dataset, "BitsStored", 8))
     if photometric == "MONOCHROME1":
         array = (2**bits - 1) - array.astype(np.float32)
@@ -292,8 +292,10 @@ def read_dicom_frames(path: Path, any_modality: bool = False, frames: FrameSelec
     try:
         indices = frames.indices(int(getattr(dataset, "NumberOfFrames", 1) or 1))
         transfer_syntax = str(getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", ""))
+        palette = str(getattr(dataset, "PhotometricInterpretation", "")).upper() == "PALETTE COLOR"
+        palette_peak = _palette_peak(dataset) if palette else 255.0  # once per file, not per frame
         for index, array in zip(indices, _iter_pixel_arrays(path, indices, transfer_syntax)):
-            pixels = _to_display(path, dataset, array)
+            pixels = _to_display(path, dataset, array, palette_peak)
             _check_size(path, pixels)
             yield Frame(str(path), index, pixels, region, uid, study, series)
     except InputError:

@@ -130,13 +130,15 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
     set_metadata(onnx_path, metadata)
     write_checksum(onnx_path)
 
-    history = (run / "history.csv").read_text().splitlines()
+    with (run / "history.csv").open(newline="") as handle:
+        history = list(csv.DictReader(handle))
+    parameters, best_epoch = _best_checkpoint_facts(run)
     card = {
         "model": {
             "file": Path(onnx_path).name,
             "version": metadata.model_version,
             "architecture": "EMT-Net (MobileNetV1 1.0 encoder, classifier, LinkNet decoder)",
-            "parameters": _parameter_count(run),
+            "parameters": parameters,
             "size_bytes": Path(onnx_path).stat().st_size,
             "w_p": metadata.w_p,
             "w_clf": metadata.w_clf,
@@ -151,9 +153,9 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
         "training": {
             "command": fit_command(config["config"]),
             "config": config["config"],
-            "epochs_run": len(history) - 1,
-            "best_epoch": _best_epoch(run),
-            "seconds": _training_seconds(run),
+            "epochs_run": len(history),
+            "best_epoch": best_epoch,
+            "seconds": _training_seconds(history),
             "device": config["device"],
             "machine": config["machine"],
             "threads": config["threads"],
@@ -185,20 +187,16 @@ def fit_command(config: dict) -> str:
     return "busassist-train fit " + " ".join(options)
 
 
-def _parameter_count(run: Path) -> int:
-    from busassist.training.model import count_parameters
-    from busassist.training.trainer import load_best
-
-    return count_parameters(load_best(run))
-
-
-def _best_epoch(run: Path) -> int:
+def _best_checkpoint_facts(run: Path) -> tuple[int, int]:
+    """Parameter count and epoch of the run's best weights (one read of best.pt)."""
     import torch
 
-    return int(torch.load(run / "best.pt", map_location="cpu", weights_only=False)["epoch"])
+    from busassist.training.model import EMTNet, Task, count_parameters
+
+    checkpoint = torch.load(run / "best.pt", map_location="cpu", weights_only=False)
+    return count_parameters(EMTNet(Task(checkpoint["task"]))), int(checkpoint["epoch"])
 
 
-def _training_seconds(run: Path) -> float:
-    import torch
-
-    return float(torch.load(run / "last.pt", map_location="cpu", weights_only=False)["state"]["seconds"])
+def _training_seconds(history_rows: list[dict[str, str]]) -> float:
+    """Training time from history.csv (the per-epoch seconds the trainer also sums in last.pt)."""
+    return float(sum(float(row["seconds"]) for row in history_rows))

@@ -19,8 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from busassist.constants import W_P
-from busassist.core.metrics import auc, classification_metrics, dice_iou
-from busassist.training.trainer import TrainConfig, load_best, load_data, predict, resolve_device, train
+from busassist.training.trainer import (
+    TrainConfig,
+    load_best,
+    load_data,
+    predict,
+    resolve_device,
+    train,
+    validation_scores,
+)
 
 #: Presets: "full" is the paper's set-up; "cpu-quick" shrinks the input and the epochs so a sweep
 #: of dozens of trainings fits on a 2-core CPU (results are then indicative, and say so).
@@ -65,17 +72,7 @@ def test_metrics(config: TrainConfig, run: Path) -> dict[str, float]:
     device = resolve_device(config.device)
     network = load_best(run, str(device)).to(device)
     probabilities, masks = predict(network, data, split.test, device)
-    labels = data.labels[split.test]
-    labelled = labels >= 0
-    metrics: dict[str, float] = {"n_test": len(split.test)}
-    if probabilities is not None:
-        metrics.update(classification_metrics(labels[labelled], probabilities[labelled], 0.5))
-        metrics["auc"] = auc(labels[labelled], probabilities[labelled])
-    if masks is not None:
-        lesion = [i for i, index in enumerate(split.test) if data.masks[index].max() > 127]
-        pairs = [dice_iou(masks[i] >= 0.5, data.masks[split.test[i]] >= 128) for i in lesion]
-        metrics["dice"] = float(np.mean([p[0] for p in pairs])) if pairs else float("nan")
-        metrics["iou"] = float(np.mean([p[1] for p in pairs])) if pairs else float("nan")
+    metrics: dict[str, float] = {"n_test": len(split.test), **validation_scores(data, split.test, probabilities, masks)}
     history = json.loads((run / "config.json").read_text())
     metrics["device"] = history["device"]
     return metrics

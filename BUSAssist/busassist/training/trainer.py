@@ -159,7 +159,7 @@ def predict(
 def validation_scores(
     data: PreparedData, indices: list[int], probabilities: np.ndarray | None, mask_probabilities: np.ndarray | None
 ) -> dict[str, float]:
-    """Validation metrics on the network grid: AUC/ACC/SEN/SPE at 0.5 and lesion Dice."""
+    """Metrics on the network grid: AUC/ACC/SEN/SPE at 0.5, lesion Dice and IoU (validation or test part)."""
     labels = data.labels[indices]
     labelled = labels >= 0
     scores: dict[str, float] = {}
@@ -168,8 +168,9 @@ def validation_scores(
         scores["auc"] = auc(labels[labelled], probabilities[labelled])
     lesion = [i for i, index in enumerate(indices) if data.masks[index].max() > 127]
     if mask_probabilities is not None and lesion:
-        dices = [dice_iou(mask_probabilities[i] >= MASK_THRESHOLD, data.masks[indices[i]] >= 128)[0] for i in lesion]
-        scores["dice"] = float(np.mean(dices))
+        pairs = [dice_iou(mask_probabilities[i] >= MASK_THRESHOLD, data.masks[indices[i]] >= 128) for i in lesion]
+        scores["dice"] = float(np.mean([pair[0] for pair in pairs]))
+        scores["iou"] = float(np.mean([pair[1] for pair in pairs]))
     return scores
 
 
