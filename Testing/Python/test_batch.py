@@ -151,6 +151,11 @@ def test_resume_skips_finished_frames_and_finishes_the_rest(
         handle.write("half,a,row")
     assert main(["analyze", str(cine), "--out", str(out), "--model", str(emtnet_onnx.path), "--quiet"]) == 0
     complete = [r for r in rows(out / "results.csv") if r.get("resume_key")]
+    # a refused input is reported again on a rerun, but recorded once
+    (tmp_path / "in" / "junk.bin").write_bytes(b"not an image")
+    for _ in range(2):
+        main(["analyze", str(tmp_path / "in"), "--out", str(out), "--model", str(emtnet_onnx.path), "--quiet"])
+    assert [Path(r["file"]).name for r in rows(out / "errors.csv")] == ["junk.bin"]
     assert sorted(int(r["frame"]) for r in complete) == [0, 1, 2, 3], "frames 0-1 not redone, 2-3 added"
     assert all(set(RESULT_COLUMNS) <= set(r) for r in complete)
 

@@ -182,17 +182,23 @@ def analyze_file(
                 _write_seg(Path(path), masks, analyzer, out)
             except InputError as error:  # the frames are analysed and saved; only the SEG is missing
                 report.seg_error = error
-                append_row(
-                    out / "errors.csv",
-                    ERROR_COLUMNS,
-                    {"file": error.path, "stage": error.stage, "reason": error.reason},
-                )
+                _record_error(out, error, done)
     except InputError as error:
         report.error = error
+        _record_error(out, error, done)
+    return report
+
+
+def _error_key(file: str, stage: str, reason: str) -> str:
+    return f"error|{file}|{stage}|{reason}"
+
+
+def _record_error(out: Path, error: InputError, done: set[str] | frozenset[str]) -> None:
+    """One errors.csv row per refusal; a rerun that meets the same refusal does not repeat it."""
+    if _error_key(error.path, error.stage, error.reason) not in done:
         append_row(
             out / "errors.csv", ERROR_COLUMNS, {"file": error.path, "stage": error.stage, "reason": error.reason}
         )
-    return report
 
 
 def patient_identifiers(path: Path) -> dict[str, str]:
@@ -266,11 +272,13 @@ def _write_seg(path: Path, masks: dict[int, tuple[np.ndarray, tuple[int, int]]],
 
 
 def prepare_output(out: Path) -> set[str]:
-    """Create the output folder and CSV headers; return the resume keys of frames already done."""
+    """Create the output folder and CSV headers; return the keys of frames and refusals already recorded."""
     out.mkdir(parents=True, exist_ok=True)
     ensure_csv(out / "results.csv", RESULT_COLUMNS)
     ensure_csv(out / "errors.csv", ERROR_COLUMNS)
-    return {row["resume_key"] for row in read_rows(out / "results.csv") if row.get("resume_key")}
+    done = {row["resume_key"] for row in read_rows(out / "results.csv") if row.get("resume_key")}
+    done.update(_error_key(r["file"], r["stage"], r["reason"]) for r in read_rows(out / "errors.csv"))
+    return done
 
 
 # Worker processes: each creates its Analyzer (onnxruntime session) once.
