@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from training_fixtures import tiny_config
 
@@ -46,10 +47,19 @@ def test_kfold_holds_out_every_image_once_and_keeps_groups_whole(busi: Path) -> 
 
 def test_sweep_wp_writes_table_plot_and_resumes(busi: Path, tmp_path: Path) -> None:
     config = tiny(busi, tmp_path)
-    rows = experiments.sweep_wp(config, tmp_path / "sweep", values=(1.0, 3.0), folds=2)
+    rows = experiments.sweep_wp(config, tmp_path / "sweep", values=(1.0, 3.0), folds=2, reference_wp=3.0)
     assert [row["w_p"] for row in rows] == [1.0, 3.0]
-    assert {"acc_mean", "sen_mean", "spe_mean", "auc_mean"} <= set(rows[0])
+    assert {"acc_mean", "sen_mean", "spe_mean", "auc_mean", "seconds_per_epoch_mean"} <= set(rows[0])
+    assert rows[0]["seconds_per_epoch_mean"] > 0
     assert (tmp_path / "sweep" / "sweep_wp.png").stat().st_size > 1000
+    assert (tmp_path / "sweep" / "sweep_vs_threshold.png").stat().st_size > 1000
+    check = json.loads((tmp_path / "sweep" / "operating_check.json").read_text())
+    pairs = {pair["w_p"]: pair for pair in check["pairs"]}
+    # At W' = W_ref the threshold is 0.5 and the "thresholded" model *is* the trained one.
+    assert pairs[3.0]["threshold"] == 0.5
+    for key in ("acc", "sen", "spe"):
+        assert pairs[3.0][f"{key}_difference_pp"] == pytest.approx(0.0, abs=1e-9)
+    assert pairs[1.0]["threshold"] == 0.75
     with (tmp_path / "sweep" / "sweep_wp.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 2
     fold_metrics = tmp_path / "sweep" / "wp-3" / "fold-1" / "metrics.json"
@@ -79,3 +89,27 @@ def test_grid_covers_every_pair(busi: Path, tmp_path: Path, monkeypatch: pytest.
     rows = experiments.grid(replace(tiny(busi, tmp_path), task="single-clf"), tmp_path / "grid", values=(1.0, 2.0))
     assert sorted(seen) == [(1.0, 1.0, "emtnet"), (1.0, 2.0, "emtnet"), (2.0, 1.0, "emtnet"), (2.0, 2.0, "emtnet")]
     assert len(rows) == 4 and (tmp_path / "grid" / "grid.png").exists()
+
+
+def test_thresholded_reference_follows_the_effective_weight(tmp_path: Path) -> None:
+    """A higher W' lowers the threshold, so sensitivity can only rise and specificity only fall."""
+    from busassist.training.operating_check import thresholded_reference, write_test_predictions
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    probabilities = np.clip(0.3 * labels + rng.uniform(0, 0.7, 200), 0, 1)
+    runs = []
+    for fold in range(2):
+        run = tmp_path / f"fold-{fold}"
+        run.mkdir()
+        write_test_predictions(run / "test_predictions.csv", [str(i) for i in range(200)], labels, probabilities)
+        runs.append(run)
+    rows = thresholded_reference(runs, 3.0, [1.0, 3.0, 10.0])
+    assert [round(row["threshold"], 4) for row in rows] == [0.75, 0.5, 0.2308]
+    sen = [row["sen_mean"] for row in rows]
+    spe = [row["spe_mean"] for row in rows]
+    assert sen == sorted(sen) and spe == sorted(spe, reverse=True)
+    assert sen[0] < sen[2] and spe[0] > spe[2]
+    expected = np.mean(probabilities[labels == 1] >= 0.5)
+    assert rows[1]["sen_mean"] == pytest.approx(expected)
+    assert rows[1]["sen_sd"] == 0.0

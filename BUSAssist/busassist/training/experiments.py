@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from busassist.constants import W_P
+from busassist.constants import MODEL_CARD_JSON, W_P
+from busassist.core.model_store import bundled_models_dir
+from busassist.training.operating_check import PREDICTIONS_FILE, check_sweep, write_test_predictions
 from busassist.training.trainer import (
     TrainConfig,
     load_best,
@@ -68,14 +70,26 @@ def record_command(out: Path, config: TrainConfig, extra: dict | None = None) ->
 
 def test_metrics(config: TrainConfig, run: Path) -> dict[str, float]:
     """Metrics of a finished run's best weights on its own test part (network grid, threshold 0.5)."""
-    data, split, _, _ = load_data(config)
+    data, split, _, cases = load_data(config)
     device = resolve_device(config.device)
     network = load_best(run, str(device)).to(device)
     probabilities, masks = predict(network, data, split.test, device)
     metrics: dict[str, float] = {"n_test": len(split.test), **validation_scores(data, split.test, probabilities, masks)}
-    history = json.loads((run / "config.json").read_text())
-    metrics["device"] = history["device"]
+    if probabilities is not None:
+        labels = data.labels[split.test]
+        labelled = labels >= 0
+        keys = [cases[i].key for i, keep in zip(split.test, labelled) if keep]
+        write_test_predictions(run / PREDICTIONS_FILE, keys, labels[labelled], probabilities[labelled])
+    metrics["device"] = json.loads((run / "config.json").read_text())["device"]
+    metrics["seconds_per_epoch"] = seconds_per_epoch(run)
     return metrics
+
+
+def seconds_per_epoch(run: Path) -> float:
+    """Mean wall-clock seconds of one epoch (training + validation) from the run's history.csv."""
+    with (run / "history.csv").open(newline="") as handle:
+        seconds = [float(row["seconds"]) for row in csv.DictReader(handle)]
+    return float(np.mean(seconds)) if seconds else float("nan")
 
 
 def train_and_score(config: TrainConfig) -> dict[str, float]:
@@ -113,14 +127,29 @@ def cross_validate(config: TrainConfig, out: Path, folds: int = 4) -> dict[str, 
     return summary
 
 
-def sweep_wp(config: TrainConfig, out: Path, values: tuple[float, ...] = SWEEP_WP, folds: int = 4) -> list[dict]:
-    """Fig. 2: Single-CLF cross-validated at each W_p; mean ACC/SEN/SPE per W_p and a plot."""
+def sweep_wp(
+    config: TrainConfig,
+    out: Path,
+    values: tuple[float, ...] = SWEEP_WP,
+    folds: int = 4,
+    reference_wp: float = W_P,
+    shipped_card: Path | None = None,
+) -> list[dict]:
+    """Fig. 2: Single-CLF cross-validated at each W_p; mean ACC/SEN/SPE per W_p and a plot.
+
+    When ``reference_wp`` is one of the swept values, the sweep also checks the slider's claim
+    (``operating_check``): the reference W_p's fold models thresholded at W' = W_p against the
+    models trained at W_p.
+    """
     rows = []
     for w_p in values:
         summary = cross_validate(replace(config, task="single-clf", w_p=w_p), out / f"wp-{w_p:g}", folds)
         rows.append({"w_p": w_p, **summary})
         write_csv(out / "sweep_wp.csv", rows)
     plot_sweep(rows, out / "sweep_wp.png")
+    if reference_wp in values:
+        card = shipped_card if shipped_card is not None else bundled_models_dir() / MODEL_CARD_JSON
+        check_sweep(out, rows, reference_wp, folds, card)
     return rows
 
 
