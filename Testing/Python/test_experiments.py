@@ -81,7 +81,8 @@ def test_ablation_table_has_the_three_networks(busi: Path, tmp_path: Path) -> No
 def test_grid_covers_every_pair(busi: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen = []
 
-    def fake_score(config: TrainConfig) -> dict:  # the training itself is covered above
+    # The training itself is covered above.
+    def fake_score(config: TrainConfig, progress: experiments.Progress | None = None) -> dict:
         seen.append((config.w_clf, config.w_p, config.task))
         return {"acc": config.w_p / 10, "sen": 0.5, "spe": 0.5, "dice": config.w_clf / 10}
 
@@ -113,3 +114,14 @@ def test_thresholded_reference_follows_the_effective_weight(tmp_path: Path) -> N
     expected = np.mean(probabilities[labels == 1] >= 0.5)
     assert rows[1]["sen_mean"] == pytest.approx(expected)
     assert rows[1]["sen_sd"] == 0.0
+
+
+def test_progress_counts_trainings_and_estimates_from_those_run_here(capsys: pytest.CaptureFixture) -> None:
+    progress = experiments.Progress(4)
+    assert "already finished" in progress.record("runs/a", None)
+    assert progress.estimate_left() is None, "nothing trained here yet: no estimate"
+    line = progress.record("runs/b", 120.0)
+    assert line.startswith("[2/4] runs/b: trained in 2.0 min") and line.endswith("about 4 min left")
+    progress.record("runs/c", 240.0)
+    assert progress.estimate_left() == pytest.approx(180.0)
+    assert "[3/4]" in capsys.readouterr().out

@@ -17,6 +17,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from busassist.constants import MODEL_CARD_JSON, W_P
 from busassist.core.model_store import bundled_models_dir
@@ -92,15 +93,50 @@ def seconds_per_epoch(run: Path) -> float:
     return float(np.mean(seconds)) if seconds else float("nan")
 
 
-def train_and_score(config: TrainConfig) -> dict[str, float]:
+class Progress:
+    """Experiment-level progress: trainings finished out of all, and an estimate of the time left.
+
+    Each training shows its own per-epoch bar; this adds the line a researcher needs to plan
+    around a sweep of dozens of trainings. The estimate is the mean duration of the trainings
+    this process has run, times the number left (finished trainings found on disk cost nothing).
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.finished = 0
+        self.durations: list[float] = []
+
+    def estimate_left(self) -> float | None:
+        if not self.durations:
+            return None
+        return float(np.mean(self.durations)) * (self.total - self.finished)
+
+    def record(self, name: str, seconds: float | None) -> str:
+        """Count one finished training (``seconds`` None: found finished on disk) and report."""
+        self.finished += 1
+        if seconds is not None:
+            self.durations.append(seconds)
+        left = self.estimate_left()
+        how = "already finished" if seconds is None else f"trained in {seconds / 60:.1f} min"
+        eta = "" if left is None else f"; about {left / 60:.0f} min left"
+        line = f"[{self.finished}/{self.total}] {name}: {how}{eta}"
+        tqdm.write(line)
+        return line
+
+
+def train_and_score(config: TrainConfig, progress: Progress | None = None) -> dict[str, float]:
     """Train (or resume) one configuration and score it; skipped when already finished."""
     run = Path(config.out_dir)
     done = run / "metrics.json"
+    progress = progress or Progress(1)
     if done.exists():
+        progress.record(str(run), None)
         return json.loads(done.read_text())
+    started = time.perf_counter()
     train(config)
     metrics = test_metrics(config, run)
     done.write_text(json.dumps(metrics, indent=1) + "\n")
+    progress.record(str(run), time.perf_counter() - started)
     return metrics
 
 
@@ -115,12 +151,15 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     return summary
 
 
-def cross_validate(config: TrainConfig, out: Path, folds: int = 4) -> dict[str, float]:
+def cross_validate(
+    config: TrainConfig, out: Path, folds: int = 4, progress: Progress | None = None
+) -> dict[str, float]:
     """K-fold cross-validation of one configuration; folds run (and resume) one after another."""
+    progress = progress or Progress(folds)
     rows = []
     for fold in range(folds):
         fold_config = replace(config, out_dir=str(out / f"fold-{fold}"), folds=folds, fold=fold)
-        rows.append({"fold": fold, **train_and_score(fold_config)})
+        rows.append({"fold": fold, **train_and_score(fold_config, progress)})
     write_csv(out / "folds.csv", rows)
     summary = summarise(rows)
     (out / "cv.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -142,8 +181,9 @@ def sweep_wp(
     models trained at W_p.
     """
     rows = []
+    progress = Progress(len(values) * folds)
     for w_p in values:
-        summary = cross_validate(replace(config, task="single-clf", w_p=w_p), out / f"wp-{w_p:g}", folds)
+        summary = cross_validate(replace(config, task="single-clf", w_p=w_p), out / f"wp-{w_p:g}", folds, progress)
         rows.append({"w_p": w_p, **summary})
         write_csv(out / "sweep_wp.csv", rows)
     plot_sweep(rows, out / "sweep_wp.png")
@@ -156,10 +196,11 @@ def sweep_wp(
 def grid(config: TrainConfig, out: Path, values: tuple[float, ...] = GRID_VALUES) -> list[dict]:
     """Section 3.4: EMT-Net over W_clf x W_p on the fixed 70/15/15 split; table and heat maps."""
     rows = []
+    progress = Progress(len(values) ** 2)
     for w_clf in values:
         for w_p in values:
             run = replace(config, task="emtnet", w_clf=w_clf, w_p=w_p, out_dir=str(out / f"wclf-{w_clf:g}_wp-{w_p:g}"))
-            rows.append({"w_clf": w_clf, "w_p": w_p, **train_and_score(run)})
+            rows.append({"w_clf": w_clf, "w_p": w_p, **train_and_score(run, progress)})
             write_csv(out / "grid.csv", rows)
     plot_grid(rows, values, out / "grid.png")
     return rows
@@ -170,8 +211,9 @@ def ablation(config: TrainConfig, out: Path) -> str:
     from busassist.training.model import EMTNet, Task, count_parameters
 
     rows = []
+    progress = Progress(len(Task))
     for task in Task:
-        metrics = train_and_score(replace(config, task=task.value, out_dir=str(out / task.value)))
+        metrics = train_and_score(replace(config, task=task.value, out_dir=str(out / task.value)), progress)
         network = EMTNet(task)
         size_mb = sum(p.numel() * p.element_size() for p in network.state_dict().values()) / 1e6
         rows.append(
