@@ -125,3 +125,28 @@ def test_progress_counts_trainings_and_estimates_from_those_run_here(capsys: pyt
     progress.record("runs/c", 240.0)
     assert progress.estimate_left() == pytest.approx(180.0)
     assert "[3/4]" in capsys.readouterr().out
+
+
+def test_experiments_report_gathers_every_experiment(busi: Path, tmp_path: Path) -> None:
+    from busassist.training.cli import main
+
+    config = tiny(busi, tmp_path)
+    runs = tmp_path / "runs"
+    for name in ("cv", "sweep-wp", "grid"):
+        experiments.record_command(runs / name, config, {"experiment": name})
+    experiments.cross_validate(config, runs / "cv", folds=2)
+    experiments.sweep_wp(config, runs / "sweep-wp", values=(1.0, 3.0), folds=2, reference_wp=3.0)
+    experiments.grid(config, runs / "grid", values=(1.0, 2.0))
+    out = tmp_path / "report"
+    argv = ["experiments-report", "--out", str(out)] + [f"--{n}={runs / n}" for n in ("cv", "sweep-wp", "grid")]
+    assert main(argv + ["--ablation", str(runs / "missing")]) == 0
+    readme = (out / "README.md").read_text()
+    for heading in ("Cross-validation", "W_p sweep", "slider's claim", "W_clf × W_p grid", "Trainer speed"):
+        assert heading in readme
+    assert "Ablation" not in readme, "an experiment that was not run is left out, not faked"
+    assert (out / "sweep-wp" / "sweep_vs_threshold.png").exists() and (out / "grid" / "grid.csv").exists()
+    assert not list(out.rglob("*.pt")), "checkpoints never enter the report"
+    grid_rows = [line for line in readme.splitlines() if line.startswith("| 1 | 2 |") or line.startswith("| 2 | 1 |")]
+    assert len(grid_rows) == 2
+    speed = [line for line in readme.splitlines() if line.startswith("| sweep-wp | single-clf | 64 px | cpu |")]
+    assert speed and float(speed[0].split("|")[-2]) > 0

@@ -1,4 +1,5 @@
-"""``busassist-train``: the trainer's command line (fit, cv, sweep-wp, grid, ablation, export, publish, compare)."""
+"""``busassist-train``: the trainer's command line (fit, cv, sweep-wp, grid, ablation,
+experiments-report, report, export, quantize, publish, compare)."""
 
 from __future__ import annotations
 
@@ -108,6 +109,15 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiments_report(args: argparse.Namespace) -> int:
+    from busassist.training.experiments_report import write_experiments_report
+
+    folders = {"cv": args.cv, "sweep-wp": args.sweep_wp, "grid": args.grid, "ablation": args.ablation}
+    preamble = args.preamble.read_text() if args.preamble else ""
+    print(f"report written to {write_experiments_report(args.out, folders, preamble)}")
+    return 0
+
+
 def _quantize(args: argparse.Namespace) -> int:
     from busassist.training.quantize import compare_int8, quantize_run
 
@@ -210,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, required=True)
     report.add_argument("--data", type=Path, default=DEFAULT_DATA)
     report.set_defaults(handler=_report)
+
+    summary = sub.add_parser("experiments-report", help="one Markdown report over cv, sweep-wp, grid and ablation")
+    summary.add_argument("--out", type=Path, required=True)
+    for name in ("cv", "sweep-wp", "grid", "ablation"):
+        summary.add_argument(f"--{name}", type=Path, help=f"output folder of `busassist-train {name}`")
+    summary.add_argument("--preamble", type=Path, help="Markdown file placed under the title")
+    summary.set_defaults(handler=_experiments_report)
 
     quantize = sub.add_parser("quantize", help="int8 ONNX beside the fp32 one, with its cost in AUC/Dice")
     quantize.add_argument("run", type=Path)

@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -146,8 +147,10 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     summary: dict[str, float] = {}
     for key in keys:
         values = np.array([row[key] for row in rows], dtype=float)
-        summary[f"{key}_mean"] = float(np.nanmean(values))
-        summary[f"{key}_sd"] = float(np.nanstd(values))
+        with warnings.catch_warnings():  # a metric undefined in every fold stays NaN, on purpose
+            warnings.simplefilter("ignore", RuntimeWarning)
+            summary[f"{key}_mean"] = float(np.nanmean(values))
+            summary[f"{key}_sd"] = float(np.nanstd(values))
     return summary
 
 
