@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from training_fixtures import tiny_config
 
 from busassist.constants import threshold_for_effective_weight
@@ -86,6 +87,16 @@ def test_export_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None:
     assert (run / "MODEL_CARD.md").read_text().startswith("# Model card")
     json.loads((run / "model_card.json").read_text())  # strict JSON (no NaN)
     assert card["data"]["counts"]["test"] == len(json.loads((run / "split.json").read_text())["test"])
+    test_table = card["operating_table_test"]
+    assert [row["w_effective"] for row in test_table] == list(range(1, 11))
+    assert [row["sen"] for row in test_table] == sorted(row["sen"] for row in test_table)
+    flip = card["test_time_flip"]
+    gain = sum(flip["validation_flip_average"].values()) - sum(flip["validation_plain"].values())
+    assert flip["gain_auc_plus_dice"] == pytest.approx(gain)
+    assert flip["adopted"] == (gain > flip["min_gain_to_adopt"])
+    markdown = (run / "MODEL_CARD.md").read_text()
+    for heading in ("## Operating table (test split)", "## Test-time flip averaging", "## Comparison with the paper"):
+        assert heading in markdown
 
     from busassist.training.model_card import compare_cards, publish
 
@@ -160,3 +171,27 @@ def test_fine_tune_from_a_run_with_extra_training_folder(busi: Path, tmp_path: P
         "extra0:benign/images/benign (2).png",
     ]
     assert not any(k.startswith("extra") for k in split["val"] + split["test"])
+
+
+def test_flip_average_of_a_mirrored_image_equals_the_plain_result(busi: Path, tmp_path: Path) -> None:
+    """Flip averaging is order-free: an image and its mirror give the same averaged result."""
+    from busassist.training.busi import discover
+    from busassist.training.evaluate import analyse_cases
+    from busassist.training.export import export_run
+
+    run = train(tiny_config(busi, tmp_path / "run", tmp_path / "cache"))
+    analyzer = Analyzer(export_run(run), verify=False)
+    case = discover(busi)[0]
+    mirrored_dir = tmp_path / "mirror" / "benign"
+    for kind, source in (("images", case.image_path), ("mask", case.mask_paths[0])):
+        (mirrored_dir / kind).mkdir(parents=True)
+        picture = Image.open(source)
+        picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored_dir / kind / Path(source).name)
+    (mirrored,) = discover(tmp_path / "mirror", require_all_classes=False)
+    plain = analyse_cases(analyzer, [case], flip_average=True)
+    flipped = analyse_cases(analyzer, [mirrored], flip_average=True)
+    assert flipped["probabilities"][0] == pytest.approx(plain["probabilities"][0], abs=1e-5)
+    assert flipped["dice"][0] == pytest.approx(plain["dice"][0], abs=0.02)
+    single = analyse_cases(analyzer, [case])
+    direct = analyzer.analyze(np.asarray(Image.open(case.image_path).convert("L")))
+    assert single["probabilities"][0] == pytest.approx(direct.probability, abs=1e-6), "no flip: the plain result"

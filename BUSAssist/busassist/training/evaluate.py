@@ -15,29 +15,45 @@ from pathlib import Path
 
 import numpy as np
 
-from busassist.constants import EFFECTIVE_WEIGHT_MAX, EFFECTIVE_WEIGHT_MIN, threshold_for_effective_weight
+from busassist.constants import (
+    EFFECTIVE_WEIGHT_MAX,
+    EFFECTIVE_WEIGHT_MIN,
+    MIN_LESION_FRACTION,
+    threshold_for_effective_weight,
+)
 from busassist.core.calibration import expected_calibration_error, fit_temperature
-from busassist.core.inference import Analyzer
-from busassist.core.metrics import classification_report, dice_iou, mean_report
+from busassist.core.inference import Analyzer, sigmoid
+from busassist.core.metrics import auc, classification_report, dice_iou, mean_report
 from busassist.core.model_store import write_checksum
 from busassist.training.busi import BusiCase, discover, load_image, load_mask
 from busassist.training.export import set_metadata
 from busassist.training.model_card import strict_json, write_card
 
 
-def analyse_cases(analyzer: Analyzer, cases: list[BusiCase]) -> dict[str, np.ndarray]:
-    """Probabilities, per-image Dice/IoU and lesion detection for BUSI cases."""
+def analyse_cases(analyzer: Analyzer, cases: list[BusiCase], flip_average: bool = False) -> dict[str, np.ndarray]:
+    """Probabilities, per-image Dice/IoU and lesion detection for BUSI cases.
+
+    ``flip_average`` evaluates test-time augmentation: the class logits and the mask
+    probabilities of the image and of its left-right mirror are averaged.
+    """
     probabilities, logits, dices, ious, detected = [], [], [], [], []
     for case in cases:
         image = load_image(case)
         truth = load_mask(case, image.shape[:2])
         result = analyzer.analyze(image)
-        dice, iou = dice_iou(result.mask > 0, truth)
-        probabilities.append(result.probability)
-        logits.append(result.logit)
+        logit, probability, mask, found = result.logit, result.probability, result.mask > 0, result.lesion_detected
+        if flip_average:
+            mirrored = analyzer.analyze(np.ascontiguousarray(image[:, ::-1]))
+            logit = (logit + mirrored.logit) / 2
+            probability = float(sigmoid(np.float32(logit)))
+            mask = (result.probability_map + mirrored.probability_map[:, ::-1]) / 2 >= analyzer.metadata.mask_threshold
+            found = np.count_nonzero(mask) / mask.size >= MIN_LESION_FRACTION
+        dice, iou = dice_iou(mask, truth)
+        probabilities.append(probability)
+        logits.append(logit)
         dices.append(dice)
         ious.append(iou)
-        detected.append(result.lesion_detected)
+        detected.append(found)
     return {
         "labels": np.array([c.label for c in cases]),
         "probabilities": np.array(probabilities),
@@ -46,6 +62,10 @@ def analyse_cases(analyzer: Analyzer, cases: list[BusiCase]) -> dict[str, np.nda
         "iou": np.array(ious),
         "detected": np.array(detected),
     }
+
+
+#: Validation AUC + Dice that flip averaging must add to be worth doubling the network time.
+FLIP_MIN_GAIN = 0.01
 
 
 def write_predictions(path: Path, keys: list[str], results: dict[str, np.ndarray]) -> None:
@@ -112,11 +132,14 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
         write_predictions(run / f"predictions_{name}.csv", split[name], results)
     labelled = val["labels"] >= 0
     table = operating_table(val["labels"][labelled], val["probabilities"][labelled], w_p)
+    test_labelled = test["labels"] >= 0
+    # What the slider's promise turned into on unseen images (reported, never used to choose).
+    table_test = operating_table(test["labels"][test_labelled], test["probabilities"][test_labelled], w_p)
+    flip = flip_average_check(analyzer, [cases[k] for k in split["val"]], val)
     metadata = analyzer.metadata
     metadata.operating_table = strict_json(table)
     shift = float(np.log(w_p))
     metadata.temperature = fit_temperature(val["logits"][labelled], val["labels"][labelled], shift)
-    test_labelled = test["labels"] >= 0
     test_logits, test_labels = test["logits"][test_labelled], test["labels"][test_labelled]
     calibration = {
         "temperature": metadata.temperature,
@@ -166,10 +189,37 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
         "test": summarise(test, threshold_for_effective_weight(w_p, w_p)),
         "validation": summarise(val, threshold_for_effective_weight(w_p, w_p)),
         "operating_table_validation": table,
+        "operating_table_test": table_test,
+        "test_time_flip": flip,
         "calibration": calibration,
     }
     write_card(run, card)
     return card
+
+
+def flip_average_check(analyzer: Analyzer, val_cases: list[BusiCase], plain: dict[str, np.ndarray]) -> dict:
+    """Does left-right flip averaging help? Decided on validation AUC + Dice only.
+
+    Flip averaging doubles the network time of every frame, so it is adopted only when it
+    gains more than ``FLIP_MIN_GAIN`` in the validation selection score (AUC + Dice).
+    """
+    flipped = analyse_cases(analyzer, val_cases, flip_average=True)
+
+    def score(results: dict[str, np.ndarray]) -> dict[str, float]:
+        labelled = results["labels"] >= 0
+        lesion = results["labels"] >= 0
+        value = auc(results["labels"][labelled], results["probabilities"][labelled])
+        return {"auc": value, "dice": float(np.mean(results["dice"][lesion]))}
+
+    before, after = score(plain), score(flipped)
+    gain = (after["auc"] + after["dice"]) - (before["auc"] + before["dice"])
+    return {
+        "validation_plain": before,
+        "validation_flip_average": after,
+        "gain_auc_plus_dice": gain,
+        "min_gain_to_adopt": FLIP_MIN_GAIN,
+        "adopted": bool(gain > FLIP_MIN_GAIN),
+    }
 
 
 def fit_command(config: dict) -> str:
