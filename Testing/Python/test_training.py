@@ -125,6 +125,8 @@ def test_export_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None:
     figures = compare_int8(run, busi, repeats=2)
     assert figures["int8"]["size_mb"] < figures["fp32"]["size_mb"] / 2
     assert figures["ship_int8"] == (figures["auc_drop"] <= 0.005 and figures["dice_drop"] <= 0.005)
+    text = write_report(run, tmp_path / "report", busi).read_text()
+    assert "## int8 model" in text and f"| int8 | {figures['int8']['size_mb']:.1f} MB" in text
 
 
 def test_threshold_for_effective_weight() -> None:

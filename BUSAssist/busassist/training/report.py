@@ -162,6 +162,25 @@ def write_report(run: Path, out: Path, data_root: Path) -> Path:
         "",
         render_markdown(card).replace("# Model card", "## Model card", 1),
     ]
+    if (run / "int8_comparison.json").exists():
+        lines += int8_lines(json.loads((run / "int8_comparison.json").read_text()))
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+def int8_lines(figures: dict) -> list[str]:
+    """The int8 model beside the fp32 one (``busassist-train quantize``), and whether it ships."""
+    fp32, int8 = figures["fp32"], figures["int8"]
+    verdict = "ships as the default" if figures["ship_int8"] else "does not ship (the rule: each drop <= 0.005)"
+    return [
+        "",
+        "## int8 model (`busassist-train quantize`)",
+        "",
+        "| | size | network time | test AUC | test Dice |",
+        "|---|---|---|---|---|",
+        f"| fp32 | {fp32['size_mb']:.1f} MB | {fp32['network_ms']:.1f} ms | {fp32['auc']:.3f} | {fp32['dice']:.3f} |",
+        f"| int8 | {int8['size_mb']:.1f} MB | {int8['network_ms']:.1f} ms | {int8['auc']:.3f} | {int8['dice']:.3f} |",
+        "",
+        f"AUC drop {figures['auc_drop']:+.3f}, Dice drop {figures['dice_drop']:+.3f}: the int8 model {verdict}.",
+    ]
