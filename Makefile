@@ -7,7 +7,7 @@ DATA ?= ../shared/data/busi
 RUN_DIR ?= runs/reproduce
 OUT ?= results/sample
 
-.PHONY: run test lint bench reproduce sample-data clean
+.PHONY: run test lint bench reproduce experiments sample-data clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,21 @@ bench: $(VENV)/.stamp-dev
 reproduce: $(VENV)/.stamp-dev
 	$(VENV)/bin/busassist-train fit --data $(DATA) --out $(RUN_DIR) --export
 	$(VENV)/bin/busassist-train compare $(RUN_DIR)
+
+# The paper's four experiments (resumable; finished trainings are skipped) and one report over them.
+# PRESET=cpu-quick (128 px, 8 epochs) on a CPU; PRESET=full on a GPU. Two trainings run side by
+# side on one thread each, which keeps two cores busier than one training on two threads.
+PRESET ?= cpu-quick
+EXPERIMENTS ?= runs/experiments-$(PRESET)
+TRAIN1 := OMP_NUM_THREADS=1 $(VENV)/bin/busassist-train
+experiments: $(VENV)/.stamp-dev
+	( $(TRAIN1) sweep-wp --preset $(PRESET) --data $(DATA) --out $(EXPERIMENTS)/sweep-wp ) & first=$$!; \
+	( $(TRAIN1) grid --preset $(PRESET) --data $(DATA) --out $(EXPERIMENTS)/grid && \
+	  $(TRAIN1) cv --preset $(PRESET) --data $(DATA) --out $(EXPERIMENTS)/cv && \
+	  $(TRAIN1) ablation --preset $(PRESET) --data $(DATA) --out $(EXPERIMENTS)/ablation ) & second=$$!; \
+	wait $$first; a=$$?; wait $$second; b=$$?; test $$a -eq 0 && test $$b -eq 0
+	$(VENV)/bin/busassist-train experiments-report --out reports/experiments-$(PRESET) \
+	  $(foreach e,cv sweep-wp grid ablation,--$(e) $(EXPERIMENTS)/$(e))
 
 sample-data: $(VENV)/.stamp-dev
 	$(PY) -m busassist.training.sample_study --data $(DATA) --out Resources/SampleData
