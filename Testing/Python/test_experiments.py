@@ -55,11 +55,21 @@ def test_sweep_wp_writes_table_plot_and_resumes(busi: Path, tmp_path: Path) -> N
     assert (tmp_path / "sweep" / "sweep_vs_threshold.png").stat().st_size > 1000
     check = json.loads((tmp_path / "sweep" / "operating_check.json").read_text())
     pairs = {pair["w_p"]: pair for pair in check["pairs"]}
-    # At W' = W_ref the threshold is 0.5 and the "thresholded" model *is* the trained one.
+    # At W' = W_ref the threshold is 0.5 and the "thresholded" model *is* the trained one, fold by fold.
     assert pairs[3.0]["threshold"] == 0.5
     for key in ("acc", "sen", "spe"):
-        assert pairs[3.0][f"{key}_difference_pp"] == pytest.approx(0.0, abs=1e-9)
+        assert pairs[3.0][f"{key}_difference_pp"] in (0.0, None)
     assert pairs[1.0]["threshold"] == 0.75
+    assert check["summary"]["compared_values"] == 1, "the reference W_p is left out of the summary"
+    # Trainings finished before test_predictions.csv existed: predicted again from best.pt.
+    from busassist.training.operating_check import fold_test_predictions
+
+    saved = tmp_path / "sweep" / "wp-1" / "fold-0" / "test_predictions.csv"
+    labels, probabilities = fold_test_predictions(saved.parent)
+    saved.unlink()
+    again_labels, again = fold_test_predictions(saved.parent)
+    np.testing.assert_array_equal(again_labels, labels)
+    np.testing.assert_allclose(again, probabilities, atol=1e-5)
     with (tmp_path / "sweep" / "sweep_wp.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 2
     fold_metrics = tmp_path / "sweep" / "wp-3" / "fold-1" / "metrics.json"
@@ -92,28 +102,34 @@ def test_grid_covers_every_pair(busi: Path, tmp_path: Path, monkeypatch: pytest.
     assert len(rows) == 4 and (tmp_path / "grid" / "grid.png").exists()
 
 
-def test_thresholded_reference_follows_the_effective_weight(tmp_path: Path) -> None:
-    """A higher W' lowers the threshold, so sensitivity can only rise and specificity only fall."""
-    from busassist.training.operating_check import thresholded_reference, write_test_predictions
+def test_paired_comparison_is_fold_by_fold(tmp_path: Path) -> None:
+    """Differences are paired per fold; their mean and standard error are over folds."""
+    from busassist.training.operating_check import paired_comparison, summarise_comparison, write_test_predictions
 
     rng = np.random.default_rng(0)
-    labels = rng.integers(0, 2, 200)
-    probabilities = np.clip(0.3 * labels + rng.uniform(0, 0.7, 200), 0, 1)
-    runs = []
+    trained_sen = {1.0: [0.5, 0.7], 3.0: [0.8, 0.6]}
+    reference_sen = []
     for fold in range(2):
-        run = tmp_path / f"fold-{fold}"
-        run.mkdir()
+        labels = rng.integers(0, 2, 200)
+        probabilities = np.clip(0.3 * labels + rng.uniform(0, 0.7, 200), 0, 1)
+        run = tmp_path / "wp-3" / f"fold-{fold}"
+        run.mkdir(parents=True)
         write_test_predictions(run / "test_predictions.csv", [str(i) for i in range(200)], labels, probabilities)
-        runs.append(run)
-    rows = thresholded_reference(runs, 3.0, [1.0, 3.0, 10.0])
-    assert [round(row["threshold"], 4) for row in rows] == [0.75, 0.5, 0.2308]
-    sen = [row["sen_mean"] for row in rows]
-    spe = [row["spe_mean"] for row in rows]
-    assert sen == sorted(sen) and spe == sorted(spe, reverse=True)
-    assert sen[0] < sen[2] and spe[0] > spe[2]
-    expected = np.mean(probabilities[labels == 1] >= 0.5)
-    assert rows[1]["sen_mean"] == pytest.approx(expected)
-    assert rows[1]["sen_sd"] == 0.0
+        reference_sen.append(float(np.mean(probabilities[labels == 1] >= 0.75)))
+        for weight, sens in trained_sen.items():
+            folder = tmp_path / f"wp-{weight:g}" / f"fold-{fold}"
+            folder.mkdir(parents=True, exist_ok=True)
+            metrics = {"acc": 0.8, "sen": sens[fold], "spe": 0.9}
+            (folder / "metrics.json").write_text(json.dumps(metrics))
+    rows = paired_comparison(tmp_path, [1.0, 3.0], 3.0, folds=2)
+    assert [row["threshold"] for row in rows] == [0.75, 0.5]
+    differences = 100 * (np.array(trained_sen[1.0]) - np.array(reference_sen))
+    assert rows[0]["sen_difference_pp"] == pytest.approx(differences.mean())
+    assert rows[0]["sen_difference_se_pp"] == pytest.approx(np.std(differences, ddof=1) / np.sqrt(2))
+    assert rows[0]["sen_thresholded"] == pytest.approx(np.mean(reference_sen))
+    summary = summarise_comparison(rows, 3.0)
+    assert summary["compared_values"] == 1
+    assert summary["sen_mean_abs_difference_pp"] == pytest.approx(abs(differences.mean()))
 
 
 def test_progress_counts_trainings_and_estimates_from_those_run_here(capsys: pytest.CaptureFixture) -> None:
@@ -124,6 +140,8 @@ def test_progress_counts_trainings_and_estimates_from_those_run_here(capsys: pyt
     assert line.startswith("[2/4] runs/b: trained in 2.0 min") and line.endswith("about 4 min left")
     progress.record("runs/c", 240.0)
     assert progress.estimate_left() == pytest.approx(180.0)
+    assert "resumed and finished" in progress.record("runs/d", 5.0, resumed=True)
+    assert progress.durations == [120.0, 240.0], "a resumed training is only part of one"
     assert "[3/4]" in capsys.readouterr().out
 
 
@@ -144,6 +162,10 @@ def test_experiments_report_gathers_every_experiment(busi: Path, tmp_path: Path)
     for heading in ("Cross-validation", "W_p sweep", "slider's claim", "W_clf × W_p grid", "Trainer speed"):
         assert heading in readme
     assert "Ablation" not in readme, "an experiment that was not run is left out, not faked"
+    experiments.record_command(runs / "ablation", config, {"experiment": "ablation"})  # started, not finished
+    assert main(argv + ["--ablation", str(runs / "ablation")]) == 0
+    assert "Not finished" in (out / "README.md").read_text()
+    assert "K = 2" in readme
     assert (out / "sweep-wp" / "sweep_vs_threshold.png").exists() and (out / "grid" / "grid.csv").exists()
     assert not list(out.rglob("*.pt")), "checkpoints never enter the report"
     grid_rows = [line for line in readme.splitlines() if line.startswith("| 1 | 2 |") or line.startswith("| 2 | 1 |")]

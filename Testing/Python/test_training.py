@@ -90,10 +90,16 @@ def test_export_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None:
     test_table = card["operating_table_test"]
     assert [row["w_effective"] for row in test_table] == list(range(1, 11))
     assert [row["sen"] for row in test_table] == sorted(row["sen"] for row in test_table)
-    flip = card["test_time_flip"]
-    gain = sum(flip["validation_flip_average"].values()) - sum(flip["validation_plain"].values())
-    assert flip["gain_auc_plus_dice"] == pytest.approx(gain)
-    assert flip["adopted"] == (gain > flip["min_gain_to_adopt"])
+    reach = card["slider_reach_test"]
+    test_probabilities = np.array(
+        [
+            float(line.split(",")[2])
+            for line in (run / "predictions_test.csv").read_text().splitlines()[1:]
+            if not line.split(",")[1].startswith("-")
+        ]
+    )
+    assert reach["of"] == test_probabilities.size
+    assert reach["images"] == int(np.sum((test_probabilities >= 3 / 13) & (test_probabilities < 0.75)))
     markdown = (run / "MODEL_CARD.md").read_text()
     for heading in ("## Operating table (test split)", "## Test-time flip averaging", "## Comparison with the paper"):
         assert heading in markdown
@@ -193,7 +199,9 @@ def test_flip_average_of_a_mirrored_image_equals_the_plain_result(busi: Path, tm
     plain = analyse_cases(analyzer, [case], flip_average=True)
     flipped = analyse_cases(analyzer, [mirrored], flip_average=True)
     assert flipped["probabilities"][0] == pytest.approx(plain["probabilities"][0], abs=1e-5)
-    assert flipped["dice"][0] == pytest.approx(plain["dice"][0], abs=0.02)
+    image = np.asarray(Image.open(case.image_path).convert("L"))
+    expected = (analyzer.analyze(image).logit + analyzer.analyze(np.ascontiguousarray(image[:, ::-1])).logit) / 2
+    assert plain["logits"][0] == pytest.approx(expected, abs=1e-6), "the mean of the image's and its mirror's logits"
     single = analyse_cases(analyzer, [case])
     direct = analyzer.analyze(np.asarray(Image.open(case.image_path).convert("L")))
     assert single["probabilities"][0] == pytest.approx(direct.probability, abs=1e-6), "no flip: the plain result"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,7 +205,8 @@ def prepare_cached(cases: list[BusiCase], cache_dir: Path, size: int = IMAGE_SIZ
             return PreparedData(data["images"], data["masks"], data["labels"], list(data["keys"]))
     prepared = prepare(cases, size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp.npz")
+    # One temporary file per process: experiments run side by side may fill the same cache.
+    temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
     np.savez(
         temporary, images=prepared.images, masks=prepared.masks, labels=prepared.labels, keys=np.array(prepared.keys)
     )

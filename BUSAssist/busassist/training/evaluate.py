@@ -190,11 +190,20 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
         "validation": summarise(val, threshold_for_effective_weight(w_p, w_p)),
         "operating_table_validation": table,
         "operating_table_test": table_test,
+        "slider_reach_test": slider_reach(test["probabilities"][test_labelled], table_test),
         "test_time_flip": flip,
         "calibration": calibration,
     }
     write_card(run, card)
     return card
+
+
+def slider_reach(probabilities: np.ndarray, table: list[dict]) -> dict:
+    """How many images have a probability the slider can act on (between its extreme thresholds)."""
+    thresholds = [row["threshold"] for row in table]
+    low, high = min(thresholds), max(thresholds)
+    images = int(np.sum((probabilities >= low) & (probabilities < high)))
+    return {"images": images, "of": int(probabilities.size), "low": low, "high": high}
 
 
 def flip_average_check(analyzer: Analyzer, val_cases: list[BusiCase], plain: dict[str, np.ndarray]) -> dict:
@@ -206,10 +215,9 @@ def flip_average_check(analyzer: Analyzer, val_cases: list[BusiCase], plain: dic
     flipped = analyse_cases(analyzer, val_cases, flip_average=True)
 
     def score(results: dict[str, np.ndarray]) -> dict[str, float]:
-        labelled = results["labels"] >= 0
-        lesion = results["labels"] >= 0
+        labelled = results["labels"] >= 0  # benign and malignant: the images with a lesion mask
         value = auc(results["labels"][labelled], results["probabilities"][labelled])
-        return {"auc": value, "dice": float(np.mean(results["dice"][lesion]))}
+        return {"auc": value, "dice": float(np.mean(results["dice"][labelled]))}
 
     before, after = score(plain), score(flipped)
     gain = (after["auc"] + after["dice"]) - (before["auc"] + before["dice"])

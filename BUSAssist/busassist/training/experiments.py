@@ -8,7 +8,6 @@ Every experiment is a set of trainings in sub-folders of its output folder. A tr
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from tqdm import tqdm
 from busassist.constants import MODEL_CARD_JSON, W_P
 from busassist.core.model_store import bundled_models_dir
 from busassist.training.operating_check import PREDICTIONS_FILE, check_sweep, write_test_predictions
+from busassist.training.tables import seconds_per_epoch, write_csv
 from busassist.training.trainer import (
     TrainConfig,
     load_best,
@@ -87,13 +87,6 @@ def test_metrics(config: TrainConfig, run: Path) -> dict[str, float]:
     return metrics
 
 
-def seconds_per_epoch(run: Path) -> float:
-    """Mean wall-clock seconds of one epoch (training + validation) from the run's history.csv."""
-    with (run / "history.csv").open(newline="") as handle:
-        seconds = [float(row["seconds"]) for row in csv.DictReader(handle)]
-    return float(np.mean(seconds)) if seconds else float("nan")
-
-
 class Progress:
     """Experiment-level progress: trainings finished out of all, and an estimate of the time left.
 
@@ -112,13 +105,20 @@ class Progress:
             return None
         return float(np.mean(self.durations)) * (self.total - self.finished)
 
-    def record(self, name: str, seconds: float | None) -> str:
-        """Count one finished training (``seconds`` None: found finished on disk) and report."""
+    def record(self, name: str, seconds: float | None, resumed: bool = False) -> str:
+        """Count one finished training and report.
+
+        ``seconds`` None: found finished on disk. ``resumed``: continued from ``last.pt``, so its
+        duration is only part of a training and is left out of the estimate.
+        """
         self.finished += 1
-        if seconds is not None:
+        if seconds is not None and not resumed:
             self.durations.append(seconds)
         left = self.estimate_left()
-        how = "already finished" if seconds is None else f"trained in {seconds / 60:.1f} min"
+        if seconds is None:
+            how = "already finished"
+        else:
+            how = f"{'resumed and finished' if resumed else 'trained'} in {seconds / 60:.1f} min"
         eta = "" if left is None else f"; about {left / 60:.0f} min left"
         line = f"[{self.finished}/{self.total}] {name}: {how}{eta}"
         tqdm.write(line)
@@ -133,11 +133,12 @@ def train_and_score(config: TrainConfig, progress: Progress | None = None) -> di
     if done.exists():
         progress.record(str(run), None)
         return json.loads(done.read_text())
+    resumed = (run / "last.pt").exists()
     started = time.perf_counter()
     train(config)
     metrics = test_metrics(config, run)
     done.write_text(json.dumps(metrics, indent=1) + "\n")
-    progress.record(str(run), time.perf_counter() - started)
+    progress.record(str(run), time.perf_counter() - started, resumed)
     return metrics
 
 
@@ -236,15 +237,6 @@ def ablation(config: TrainConfig, out: Path) -> str:
     markdown = "\n".join(table) + "\n"
     (out / "ablation.md").write_text(markdown)
     return markdown
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def plot_sweep(rows: list[dict], path: Path) -> None:

@@ -8,7 +8,6 @@ figure was made: command, preset, device, threads and seconds per epoch.
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from busassist.training.operating_check import METRICS
+from busassist.training.tables import read_rows, seconds_per_epoch
 
 #: Files an experiment folder contributes to the report (checkpoints never).
 ARTEFACTS = (
@@ -34,30 +34,29 @@ ARTEFACTS = (
 )
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def _pct(value: float | str) -> str:
     return f"{float(value) * 100:.1f}"
 
 
 def training_speed(folder: Path) -> list[dict]:
-    """Seconds per epoch of every training under ``folder``, grouped by task, size and threads."""
+    """Seconds per epoch of the trainings under ``folder``, grouped by task, input size and threads.
+
+    Each training contributes its median epoch (``tables.seconds_per_epoch``, the figure its
+    ``metrics.json`` records); a group reports the median over its trainings.
+    """
     groups: dict[tuple, list[float]] = {}
     for history in sorted(folder.rglob("history.csv")):
         record = json.loads((history.parent / "config.json").read_text())
         config = record["config"]
         key = (config["task"], config["image_size"], record["device"], record.get("threads"))
-        groups.setdefault(key, []).extend(float(row["seconds"]) for row in _read_csv(history))
+        groups.setdefault(key, []).append(seconds_per_epoch(history.parent))
     return [
         {
             "task": task,
             "image_size": size,
             "device": device,
             "threads": threads,
-            "epochs": len(seconds),
+            "trainings": len(seconds),
             "median_s_per_epoch": float(np.median(seconds)),
         }
         for (task, size, device, threads), seconds in groups.items()
@@ -66,7 +65,7 @@ def training_speed(folder: Path) -> list[dict]:
 
 def best_validation_score(run: Path) -> float:
     """The run's best validation selection score (AUC + Dice for EMT-Net): what may pick a setting."""
-    return max(float(row["val_score"]) for row in _read_csv(run / "history.csv"))
+    return max(float(row["val_score"]) for row in read_rows(run / "history.csv"))
 
 
 def _command_line(folder: Path) -> str:
@@ -77,6 +76,8 @@ def _command_line(folder: Path) -> str:
 
 def _cv_section(folder: Path) -> list[str]:
     summary = json.loads((folder / "cv.json").read_text())
+    folds = len(read_rows(folder / "folds.csv"))
+    task = json.loads((folder / "command.json").read_text())["base_config"]["task"]
     cells = []
     for key in ("acc", "sen", "spe", "auc", "dice", "iou"):
         mean, sd = summary.get(f"{key}_mean"), summary.get(f"{key}_sd")
@@ -87,11 +88,11 @@ def _cv_section(folder: Path) -> list[str]:
         else:
             cells.append(f"{mean:.3f} ± {sd:.3f}")
     return [
-        "## Cross-validation (paper 3.2): EMT-Net, K = 4",
+        f"## Cross-validation (paper 3.2): {task}, K = {folds}",
         "",
         _command_line(folder),
         "",
-        "Mean ± SD over the 4 test parts (75 / 12.5 / 12.5, near-duplicate groups kept whole).",
+        f"Mean ± SD over the {folds} test parts (near-duplicate groups kept whole).",
         "",
         "| ACC | SEN | SPE | AUC | Dice | IoU |",
         "|---|---|---|---|---|---|",
@@ -103,13 +104,16 @@ def _cv_section(folder: Path) -> list[str]:
 
 
 def _sweep_section(folder: Path) -> list[str]:
-    rows = _read_csv(folder / "sweep_wp.csv")
+    rows = read_rows(folder / "sweep_wp.csv")
+    folds = len(list(folder.glob(f"wp-{float(rows[0]['w_p']):g}/fold-*")))
     lines = [
-        "## W_p sweep (paper Fig. 2): Single-CLF, K = 4",
+        f"## W_p sweep (paper Fig. 2): Single-CLF, K = {folds}",
         "",
         _command_line(folder),
         "",
         "![sweep](sweep-wp/sweep_wp.png)",
+        "",
+        "Mean ± SD over the folds' test parts, threshold 0.5.",
         "",
         "| W_p | ACC | SEN | SPE | AUC |",
         "|---|---|---|---|---|",
@@ -122,46 +126,58 @@ def _sweep_section(folder: Path) -> list[str]:
         )
     check_path = folder / "operating_check.json"
     if check_path.exists():
-        check = json.loads(check_path.read_text())
-        summary = check["summary"]
-        reference = check["reference_w_p"]
-        lines += [
-            "",
-            "### Does thresholding one model equal training at W_p? (the slider's claim)",
-            "",
-            f"The W_p = {reference:g} fold models, thresholded at W_p / (W_p + W') = {reference:g} / "
-            f"({reference:g} + W'), against the models trained at W_p = W' on the same test parts "
-            "(trained minus thresholded, percentage points):",
-            "",
-            "![check](sweep-wp/sweep_vs_threshold.png)",
-            "",
-            "| W_p = W' | threshold | ACC trained / thresholded | SEN trained / thresholded | "
-            "SPE trained / thresholded |",
-            "|---|---|---|---|---|",
-        ]
-        for pair in check["pairs"]:
-            cells = [f"{pair[f'{k}_trained'] * 100:.1f} / {pair[f'{k}_thresholded'] * 100:.1f}" for k in METRICS]
-            lines.append(f"| {pair['w_p']:g} | {pair['threshold']:.3f} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            "| | ACC | SEN | SPE |",
-            "|---|---|---|---|",
-            "| mean abs. difference (pp) | "
-            + " | ".join(f"{summary[f'{k}_mean_abs_difference_pp']:.1f}" for k in METRICS)
-            + " |",
-            "| max abs. difference (pp) | "
-            + " | ".join(f"{summary[f'{k}_max_abs_difference_pp']:.1f}" for k in METRICS)
-            + " |",
-            "| mean fold SD of the trained models (pp) | "
-            + " | ".join(f"{summary[f'{k}_mean_fold_sd_pp']:.1f}" for k in METRICS)
-            + " |",
-        ]
+        lines += _check_lines(json.loads(check_path.read_text()))
     lines.append("")
     return lines
 
 
+def _number(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _check_lines(check: dict) -> list[str]:
+    """The slider check: paired per-fold differences, trained minus thresholded."""
+    summary, reference = check["summary"], check["reference_w_p"]
+    lines = [
+        "",
+        "### Does thresholding one model equal training at W_p? (the slider's claim)",
+        "",
+        f"On each fold, the model trained at W_p = W' against the W_p = {reference:g} model of the same fold "
+        f"thresholded at {reference:g} / ({reference:g} + W'), on the same test images. Cells: trained / "
+        "thresholded (%), then their paired difference ± its standard error (percentage points).",
+        "",
+        "![check](sweep-wp/sweep_vs_threshold.png)",
+        "",
+        "| W_p = W' | threshold | ACC | SEN | SPE | ΔACC | ΔSEN | ΔSPE |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for pair in check["pairs"]:
+        cells = [f"{pair[f'{k}_trained'] * 100:.1f} / {pair[f'{k}_thresholded'] * 100:.1f}" for k in METRICS]
+        cells += [f"{_number(pair[f'{k}_difference_pp'])} ± {_number(pair[f'{k}_difference_se_pp'])}" for k in METRICS]
+        lines.append(f"| {pair['w_p']:g} | {pair['threshold']:.3f} | " + " | ".join(cells) + " |")
+    compared = summary["compared_values"]
+    lines += [
+        "",
+        f"Over the {compared} W_p values other than {reference:g} (where the two are the same model):",
+        "",
+        "| | ACC | SEN | SPE |",
+        "|---|---|---|---|",
+        "| mean abs. difference (pp) | "
+        + " | ".join(_number(summary[f"{k}_mean_abs_difference_pp"]) for k in METRICS)
+        + " |",
+        "| max abs. difference (pp) | "
+        + " | ".join(_number(summary[f"{k}_max_abs_difference_pp"]) for k in METRICS)
+        + " |",
+        "| mean standard error (pp) | " + " | ".join(_number(summary[f"{k}_mean_se_pp"]) for k in METRICS) + " |",
+        f"| within 2 SE of zero (of {compared}) | "
+        + " | ".join(str(summary[f"{k}_within_2se"]) for k in METRICS)
+        + " |",
+    ]
+    return lines
+
+
 def _grid_section(folder: Path) -> list[str]:
-    rows = _read_csv(folder / "grid.csv")
+    rows = read_rows(folder / "grid.csv")
     for row in rows:
         run = folder / f"wclf-{float(row['w_clf']):g}_wp-{float(row['w_p']):g}"
         has_history = (run / "history.csv").exists()
@@ -212,22 +228,24 @@ def _speed_section(folders: dict[str, Path]) -> list[str]:
     lines = [
         "## Trainer speed",
         "",
-        "Median seconds per epoch (training + validation) over every epoch of every training.",
+        "Seconds per epoch (training + validation): each training's median epoch, then the median over trainings.",
         "",
-        "| experiment | task | input | device | threads | epochs | s / epoch |",
+        "| experiment | task | input | device | threads | trainings | s / epoch |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, folder in folders.items():
         for row in training_speed(folder):
             lines.append(
                 f"| {name} | {row['task']} | {row['image_size']} px | {row['device']} | {row['threads']} | "
-                f"{row['epochs']} | {row['median_s_per_epoch']:.1f} |"
+                f"{row['trainings']} | {row['median_s_per_epoch']:.1f} |"
             )
     lines.append("")
     return lines
 
 
 SECTIONS = {"cv": _cv_section, "sweep-wp": _sweep_section, "grid": _grid_section, "ablation": _ablation_section}
+#: The file an experiment writes when it has finished (``command.json`` is written at its start).
+RESULT_FILE = {"cv": "cv.json", "sweep-wp": "sweep_wp.png", "grid": "grid.png", "ablation": "ablation.md"}
 
 
 def write_experiments_report(out: Path, folders: dict[str, Path], preamble: str = "") -> Path:
@@ -237,7 +255,11 @@ def write_experiments_report(out: Path, folders: dict[str, Path], preamble: str 
     lines = ["# The paper's experiments", ""]
     if preamble:
         lines += [preamble.strip(), ""]
-    for name, folder in present.items():
+    for name, folder in list(present.items()):
+        if not (folder / RESULT_FILE[name]).exists():
+            lines += [f"## {name}", "", f"Not finished: `{folder}` has no `{RESULT_FILE[name]}` yet.", ""]
+            del present[name]
+            continue
         target = out / name
         target.mkdir(exist_ok=True)
         for artefact in ARTEFACTS:

@@ -3,40 +3,53 @@
 The threshold slider rests on one claim: training with positive weight W_p only shifts the
 logit by ln W_p, so a model trained at W_ref and thresholded at W_ref / (W_ref + W') behaves
 like a model trained at W_p = W'. The ``sweep-wp`` experiment trains Single-CLF at every W_p
-with the same K folds, so the claim can be checked on the same test parts: the reference W_p's
-fold models are thresholded at each W' and their K-fold mean SEN/SPE/ACC set beside the
-trained models'. The shipped model's validation operating table (what the slider shows) is
-drawn on the same figure, marked as a different network, input size and split.
+with the same K folds, so the claim can be checked on the same test parts: on every fold the
+reference W_p's model is thresholded at W' and compared with the model trained at W_p = W'.
+The comparison is paired (same fold, same images), so its noise is the standard error of the
+per-fold differences, not the spread of single trainings. The shipped model's validation
+operating table (what the slider shows) is drawn on the same figure, marked as a different
+network, input size and split.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
 from busassist.constants import threshold_for_effective_weight
 from busassist.core.metrics import classification_metrics
+from busassist.training.model_card import strict_json
+from busassist.training.tables import read_rows, write_csv
 
 PREDICTIONS_FILE = "test_predictions.csv"
 METRICS = ("acc", "sen", "spe")
 
 
 def write_test_predictions(path: Path, keys: list[str], labels: np.ndarray, probabilities: np.ndarray) -> None:
-    """Per-image test-part probabilities of one training (labelled images only)."""
+    """Per-image test-part probabilities of one training (labelled images only), at full precision."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image", "label", "probability"])
         for key, label, probability in zip(keys, labels, probabilities):
-            writer.writerow([key, int(label), f"{probability:.6f}"])
+            writer.writerow([key, int(label), repr(float(probability))])
 
 
 def read_test_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_rows(path)
     return np.array([int(r["label"]) for r in rows]), np.array([float(r["probability"]) for r in rows])
+
+
+def run_config(run: Path):
+    """The TrainConfig a run recorded, ignoring keys this version no longer has."""
+    from busassist.training.trainer import TrainConfig
+
+    recorded = json.loads((run / "config.json").read_text())["config"]
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in recorded.items() if k in known})
 
 
 def fold_test_predictions(run: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -47,10 +60,9 @@ def fold_test_predictions(run: Path) -> tuple[np.ndarray, np.ndarray]:
     """
     path = run / PREDICTIONS_FILE
     if not path.exists():
-        from busassist.training.trainer import TrainConfig, load_best, load_data, predict, resolve_device
+        from busassist.training.trainer import load_best, load_data, predict, resolve_device
 
-        config = TrainConfig(**json.loads((run / "config.json").read_text())["config"])
-        data, split, _, cases = load_data(config)
+        data, split, _, cases = load_data(run_config(run))
         device = resolve_device("cpu")
         probabilities, _ = predict(load_best(run, str(device)), data, split.test, device)
         labels = data.labels[split.test]
@@ -60,41 +72,57 @@ def fold_test_predictions(run: Path) -> tuple[np.ndarray, np.ndarray]:
     return read_test_predictions(path)
 
 
-def thresholded_reference(reference_runs: list[Path], reference_wp: float, weights: list[float]) -> list[dict]:
-    """K-fold mean and SD of ACC/SEN/SPE of the reference models thresholded at each W'."""
-    folds = [fold_test_predictions(run) for run in reference_runs]
+def _nan_stats(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean, ignoring undefined (NaN) folds."""
+    array = np.array(values, dtype=float)
+    finite = array[np.isfinite(array)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    se = float(np.std(finite, ddof=1) / np.sqrt(finite.size)) if finite.size > 1 else float("nan")
+    return float(np.mean(finite)), se
+
+
+def paired_comparison(out: Path, weights: list[float], reference_wp: float, folds: int) -> list[dict]:
+    """For each W_p: fold by fold, the model trained at W_p against the reference model thresholded at W'.
+
+    Both are scored on the same test part of the same fold; a row holds the K-fold means of
+    the trained and thresholded ACC/SEN/SPE and the mean and standard error of their paired
+    differences (percentage points).
+    """
+    reference = [fold_test_predictions(out / f"wp-{reference_wp:g}" / f"fold-{k}") for k in range(folds)]
     rows = []
     for weight in weights:
         threshold = threshold_for_effective_weight(weight, reference_wp)
-        per_fold = [classification_metrics(labels, probabilities, threshold) for labels, probabilities in folds]
-        row: dict[str, float] = {"w_effective": weight, "threshold": threshold}
+        trained = [
+            json.loads((out / f"wp-{weight:g}" / f"fold-{k}" / "metrics.json").read_text()) for k in range(folds)
+        ]
+        thresholded = [classification_metrics(labels, probabilities, threshold) for labels, probabilities in reference]
+        row: dict[str, float] = {"w_p": weight, "threshold": threshold}
         for key in METRICS:
-            values = np.array([fold[key] for fold in per_fold], dtype=float)
-            row[f"{key}_mean"], row[f"{key}_sd"] = float(np.nanmean(values)), float(np.nanstd(values))
+            row[f"{key}_trained"] = _nan_stats([fold[key] for fold in trained])[0]
+            row[f"{key}_thresholded"] = _nan_stats([fold[key] for fold in thresholded])[0]
+            differences = [100 * (a[key] - b[key]) for a, b in zip(trained, thresholded)]
+            row[f"{key}_difference_pp"], row[f"{key}_difference_se_pp"] = _nan_stats(differences)
         rows.append(row)
     return rows
 
 
-def compare_sweep_with_threshold(sweep_rows: list[dict], reference_rows: list[dict]) -> dict:
-    """Per-W_p differences (trained minus thresholded, percentage points) and their summary."""
-    by_weight = {row["w_effective"]: row for row in reference_rows}
-    pairs = []
-    for row in sweep_rows:
-        reference = by_weight[row["w_p"]]
-        pair = {"w_p": row["w_p"], "threshold": reference["threshold"]}
-        for key in METRICS:
-            pair[f"{key}_trained"] = row[f"{key}_mean"]
-            pair[f"{key}_thresholded"] = reference[f"{key}_mean"]
-            pair[f"{key}_difference_pp"] = 100 * (row[f"{key}_mean"] - reference[f"{key}_mean"])
-        pairs.append(pair)
-    summary = {}
+def summarise_comparison(rows: list[dict], reference_wp: float) -> dict:
+    """Mean and largest absolute difference over W_p != reference (equal there by construction).
+
+    ``within_2se`` counts the W_p values whose difference is within two standard errors of zero.
+    """
+    others = [row for row in rows if row["w_p"] != reference_wp]
+    summary: dict[str, float] = {"compared_values": len(others)}
     for key in METRICS:
-        differences = np.array([pair[f"{key}_difference_pp"] for pair in pairs])
-        summary[f"{key}_mean_abs_difference_pp"] = float(np.mean(np.abs(differences)))
-        summary[f"{key}_max_abs_difference_pp"] = float(np.max(np.abs(differences)))
-        # Within-fold spread of the trained models: the noise the differences should be read against.
-        summary[f"{key}_mean_fold_sd_pp"] = float(100 * np.mean([row[f"{key}_sd"] for row in sweep_rows]))
-    return {"pairs": pairs, "summary": summary}
+        differences = np.array([row[f"{key}_difference_pp"] for row in others], dtype=float)
+        errors = np.array([row[f"{key}_difference_se_pp"] for row in others], dtype=float)
+        finite = np.isfinite(differences)
+        summary[f"{key}_mean_abs_difference_pp"] = float(np.mean(np.abs(differences[finite]))) if finite.any() else None
+        summary[f"{key}_max_abs_difference_pp"] = float(np.max(np.abs(differences[finite]))) if finite.any() else None
+        summary[f"{key}_mean_se_pp"] = float(np.nanmean(errors)) if np.isfinite(errors).any() else None
+        summary[f"{key}_within_2se"] = int(np.sum(np.abs(differences) <= 2 * errors))
+    return summary
 
 
 def shipped_operating_table(card_path: Path) -> list[dict]:
@@ -104,9 +132,7 @@ def shipped_operating_table(card_path: Path) -> list[dict]:
     return json.loads(card_path.read_text()).get("operating_table_validation", [])
 
 
-def plot_check(
-    sweep_rows: list[dict], reference_rows: list[dict], reference_wp: float, shipped: list[dict], path: Path
-) -> None:
+def plot_check(sweep_rows: list[dict], pairs: list[dict], reference_wp: float, shipped: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,18 +146,18 @@ def plot_check(
         mean = np.array([row[f"{key}_mean"] for row in sweep_rows]) * 100
         sd = np.array([row[f"{key}_sd"] for row in sweep_rows]) * 100
         axis.errorbar(w_p, mean, yerr=sd, fmt="o", capsize=3, color=colours[key], label=f"{label}: trained at W_p")
-        weights = [row["w_effective"] for row in reference_rows]
         axis.plot(
-            weights,
-            [row[f"{key}_mean"] * 100 for row in reference_rows],
+            [pair["w_p"] for pair in pairs],
+            [pair[f"{key}_thresholded"] * 100 for pair in pairs],
             "-",
             color=colours[key],
             label=f"{label}: W_p={reference_wp:g} model at threshold W_p/(W_p+W')",
         )
-        if shipped and key != "acc":
+        points = [(row["w_effective"], row.get(key)) for row in shipped if row.get(key) is not None]
+        if points:
             axis.plot(
-                [row["w_effective"] for row in shipped],
-                [row[key] * 100 for row in shipped],
+                [w for w, _ in points],
+                [value * 100 for _, value in points],
                 ":",
                 color=colours[key],
                 label=f"{label}: shipped EMT-Net, validation (slider)",
@@ -147,15 +173,14 @@ def plot_check(
 
 def check_sweep(out: Path, sweep_rows: list[dict], reference_wp: float, folds: int, shipped_card: Path) -> dict:
     """Write ``operating_check.csv/.json`` and ``sweep_vs_threshold.png`` for a finished sweep."""
-    from busassist.training.experiments import write_csv
-
-    runs = [out / f"wp-{reference_wp:g}" / f"fold-{fold}" for fold in range(folds)]
-    reference_rows = thresholded_reference(runs, reference_wp, [row["w_p"] for row in sweep_rows])
-    comparison = compare_sweep_with_threshold(sweep_rows, reference_rows)
-    comparison["reference_w_p"] = reference_wp
-    write_csv(out / "operating_check.csv", comparison["pairs"])
-    (out / "operating_check.json").write_text(json.dumps(comparison, indent=1) + "\n")
-    plot_check(
-        sweep_rows, reference_rows, reference_wp, shipped_operating_table(shipped_card), out / "sweep_vs_threshold.png"
-    )
+    pairs = paired_comparison(out, [row["w_p"] for row in sweep_rows], reference_wp, folds)
+    comparison = {
+        "reference_w_p": reference_wp,
+        "folds": folds,
+        "pairs": pairs,
+        "summary": summarise_comparison(pairs, reference_wp),
+    }
+    write_csv(out / "operating_check.csv", pairs)
+    (out / "operating_check.json").write_text(json.dumps(strict_json(comparison), indent=1) + "\n")
+    plot_check(sweep_rows, pairs, reference_wp, shipped_operating_table(shipped_card), out / "sweep_vs_threshold.png")
     return comparison

@@ -8,7 +8,6 @@ curves, example overlays and ``report.md`` tying them together.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 from busassist.constants import MODEL_FILENAME
 from busassist.core.metrics import auc, confusion
 from busassist.training.model_card import render_markdown
+from busassist.training.tables import read_rows
 
 
 def _plt():
@@ -26,11 +26,6 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
 
 
 def roc_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
