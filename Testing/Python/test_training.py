@@ -205,3 +205,31 @@ def test_flip_average_of_a_mirrored_image_equals_the_plain_result(busi: Path, tm
     single = analyse_cases(analyzer, [case])
     direct = analyzer.analyze(np.asarray(Image.open(case.image_path).convert("L")))
     assert single["probabilities"][0] == pytest.approx(direct.probability, abs=1e-6), "no flip: the plain result"
+
+
+@pytest.mark.parametrize("extra", [{}, {"init_from": "runs/base/best.pt", "extra_train": ["corrections/a"]}])
+def test_fit_command_on_the_card_rebuilds_the_same_config(busi: Path, tmp_path: Path, extra: dict) -> None:
+    """The card's command line, parsed by busassist-train, gives back the run's configuration."""
+    import shlex
+    from dataclasses import asdict, replace
+
+    from busassist.training.cli import build_parser, config_from_args
+    from busassist.training.evaluate import fit_command
+
+    pretrained = tmp_path / "graph.pb"
+    pretrained.write_bytes(b"")
+    config = replace(
+        tiny_config(busi, tmp_path / "run", tmp_path / "cache", pretrained=str(pretrained)),
+        w_p=2.5,
+        w_clf=1.0,
+        schedule="plateau",
+        learning_rate=1e-4,
+        limit=None,
+        device="auto",
+        cache_dir=".cache",
+        **extra,
+    )
+    argv = shlex.split(fit_command(asdict(config)))[1:]
+    args = build_parser().parse_args(argv)
+    rebuilt = config_from_args(args, args.out)
+    assert asdict(rebuilt) == asdict(config)
