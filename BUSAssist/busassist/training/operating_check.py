@@ -138,7 +138,7 @@ def plot_check(sweep_rows: list[dict], pairs: list[dict], reference_wp: float, s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    figure, axis = plt.subplots(figsize=(9, 4.5))
     colours = {"sen": "tab:red", "spe": "tab:blue", "acc": "tab:green"}
     for key in METRICS:
         label = key.upper()
@@ -151,7 +151,7 @@ def plot_check(sweep_rows: list[dict], pairs: list[dict], reference_wp: float, s
             [pair[f"{key}_thresholded"] * 100 for pair in pairs],
             "-",
             color=colours[key],
-            label=f"{label}: W_p={reference_wp:g} model at threshold W_p/(W_p+W')",
+            label=f"{label}: W_p={reference_wp:g} model at threshold {reference_wp:g}/({reference_wp:g}+W')",
         )
         points = [(row["w_effective"], row.get(key)) for row in shipped if row.get(key) is not None]
         if points:
@@ -165,7 +165,8 @@ def plot_check(sweep_rows: list[dict], pairs: list[dict], reference_wp: float, s
     axis.set_xlabel("W_p (trained)  /  W' (slider)")
     axis.set_ylabel("%")
     axis.set_title("Training at W_p vs thresholding one model at W' = W_p")
-    axis.legend(fontsize=7, loc="lower left")
+    # Outside the axes: the markers fill the whole plot area.
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
