@@ -20,7 +20,5 @@ SHARED_DIR = REPO_ROOT / ".." / "shared"
 def shared_dir() -> Path:
     """The shared data folder; tests needing it are skipped when it is absent."""
     if not SHARED_DIR.is_dir():
-        pytest.skip(
-            f"shared data folder {SHARED_DIR.resolve()} is absent (expected ../shared next to the repo)"
-        )
+        pytest.skip(f"shared data folder {SHARED_DIR.resolve()} is absent (expected ../shared next to the repo)")
     return SHARED_DIR

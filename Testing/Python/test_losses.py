@@ -40,9 +40,7 @@ def test_ns_wbce_matches_naive_per_element_float32(w_p: float) -> None:
 def test_ns_wbce_default_weight_is_paper_baseline() -> None:
     logits, targets = _random_batch(3)
     assert W_P == 3.0
-    torch.testing.assert_close(
-        ns_wbce(logits, targets), naive_wbce(logits, targets, 3.0), rtol=1e-5, atol=0.0
-    )
+    torch.testing.assert_close(ns_wbce(logits, targets), naive_wbce(logits, targets, 3.0), rtol=1e-5, atol=0.0)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -171,9 +169,7 @@ def test_multitask_loss_passes_weights_through() -> None:
     class_logits, labels, mask_logits, masks = _multitask_inputs(2)
     total, _ = multitask_loss(class_logits, labels, mask_logits, masks, w_p=7.0, w_clf=0.25)
     keep = labels >= 0
-    expected = 0.25 * ns_wbce(class_logits.reshape(-1)[keep], labels[keep].float(), 7.0) + dice_loss(
-        mask_logits, masks
-    )
+    expected = 0.25 * ns_wbce(class_logits.reshape(-1)[keep], labels[keep].float(), 7.0) + dice_loss(mask_logits, masks)
     torch.testing.assert_close(total, expected)
 
 

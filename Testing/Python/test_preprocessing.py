@@ -87,9 +87,7 @@ def test_preprocess_zero_sized_frame_raises() -> None:
 # Resampling
 
 
-@pytest.mark.parametrize(
-    "length_in,length_out", [(562, 224), (224, 562), (471, 224), (7, 3), (3, 7), (100, 99)]
-)
+@pytest.mark.parametrize("length_in,length_out", [(562, 224), (224, 562), (471, 224), (7, 3), (3, 7), (100, 99)])
 def test_resampling_matrix_rows_sum_to_one(length_in: int, length_out: int) -> None:
     matrix = resampling_matrix(length_in, length_out)
     assert matrix.shape == (length_out, length_in)

@@ -191,12 +191,7 @@ def _const_node(
         tensor += _field_bytes(5, np.asarray(floats, dtype="<f4").tobytes())  # packed float_val
     attr_entry = _field_bytes(1, b"value") + _field_bytes(2, _field_bytes(8, tensor))
     dtype_entry = _field_bytes(1, b"dtype") + _field_bytes(2, _field_varint(6, dtype))
-    node = (
-        _field_bytes(1, name)
-        + _field_bytes(2, op)
-        + _field_bytes(5, dtype_entry)
-        + _field_bytes(5, attr_entry)
-    )
+    node = _field_bytes(1, name) + _field_bytes(2, op) + _field_bytes(5, dtype_entry) + _field_bytes(5, attr_entry)
     return _field_bytes(1, node)
 
 
@@ -206,9 +201,7 @@ def test_read_constants_parses_hand_built_graph(tmp_path: Path) -> None:
         _const_node(b"MobilenetV1/a/weights", [2, 3, 4], content=kernel.astype("<f4").tobytes())
         + _const_node(b"MobilenetV1/b/gamma", [3], floats=[1.5, -2.0, 0.25])
         + _const_node(b"MobilenetV1/c/splat", [2, 2], floats=[0.5])
-        + _const_node(
-            b"MobilenetV1/d/shape", [2], content=np.array([-1, 1001], dtype="<i4").tobytes(), dtype=3
-        )
+        + _const_node(b"MobilenetV1/d/shape", [2], content=np.array([-1, 1001], dtype="<i4").tobytes(), dtype=3)
         + _const_node(b"Other/e/weights", [1], floats=[9.0])
         + _const_node(b"MobilenetV1/f/identity", [1], floats=[3.0], op=b"Identity")
         + _field_bytes(4, _field_varint(1, 27))  # a versions message, to be skipped
@@ -223,9 +216,7 @@ def test_read_constants_parses_hand_built_graph(tmp_path: Path) -> None:
         "MobilenetV1/d/shape",
     }
     np.testing.assert_array_equal(constants["MobilenetV1/a/weights"], kernel)
-    np.testing.assert_array_equal(
-        constants["MobilenetV1/b/gamma"], np.array([1.5, -2.0, 0.25], dtype=np.float32)
-    )
+    np.testing.assert_array_equal(constants["MobilenetV1/b/gamma"], np.array([1.5, -2.0, 0.25], dtype=np.float32))
     np.testing.assert_array_equal(constants["MobilenetV1/c/splat"], np.full((2, 2), 0.5, dtype=np.float32))
     np.testing.assert_array_equal(constants["MobilenetV1/d/shape"], np.array([-1, 1001], dtype=np.int32))
     assert constants["MobilenetV1/d/shape"].dtype == np.int32
