@@ -30,10 +30,12 @@ run: $(VENV)/.stamp-run
 
 test: $(VENV)/.stamp-dev
 	$(VENV)/bin/ruff check BUSAssist Testing
+	$(VENV)/bin/ruff format --check BUSAssist Testing
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.stamp-dev
 	$(VENV)/bin/ruff check BUSAssist Testing
+	$(VENV)/bin/ruff format --check BUSAssist Testing
 
 bench: $(VENV)/.stamp-dev
 	$(PY) -m busassist.apps.bench --out bench/results.json
