@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from busassist.constants import W_CLF, W_P
+from busassist.training.quantize import CALIBRATION_METHODS
 
 if TYPE_CHECKING:
     from busassist.training.trainer import TrainConfig
@@ -121,7 +122,7 @@ def _experiments_report(args: argparse.Namespace) -> int:
 def _quantize(args: argparse.Namespace) -> int:
     from busassist.training.quantize import compare_int8, quantize_run
 
-    print(f"wrote {quantize_run(args.run, args.data)}")
+    print(f"wrote {quantize_run(args.run, args.data, args.calibration_images, args.calibration)}")
     print(json.dumps(compare_int8(args.run, args.data), indent=1))
     return 0
 
@@ -231,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     quantize = sub.add_parser("quantize", help="int8 ONNX beside the fp32 one, with its cost in AUC/Dice")
     quantize.add_argument("run", type=Path)
     quantize.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    quantize.add_argument("--calibration", choices=CALIBRATION_METHODS, default="percentile")
+    quantize.add_argument("--calibration-images", type=int, default=200, help="training images to calibrate on")
     quantize.set_defaults(handler=_quantize)
 
     publish = sub.add_parser("publish", help="copy a run's model and card into Resources/Models")

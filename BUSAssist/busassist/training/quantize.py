@@ -1,9 +1,15 @@
 """int8 ONNX: onnxruntime static quantisation calibrated on training images, and its cost in accuracy.
 
 The int8 model is written beside the fp32 one as ``emtnet.int8.onnx``. ``compare_int8`` runs
-both through the same inference path on the run's test split and reports size, latency and the
-change in AUC and Dice; the README's rule is to ship int8 as the default only if AUC and Dice
-each drop by at most 0.005.
+both through the same inference path on the run's validation and test splits and reports size,
+latency and the change in AUC, Dice and "no lesion" on normal images. The rule for making int8
+the default: AUC and Dice each drop by at most 0.005 on *both* splits. Validation is where
+settings are chosen; requiring test as well keeps a lucky test split from deciding alone.
+
+Calibration defaults to the 99.999th-percentile range over 200 training images: on the shipped
+run's validation split it lost the least (AUC -0.005, Dice +0.001) of the variants tried
+(min-max on 64 or 200 images, entropy, percentile, and keeping the stem, the depthwise
+convolutions or the decoder in float).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from busassist.training.busi import discover, load_image
 
 INT8_FILENAME = "emtnet.int8.onnx"
 MAX_DROP = 0.005
+CALIBRATION_METHODS = ("percentile", "minmax", "entropy")
 
 
 class TrainingImageReader:
@@ -32,14 +39,21 @@ class TrainingImageReader:
         return next(self.batches, None)
 
 
-def quantize_run(run: Path, data_root: Path, calibration_images: int = 64) -> Path:
-    """Write ``run/emtnet.int8.onnx`` (QDQ, per-channel int8 weights, int8 activations)."""
+def quantize_run(run: Path, data_root: Path, calibration_images: int = 200, method: str = "percentile") -> Path:
+    """Write ``run/emtnet.int8.onnx`` (QDQ, per-channel int8 weights, uint8 activations)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from busassist.core.model_store import write_checksum
     from busassist.training.export import set_metadata
 
+    methods = {
+        "percentile": CalibrationMethod.Percentile,
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+    }
+    if method not in methods:
+        raise ValueError(f"calibration method {method!r}: expected one of {', '.join(CALIBRATION_METHODS)}")
     run = Path(run)
     split = json.loads((run / "split.json").read_text())
     cases = {case.key: case for case in discover(Path(data_root))}
@@ -52,52 +66,96 @@ def quantize_run(run: Path, data_root: Path, calibration_images: int = 64) -> Pa
     from busassist.core.inference import Analyzer
 
     metadata = Analyzer(fp32, verify=False).metadata
-    quantize_static(
-        str(prepared),
-        str(target),
-        TrainingImageReader(images, metadata.input_size),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
+
+    def quantize(chosen: str) -> None:
+        quantize_static(
+            str(prepared),
+            str(target),
+            TrainingImageReader(images, metadata.input_size),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[chosen],
+        )
+
+    calibration: dict = {"method": method, "images": len(images)}
+    try:
+        quantize(method)
+    except ValueError as error:
+        # onnxruntime's histogram calibrators (percentile, entropy) cannot bin a tensor whose
+        # range is too narrow for their bin count; min-max has no bins. Recorded, never silent.
+        if method == "minmax":
+            raise
+        print(f"{fp32}: {method} calibration failed ({error}); calibrating with minmax instead")
+        quantize("minmax")
+        calibration.update(method="minmax", requested=method, reason=str(error))
     prepared.unlink()
     metadata.model_version += "-int8"
     set_metadata(target, metadata)
     write_checksum(target)
+    (run / "int8_calibration.json").write_text(json.dumps(calibration) + "\n")
     return target
 
 
-def compare_int8(run: Path, data_root: Path, repeats: int = 30) -> dict:
-    """Size, network latency, test AUC and Dice of fp32 vs int8, and the shipping decision."""
-    from busassist.core.inference import Analyzer
+def _accuracy(analyzer, cases: list) -> dict:
     from busassist.core.metrics import auc
     from busassist.training.evaluate import analyse_cases
+
+    results = analyse_cases(analyzer, cases)
+    labelled = results["labels"] >= 0
+    normal = ~labelled
+    return {
+        "auc": auc(results["labels"][labelled], results["probabilities"][labelled]),
+        "dice": float(np.mean(results["dice"][labelled])),
+        "normal_no_lesion": float(np.mean(~results["detected"][normal])) if normal.any() else None,
+    }
+
+
+def _network_ms(analyzers: dict, repeats: int) -> dict[str, float]:
+    """Median network time of each model, timed in alternation so that machine noise hits both alike."""
+    size = next(iter(analyzers.values())).metadata.input_size
+    batch = np.zeros((1, 1, size, size), np.float32)
+    times: dict[str, list[float]] = {name: [] for name in analyzers}
+    for _ in range(5):
+        for analyzer in analyzers.values():
+            analyzer.run_network(batch)
+    for _ in range(repeats):
+        for name, analyzer in analyzers.items():
+            started = time.perf_counter()
+            analyzer.run_network(batch)
+            times[name].append((time.perf_counter() - started) * 1000)
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
+def compare_int8(run: Path, data_root: Path, repeats: int = 50) -> dict:
+    """Size, network latency, validation and test AUC/Dice of fp32 vs int8, and the shipping decision."""
+    from busassist.core.inference import Analyzer
 
     run = Path(run)
     split = json.loads((run / "split.json").read_text())
     cases = {case.key: case for case in discover(Path(data_root))}
-    test = [cases[key] for key in split["test"]]
-    figures = {}
-    for name, filename in (("fp32", MODEL_FILENAME), ("int8", INT8_FILENAME)):
-        analyzer = Analyzer(run / filename, verify=False)
-        results = analyse_cases(analyzer, test)
-        labelled = results["labels"] >= 0
-        batch = np.zeros((1, 1, analyzer.metadata.input_size, analyzer.metadata.input_size), np.float32)
-        for _ in range(5):
-            analyzer.run_network(batch)
-        started = time.perf_counter()
-        for _ in range(repeats):
-            analyzer.run_network(batch)
-        figures[name] = {
-            "size_mb": (run / filename).stat().st_size / 1e6,
-            "network_ms": (time.perf_counter() - started) / repeats * 1000,
-            "auc": auc(results["labels"][labelled], results["probabilities"][labelled]),
-            "dice": float(np.mean(results["dice"][labelled])),
+    files = {"fp32": MODEL_FILENAME, "int8": INT8_FILENAME}
+    analyzers = {name: Analyzer(run / filename, verify=False) for name, filename in files.items()}
+    latency = _network_ms(analyzers, repeats)
+    figures: dict = {
+        "calibration": json.loads((run / "int8_calibration.json").read_text())
+        if (run / "int8_calibration.json").exists()
+        else None,
+        "max_drop": MAX_DROP,
+    }
+    for name, filename in files.items():
+        figures[name] = {"size_mb": (run / filename).stat().st_size / 1e6, "network_ms": latency[name]}
+    for part, key in (("validation", "val"), ("test", "test")):
+        chosen = [cases[k] for k in split[key]]
+        scores = {name: _accuracy(analyzer, chosen) for name, analyzer in analyzers.items()}
+        figures[part] = {
+            **scores,
+            "auc_drop": scores["fp32"]["auc"] - scores["int8"]["auc"],
+            "dice_drop": scores["fp32"]["dice"] - scores["int8"]["dice"],
         }
-    figures["auc_drop"] = figures["fp32"]["auc"] - figures["int8"]["auc"]
-    figures["dice_drop"] = figures["fp32"]["dice"] - figures["int8"]["dice"]
-    figures["ship_int8"] = bool(figures["auc_drop"] <= MAX_DROP and figures["dice_drop"] <= MAX_DROP)
+    figures["ship_int8"] = all(
+        figures[part][drop] <= MAX_DROP for part in ("validation", "test") for drop in ("auc_drop", "dice_drop")
+    )
     (run / "int8_comparison.json").write_text(json.dumps(figures, indent=1) + "\n")
     return figures
