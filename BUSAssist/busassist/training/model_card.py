@@ -65,6 +65,9 @@ def render_markdown(card: dict) -> str:
         "",
         "## Operating table (validation split): what each threshold-slider position means",
         "",
+        "Each table's intervals come from its own 1,000 bootstrap resamples, so one figure can carry",
+        "intervals a few tenths of a point apart in two tables (the W' = 3 rows, the headline results).",
+        "",
         "| W' | threshold | SEN | SPE | PPV | NPV |",
         "|---|---|---|---|---|---|",
     ]
