@@ -241,3 +241,23 @@ def test_fit_command_on_the_card_rebuilds_the_same_config(busi: Path, tmp_path: 
     args = build_parser().parse_args(argv)
     rebuilt = config_from_args(args, args.out)
     assert asdict(rebuilt) == asdict(config)
+
+
+def test_make_reproduce_trains_the_shipped_recipe() -> None:
+    """`make reproduce` runs `fit` with defaults: they must be the shipped card's configuration."""
+    import dataclasses
+    import re
+
+    from busassist.training.cli import build_parser, config_from_args
+
+    repo = Path(__file__).resolve().parents[2]
+    recipe = re.search(r"^reproduce:.*\n\t(.*busassist-train fit.*)$", (repo / "Makefile").read_text(), re.M)
+    assert recipe, "Makefile has no `reproduce` target calling busassist-train fit"
+    arguments = recipe.group(1).split("busassist-train ", 1)[1]
+    arguments = arguments.replace("$(DATA)", "../shared/data/busi").replace("$(RUN_DIR)", "runs/reproduce")
+    args = build_parser().parse_args(arguments.split())
+    config = dataclasses.asdict(config_from_args(args, args.out))
+    shipped = json.loads((repo / "Resources" / "Models" / "model_card.json").read_text())["training"]["config"]
+    differing = {key: (config.get(key), value) for key, value in shipped.items() if key != "out_dir"}
+    differing = {key: pair for key, pair in differing.items() if str(pair[0]) != str(pair[1])}
+    assert not differing, f"make reproduce would train (this, shipped): {differing}"
