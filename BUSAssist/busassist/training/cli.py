@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize = sub.add_parser("quantize", help="int8 ONNX beside the fp32 one, with its cost in AUC/Dice")
     quantize.add_argument("run", type=Path)
     quantize.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    quantize.add_argument("--calibration", choices=CALIBRATION_METHODS, default="percentile")
+    quantize.add_argument("--calibration", choices=list(CALIBRATION_METHODS), default="percentile")
     quantize.add_argument("--calibration-images", type=int, default=200, help="training images to calibrate on")
     quantize.set_defaults(handler=_quantize)
 

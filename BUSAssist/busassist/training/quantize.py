@@ -17,16 +17,21 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from busassist.constants import MODEL_FILENAME, ONNX_INPUT
 from busassist.core.preprocessing import preprocess
-from busassist.training.busi import discover, load_image
+from busassist.training.busi import BusiCase, discover, load_image
+
+if TYPE_CHECKING:
+    from busassist.core.inference import Analyzer
 
 INT8_FILENAME = "emtnet.int8.onnx"
 MAX_DROP = 0.005
-CALIBRATION_METHODS = ("percentile", "minmax", "entropy")
+#: Command-line name -> onnxruntime ``CalibrationMethod`` member (imported only when quantising).
+CALIBRATION_METHODS = {"percentile": "Percentile", "minmax": "MinMax", "entropy": "Entropy"}
 
 
 class TrainingImageReader:
@@ -47,12 +52,7 @@ def quantize_run(run: Path, data_root: Path, calibration_images: int = 200, meth
     from busassist.core.model_store import write_checksum
     from busassist.training.export import set_metadata
 
-    methods = {
-        "percentile": CalibrationMethod.Percentile,
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-    }
-    if method not in methods:
+    if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method {method!r}: expected one of {', '.join(CALIBRATION_METHODS)}")
     run = Path(run)
     split = json.loads((run / "split.json").read_text())
@@ -76,7 +76,7 @@ def quantize_run(run: Path, data_root: Path, calibration_images: int = 200, meth
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=methods[chosen],
+            calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[chosen]),
         )
 
     calibration: dict = {"method": method, "images": len(images)}
@@ -98,7 +98,8 @@ def quantize_run(run: Path, data_root: Path, calibration_images: int = 200, meth
     return target
 
 
-def _accuracy(analyzer, cases: list) -> dict:
+def _accuracy(analyzer: Analyzer, cases: list[BusiCase]) -> dict:
+    """AUC and Dice on the labelled cases, and the share of normal cases with no lesion found."""
     from busassist.core.metrics import auc
     from busassist.training.evaluate import analyse_cases
 
