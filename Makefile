@@ -28,9 +28,7 @@ run: $(VENV)/.stamp-run
 	echo "Results: $(OUT)/results.csv (scores), $(OUT)/masks/ (mask PNGs), $(OUT)/overlays/ (pictures)"; \
 	test $$status -le 2
 
-test: $(VENV)/.stamp-dev
-	$(VENV)/bin/ruff check BUSAssist Testing
-	$(VENV)/bin/ruff format --check BUSAssist Testing
+test: lint
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.stamp-dev

@@ -167,7 +167,7 @@ def write_report(run: Path, out: Path, data_root: Path) -> Path:
 def int8_lines(figures: dict) -> list[str]:
     """The int8 model beside the fp32 one (``busassist-train quantize``), and whether it ships."""
     fp32, int8 = figures["fp32"], figures["int8"]
-    limit = figures.get("max_drop", 0.005)
+    limit = figures["max_drop"]
     verdict = (
         "ships as the default"
         if figures["ship_int8"]
