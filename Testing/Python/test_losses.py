@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from busassist.constants import W_CLF, W_P
-from busassist.training.losses import dice_loss, multitask_loss, naive_wbce, ns_wbce
+from busassist.training.losses import (
+    deep_supervision_loss,
+    dice_loss,
+    multitask_loss,
+    naive_wbce,
+    ns_wbce,
+    per_image_dice_loss,
+)
 
 
 def _random_batch(seed: int, n: int = 64, dtype: torch.dtype = torch.float64):
@@ -194,3 +201,55 @@ def test_multitask_loss_without_mask_head_is_classification_only() -> None:
     keep = labels >= 0
     torch.testing.assert_close(total, W_CLF * ns_wbce(class_logits.reshape(-1)[keep], labels[keep].float()))
     assert set(parts) == {"clf"}
+
+
+def _confident(predicted: torch.Tensor) -> torch.Tensor:
+    return torch.where(predicted > 0, torch.tensor(1e4), torch.tensor(-1e4))
+
+
+def test_per_image_dice_weights_a_missed_small_lesion_like_a_large_one() -> None:
+    """Batch Dice barely notices a missed small lesion beside a found large one; per image it counts half."""
+    masks = torch.zeros(2, 1, 40, 40)
+    masks[0, :, :30, :30] = 1.0  # large lesion, found exactly
+    masks[1, :, :3, :3] = 1.0  # small lesion, missed entirely
+    predicted = masks.clone()
+    predicted[1] = 0.0
+    logits = _confident(predicted)
+    assert float(dice_loss(logits, masks)) < 0.02
+    expected = 1.0 - (1.0 + 1.0 / (9 + 1)) / 2  # image 0: Dice 1; image 1: smoothed (0 + 1) / (9 + 1)
+    assert float(per_image_dice_loss(logits, masks)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_per_image_dice_leaves_images_without_a_lesion_to_pixel_bce() -> None:
+    masks = torch.zeros(2, 1, 16, 16)
+    masks[0, :, 4:10, 4:10] = 1.0
+    predicted = masks.clone()
+    predicted[1, :, :8, :8] = 1.0  # stray pixels on the normal image
+    with_stray = per_image_dice_loss(_confident(predicted), masks)
+    assert float(with_stray) == pytest.approx(0.0, abs=1e-5)
+    all_normal = per_image_dice_loss(torch.randn(3, 1, 16, 16, requires_grad=True), torch.zeros(3, 1, 16, 16))
+    assert float(all_normal.detach()) == 0.0
+    all_normal.backward()  # still part of the graph: an all-normal batch must not break training
+
+
+def test_multitask_loss_selects_the_dice_variant() -> None:
+    class_logits, labels, mask_logits, masks = _multitask_inputs(6)
+    _, batch_parts = multitask_loss(class_logits, labels, mask_logits, masks)
+    _, image_parts = multitask_loss(class_logits, labels, mask_logits, masks, dice="image")
+    assert batch_parts["dice"] == pytest.approx(float(dice_loss(mask_logits, masks)), rel=1e-6)
+    assert image_parts["dice"] == pytest.approx(float(per_image_dice_loss(mask_logits, masks)), rel=1e-6)
+    assert image_parts["dice"] != pytest.approx(batch_parts["dice"], rel=1e-3)
+
+
+def test_deep_supervision_judges_each_coarse_logit_at_full_resolution() -> None:
+    masks = torch.zeros(1, 1, 16, 16)
+    masks[..., :8, :] = 1.0  # top half: exactly representable on a 2 x 2 grid
+    exact = torch.tensor([[[[1e4, 1e4], [-1e4, -1e4]]]])
+    wrong = -exact
+    loss_exact, _ = deep_supervision_loss([exact], masks, mask_bce=1.0)
+    loss_wrong, parts = deep_supervision_loss([wrong], masks, mask_bce=1.0)
+    assert float(loss_exact) < 0.05
+    assert float(loss_wrong) > 1.0
+    mean, _ = deep_supervision_loss([exact, wrong], masks, mask_bce=1.0)
+    assert float(mean) == pytest.approx((float(loss_exact) + float(loss_wrong)) / 2, rel=1e-5)
+    assert parts["deep_supervision"] == pytest.approx(float(loss_wrong), rel=1e-6)

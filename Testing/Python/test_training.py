@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,37 @@ def test_single_task_variants_train(busi: Path, tmp_path: Path, task: str) -> No
     row = history(run)[0]
     assert ("val_auc" in row) == (task == "single-clf")
     assert ("val_dice" in row) == (task == "single-sgm")
+
+
+def test_deep_supervision_trains_and_ships_without_its_heads(busi: Path, tmp_path: Path) -> None:
+    """The coarse heads train (they are in best.pt) but the exported network is the plain EMT-Net."""
+    from busassist.training.export import export_run
+    from busassist.training.model import EMTNet, count_parameters
+
+    run = train(tiny_config(busi, tmp_path / "ds", tmp_path / "cache", deep_supervision=0.5, dice="image"))
+    saved = torch.load(run / "best.pt", map_location="cpu", weights_only=False)["model"]
+    assert any(key.startswith("segmenter.aux.") for key in saved)
+    network = load_best(run)
+    assert count_parameters(network) == count_parameters(EMTNet())
+    plain = train(tiny_config(busi, tmp_path / "plain", tmp_path / "cache", dice="image"))
+    assert history(run)[0]["train_loss"] != history(plain)[0]["train_loss"], "the coarse losses must count"
+    analyzer = Analyzer(export_run(run), verify=False)
+    assert analyzer.analyze(np.zeros((80, 96), dtype=np.uint8)).probability_map.shape == (80, 96)
+
+
+def test_deep_supervision_fine_tunes_from_a_plain_run_but_not_from_another_task(busi: Path, tmp_path: Path) -> None:
+    from busassist.training.trainer import build_network
+
+    base = train(tiny_config(busi, tmp_path / "base", tmp_path / "cache"))
+    config = tiny_config(
+        busi, tmp_path / "ds", tmp_path / "cache", deep_supervision=0.5, init_from=str(base / "best.pt")
+    )
+    start, reference = build_network(config).state_dict(), load_best(base).state_dict()
+    assert all(torch.equal(start[k], reference[k]) for k in reference)
+    assert any(k.startswith("segmenter.aux.") for k in start), "the coarse heads start fresh"
+    clf = train(tiny_config(busi, tmp_path / "clf", tmp_path / "cache", task="single-clf"))
+    with pytest.raises(ValueError, match="do not fit"):
+        build_network(replace(config, init_from=str(clf / "best.pt")))
 
 
 def test_export_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None:
@@ -215,11 +247,18 @@ def test_flip_average_of_a_mirrored_image_equals_the_plain_result(busi: Path, tm
     assert single["probabilities"][0] == pytest.approx(direct.probability, abs=1e-6), "no flip: the plain result"
 
 
-@pytest.mark.parametrize("extra", [{}, {"init_from": "runs/base/best.pt", "extra_train": ["corrections/a"]}])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"init_from": "runs/base/best.pt", "extra_train": ["corrections/a"]},
+        {"dice": "image", "deep_supervision": 0.5},
+    ],
+)
 def test_fit_command_on_the_card_rebuilds_the_same_config(busi: Path, tmp_path: Path, extra: dict) -> None:
     """The card's command line, parsed by busassist-train, gives back the run's configuration."""
     import shlex
-    from dataclasses import asdict, replace
+    from dataclasses import asdict
 
     from busassist.training.cli import build_parser, config_from_args
     from busassist.training.evaluate import fit_command

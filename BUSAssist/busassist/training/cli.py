@@ -49,6 +49,8 @@ def config_from_args(args: argparse.Namespace, out: Path) -> TrainConfig:
         w_p=args.w_p,
         w_clf=args.w_clf,
         mask_bce=args.mask_bce,
+        dice=args.dice,
+        deep_supervision=args.deep_supervision,
         schedule=args.schedule,
         seed=args.seed,
         limit=args.limit,
@@ -164,6 +166,19 @@ def training_options() -> argparse.ArgumentParser:
     common.add_argument("--w-clf", type=float, default=W_CLF)
     common.add_argument(
         "--mask-bce", type=float, default=1.0, help="pixel-BCE weight added to the Dice loss (0 = paper)"
+    )
+    common.add_argument(
+        "--dice",
+        default="batch",
+        choices=["batch", "image"],
+        help="mask Dice loss over the whole batch (paper Eq. 5) or averaged per lesion image",
+    )
+    common.add_argument(
+        "--deep-supervision",
+        type=float,
+        default=0.0,
+        metavar="WEIGHT",
+        help="weight of coarse mask losses at every decoder level (training only; 0 = none)",
     )
     common.add_argument("--schedule", default="cosine", choices=["cosine", "plateau"])
     common.add_argument("--seed", type=int, default=42)

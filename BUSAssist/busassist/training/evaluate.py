@@ -242,6 +242,10 @@ def fit_command(config: dict) -> str:
                 else f"--{key.replace('_', '-')} {config[key]}"
             )
     options.append(f"--lr {config['learning_rate']:g}")
+    if config.get("dice", "batch") != "batch":  # runs before the option existed used Eq. 5
+        options.append(f"--dice {config['dice']}")
+    if config.get("deep_supervision"):
+        options.append(f"--deep-supervision {config['deep_supervision']:g}")
     if config.get("init_from"):  # a fine-tune: the command of the run it started from comes first
         options.append(f"--init-from {config['init_from']}")
     options += [f"--extra-train {folder}" for folder in config.get("extra_train") or []]

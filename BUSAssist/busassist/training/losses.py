@@ -39,6 +39,31 @@ def dice_loss(mask_logits: torch.Tensor, targets: torch.Tensor, smooth: float = 
     return 1.0 - (2.0 * intersection + smooth) / (probabilities.sum() + targets.sum() + smooth)
 
 
+def per_image_dice_loss(mask_logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft Dice loss per image, averaged over the images that contain a lesion.
+
+    The reported metric is the mean Dice per lesion image, but the batch-level Dice of Eq. 5 is
+    dominated by the large lesions of the batch: missing a small lesion entirely costs it little,
+    and missed small lesions are most of the shipped model's Dice failures. Averaging per image
+    weights every lesion equally, as the metric does. Images without a lesion (``normal``) are
+    left to the pixel BCE term, because a per-image Dice on an empty mask punishes a few stray
+    pixels as hard as missing a whole lesion. An all-normal batch gives 0.
+    """
+    probabilities = torch.sigmoid(mask_logits).flatten(1)
+    targets = targets.to(probabilities.dtype).flatten(1)
+    has_lesion = targets.sum(dim=1) > 0
+    if not bool(has_lesion.any()):
+        return probabilities.sum() * 0.0  # keeps the graph (and the dtype) for backward
+    probabilities, targets = probabilities[has_lesion], targets[has_lesion]
+    intersection = (probabilities * targets).sum(dim=1)
+    dice = (2.0 * intersection + smooth) / (probabilities.sum(dim=1) + targets.sum(dim=1) + smooth)
+    return 1.0 - dice.mean()
+
+
+#: Dice variants of the mask loss: Eq. 5 over the whole batch, or per lesion image.
+DICE_LOSSES = {"batch": dice_loss, "image": per_image_dice_loss}
+
+
 def multitask_loss(
     class_logits: torch.Tensor | None,
     labels: torch.Tensor,
@@ -47,12 +72,14 @@ def multitask_loss(
     w_p: float = W_P,
     w_clf: float = W_CLF,
     mask_bce: float = 0.0,
+    dice: str = "batch",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """W_clf * NS-WBCE + Dice (Eq. 6); images with label -1 (normal) skip the classification term.
 
     Either head may be absent (Single-SGM / Single-CLF), then its term is left out. ``mask_bce``
     adds a per-pixel BCE term to the Dice loss (0 = the paper's loss exactly): Dice alone gives
     weak gradients on small lesions and on empty (normal) masks, which pixel BCE supplies.
+    ``dice`` picks the Dice variant (``DICE_LOSSES``; "batch" = Eq. 5).
     """
     total = torch.zeros((), device=labels.device)
     parts: dict[str, float] = {}
@@ -63,7 +90,7 @@ def multitask_loss(
             total = total + w_clf * clf
             parts["clf"] = float(clf.detach())
     if mask_logits is not None:
-        sgm = dice_loss(mask_logits, masks)
+        sgm = DICE_LOSSES[dice](mask_logits, masks)
         total = total + sgm
         parts["dice"] = float(sgm.detach())
         if mask_bce > 0:
@@ -71,3 +98,21 @@ def multitask_loss(
             total = total + mask_bce * pixel
             parts["mask_bce"] = float(pixel.detach())
     return total, parts
+
+
+def deep_supervision_loss(
+    aux_logits: list[torch.Tensor], masks: torch.Tensor, mask_bce: float = 0.0, dice: str = "batch"
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean mask loss (the same Dice variant + pixel BCE as the main mask) over coarse logits.
+
+    Each coarse logit is upsampled bilinearly to the mask's size, so every level is judged against
+    the same full-resolution ground truth (Zhang et al., hybrid deep supervision).
+    """
+    total = torch.zeros((), device=masks.device)
+    for logits in aux_logits:
+        logits = F.interpolate(logits.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False)
+        total = total + DICE_LOSSES[dice](logits, masks)
+        if mask_bce > 0:
+            total = total + mask_bce * F.binary_cross_entropy_with_logits(logits, masks.to(logits.dtype))
+    total = total / max(len(aux_logits), 1)
+    return total, {"deep_supervision": float(total.detach())}

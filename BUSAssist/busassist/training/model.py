@@ -8,7 +8,7 @@ pixels they were trained on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 import torch
@@ -140,7 +140,7 @@ class LinkNetDecoderBlock(nn.Sequential):
 class SegmentationHead(nn.Module):
     """Four decoder blocks from 7x7x1024 with additive skips, then a head to a full-size logit."""
 
-    def __init__(self) -> None:
+    def __init__(self, deep_supervision: bool = False) -> None:
         super().__init__()
         self.decoders = nn.ModuleList(
             [
@@ -157,11 +157,20 @@ class SegmentationHead(nn.Module):
             nn.Conv2d(32, 1, 3, padding=1),
         )
 
-    def forward(self, skips: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        x = self.decoders[0](x)
+        # Deep supervision (Zhang et al., "hybrid deep supervision", ../shared/papers): a 1x1 conv
+        # per decoder level turns its features into a coarse mask logit, supervised during training
+        # only. The heads are not part of the shipped network: ``strip_training_heads`` drops them.
+        self.aux = (
+            nn.ModuleList([nn.Conv2d(channels, 1, 1) for channels in (512, 256, 128, 64)]) if deep_supervision else None
+        )
+
+    def forward(self, skips: list[torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The full-size mask logit, and the coarse per-level logits while deep supervision trains."""
+        levels = [self.decoders[0](x)]
         for decoder, skip in zip(self.decoders[1:], reversed(skips)):
-            x = decoder(x) + skip
-        return self.head(x)
+            levels.append(decoder(levels[-1]) + skip)
+        aux = [] if self.aux is None or not self.training else [h(f) for h, f in zip(self.aux, levels)]
+        return self.head(levels[-1]), aux
 
 
 @dataclass
@@ -170,25 +179,30 @@ class NetworkOutput:
 
     class_logit: torch.Tensor | None
     mask_logit: torch.Tensor | None
+    aux_mask_logits: list[torch.Tensor] = field(default_factory=list)  # deep supervision, training only
 
 
 class EMTNet(nn.Module):
     """EMT-Net and its single-task variants, selected by ``task``."""
 
-    def __init__(self, task: Task = Task.MULTITASK, in_channels: int = 1, dropout: float = 0.5):
+    def __init__(
+        self, task: Task = Task.MULTITASK, in_channels: int = 1, dropout: float = 0.5, deep_supervision: bool = False
+    ):
         super().__init__()
         self.task = Task(task)
         self.encoder = MobileNetV1Encoder(in_channels)
         has_clf = self.task in (Task.MULTITASK, Task.CLASSIFICATION)
         has_sgm = self.task in (Task.MULTITASK, Task.SEGMENTATION)
         self.classifier = ClassifierHead(self.encoder.out_channels, dropout) if has_clf else None
-        self.segmenter = SegmentationHead() if has_sgm else None
+        self.segmenter = SegmentationHead(deep_supervision) if has_sgm else None
 
     def forward(self, x: torch.Tensor) -> NetworkOutput:
         skips, features = self.encoder(x)
         class_logit = self.classifier(features) if self.classifier is not None else None
-        mask_logit = self.segmenter(skips, features) if self.segmenter is not None else None
-        return NetworkOutput(class_logit, mask_logit)
+        if self.segmenter is None:
+            return NetworkOutput(class_logit, None)
+        mask_logit, aux = self.segmenter(skips, features)
+        return NetworkOutput(class_logit, mask_logit, aux)
 
 
 class ExportWrapper(nn.Module):
@@ -204,6 +218,11 @@ class ExportWrapper(nn.Module):
         out = self.network(x)
         assert out.class_logit is not None and out.mask_logit is not None
         return out.class_logit, out.mask_logit
+
+
+def strip_training_heads(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights without the deep-supervision heads, which only training uses."""
+    return {k: v for k, v in state_dict.items() if not k.startswith("segmenter.aux.")}
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -31,8 +31,8 @@ from busassist.training.busi import (
     prepare_cached,
     stratified_group_split,
 )
-from busassist.training.losses import multitask_loss
-from busassist.training.model import EMTNet, Task
+from busassist.training.losses import deep_supervision_loss, multitask_loss
+from busassist.training.model import EMTNet, Task, strip_training_heads
 from busassist.training.pretrained import load_imagenet_encoder, read_constants
 
 
@@ -53,6 +53,8 @@ class TrainConfig:
     # The shipped recipe (model card): Dice + pixel BCE for the mask, cosine learning-rate decay over
     # all epochs, best validation epoch kept. mask_bce=0, schedule="plateau" is the paper's loss alone.
     mask_bce: float = 1.0  # weight of an extra pixel BCE term for the mask
+    dice: str = "batch"  # "batch": Dice over the whole batch (Eq. 5); "image": mean per lesion image
+    deep_supervision: float = 0.0  # weight of the coarse decoder-level mask losses; 0 = none
     schedule: str = "cosine"  # "cosine" (decay to 0 over ``epochs``) or "plateau" (halve when stalled)
     seed: int = 42
     folds: int = 0  # K of a K-fold cross-validation; 0 = the fixed 70/15/15 split
@@ -128,10 +130,13 @@ def to_network_input(images: torch.Tensor) -> torch.Tensor:
 
 
 def build_network(config: TrainConfig) -> EMTNet:
-    network = EMTNet(Task(config.task))
+    network = EMTNet(Task(config.task), deep_supervision=config.deep_supervision > 0)
     if config.init_from:
         checkpoint = torch.load(config.init_from, map_location="cpu", weights_only=False)
-        network.load_state_dict(checkpoint["model"])
+        # Only the deep-supervision heads may be missing (they start fresh) or left over (dropped).
+        missing, unexpected = network.load_state_dict(strip_training_heads(checkpoint["model"]), strict=False)
+        if unexpected or any(not key.startswith("segmenter.aux.") for key in missing):
+            raise ValueError(f"{config.init_from}: weights do not fit a {config.task} network")
     elif config.pretrained:
         load_imagenet_encoder(network.encoder, read_constants(Path(config.pretrained)))
     return network
@@ -250,7 +255,12 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
                 config.w_p,
                 config.w_clf,
                 config.mask_bce,
+                config.dice,
             )
+            if out_.aux_mask_logits:
+                extra, extra_parts = deep_supervision_loss(out_.aux_mask_logits, masks, config.mask_bce, config.dice)
+                loss = loss + config.deep_supervision * extra
+                parts.update(extra_parts)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -310,5 +320,5 @@ def load_best(out_dir: Path, device: str = "cpu") -> EMTNet:
     """The best-validation network of a run, in eval mode."""
     checkpoint = torch.load(Path(out_dir) / "best.pt", map_location=device, weights_only=False)
     network = EMTNet(Task(checkpoint["task"]))
-    network.load_state_dict(checkpoint["model"])
+    network.load_state_dict(strip_training_heads(checkpoint["model"]))
     return network.eval()
