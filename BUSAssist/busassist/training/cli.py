@@ -129,6 +129,14 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mask_study(args: argparse.Namespace) -> int:
+    from busassist.training.mask_study import mask_study
+
+    print(json.dumps(mask_study(args.run, args.data), indent=1))
+    print(f"all variants (validation only): {Path(args.run) / 'mask_study.csv'}")
+    return 0
+
+
 def _publish(args: argparse.Namespace) -> int:
     from busassist.training.model_card import publish
 
@@ -251,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--calibration-images", type=int, default=200, help="training images to calibrate on")
     quantize.set_defaults(handler=_quantize)
 
+    study = sub.add_parser(
+        "mask-study", help="would a mask threshold or dropping small components raise validation Dice?"
+    )
+    study.add_argument("run", type=Path)
+    study.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    study.set_defaults(handler=_mask_study)
+
     publish = sub.add_parser("publish", help="copy a run's model and card into Resources/Models")
     publish.add_argument("run", type=Path)
     publish.add_argument("--models-dir", type=Path, default=Path("Resources/Models"))
@@ -269,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except UsageError as error:
         print(f"busassist-train: {error}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as error:  # e.g. a RUN folder that is not a finished, exported run
+        print(f"busassist-train: {error.filename}: not found ({error.strerror})", file=sys.stderr)
         return 1
 
 
