@@ -11,7 +11,15 @@ import pytest
 from training_fixtures import tiny_config
 
 from busassist.training.cli import main
-from busassist.training.mask_study import COMPONENT_FRACTIONS, THRESHOLDS, UNCHANGED, Variant, mask_study, postprocess
+from busassist.training.mask_study import (
+    COMPONENT_FRACTIONS,
+    THRESHOLDS,
+    UNCHANGED,
+    Variant,
+    mask_study,
+    postprocess,
+    several_lesions,
+)
 from busassist.training.trainer import train
 
 
@@ -27,6 +35,16 @@ def test_unchanged_variant_is_the_plain_threshold() -> None:
     probability = _two_blobs()
     np.testing.assert_array_equal(postprocess(probability, UNCHANGED), probability >= 0.5)
     assert np.count_nonzero(postprocess(probability, Variant(0.35, 0.0))) == 110
+
+
+def test_several_lesions_counts_ground_truths_with_comparable_components() -> None:
+    one = np.zeros((20, 20), dtype=bool)
+    one[2:10, 2:10] = True
+    two = one.copy()
+    two[15:18, 15:18] = True  # 9 px >= 10 % of 64 px
+    speck = one.copy()
+    speck[18, 18] = True  # 1 px: not a second lesion
+    assert several_lesions([(0, None, one), (1, None, two), (0, None, speck)]) == 1
 
 
 def test_small_components_are_dropped_relative_to_the_largest() -> None:

@@ -77,6 +77,20 @@ def score(rows: list[tuple[int, np.ndarray, np.ndarray]], variant: Variant) -> d
     return {"dice": float(np.mean(dices)), "normal_no_lesion": float(np.mean(quiet)) if quiet else float("nan")}
 
 
+def several_lesions(rows: list[tuple[int, np.ndarray, np.ndarray]], fraction: float = 0.1) -> int:
+    """Ground truths with two or more components each at least ``fraction`` of the largest.
+
+    These are the images where keeping only the largest predicted component would hide a lesion.
+    """
+    count = 0
+    for _, _, truth in rows:
+        labels, components = label_components(truth)
+        if components > 1:
+            areas = np.bincount(labels.ravel())[1:]
+            count += int(np.count_nonzero(areas >= fraction * areas.max()) > 1)
+    return count
+
+
 def mask_study(run: Path, data_root: Path, onnx_name: str = "emtnet.onnx") -> dict:
     """Score every variant on validation, then the unchanged mask and validation's pick on test."""
     run = Path(run)
@@ -101,6 +115,8 @@ def mask_study(run: Path, data_root: Path, onnx_name: str = "emtnet.onnx") -> di
         "validation_gain": gain,
         "min_gain": MIN_GAIN,
         "clears_bar": bool(gain > MIN_GAIN),
+        "ground_truths_with_several_lesions": {"validation": several_lesions(val), "test": several_lesions(test)},
+        "lesion_images": {"validation": sum(r[0] >= 0 for r in val), "test": sum(r[0] >= 0 for r in test)},
     }
     with (run / "mask_study.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(table[0]))
