@@ -137,6 +137,20 @@ def _mask_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cv_compare(args: argparse.Namespace) -> int:
+    from busassist.training.cv_compare import compare_cv, format_comparison
+
+    try:
+        result = compare_cv(args.candidate, args.reference)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    path = Path(args.candidate) / f"compare-vs-{Path(args.reference).name}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(format_comparison(result))
+    print(f"written to {path}")
+    return 0
+
+
 def _publish(args: argparse.Namespace) -> int:
     from busassist.training.model_card import publish
 
@@ -258,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--calibration", choices=list(CALIBRATION_METHODS), default="percentile")
     quantize.add_argument("--calibration-images", type=int, default=200, help="training images to calibrate on")
     quantize.set_defaults(handler=_quantize)
+
+    versus = sub.add_parser("cv-compare", help="paired fold-by-fold difference between two `cv` runs")
+    versus.add_argument("candidate", type=Path, help="output folder of the candidate recipe's `cv`")
+    versus.add_argument("reference", type=Path, help="output folder of the reference recipe's `cv`")
+    versus.set_defaults(handler=_cv_compare)
 
     study = sub.add_parser(
         "mask-study", help="would a mask threshold or dropping small components raise validation Dice?"

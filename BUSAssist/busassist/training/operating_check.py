@@ -72,7 +72,7 @@ def fold_test_predictions(run: Path) -> tuple[np.ndarray, np.ndarray]:
     return read_test_predictions(path)
 
 
-def _nan_stats(values: list[float]) -> tuple[float, float]:
+def nan_mean_se(values: list[float]) -> tuple[float, float]:
     """Mean and standard error of the mean, ignoring undefined (NaN) folds."""
     array = np.array(values, dtype=float)
     finite = array[np.isfinite(array)]
@@ -99,10 +99,10 @@ def paired_comparison(out: Path, weights: list[float], reference_wp: float, fold
         thresholded = [classification_metrics(labels, probabilities, threshold) for labels, probabilities in reference]
         row: dict[str, float] = {"w_p": weight, "threshold": threshold}
         for key in METRICS:
-            row[f"{key}_trained"] = _nan_stats([fold[key] for fold in trained])[0]
-            row[f"{key}_thresholded"] = _nan_stats([fold[key] for fold in thresholded])[0]
+            row[f"{key}_trained"] = nan_mean_se([fold[key] for fold in trained])[0]
+            row[f"{key}_thresholded"] = nan_mean_se([fold[key] for fold in thresholded])[0]
             differences = [100 * (a[key] - b[key]) for a, b in zip(trained, thresholded)]
-            row[f"{key}_difference_pp"], row[f"{key}_difference_se_pp"] = _nan_stats(differences)
+            row[f"{key}_difference_pp"], row[f"{key}_difference_se_pp"] = nan_mean_se(differences)
         rows.append(row)
     return rows
 

@@ -1,0 +1,64 @@
+"""Paired comparison of two cross-validations (`busassist-train cv-compare`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from busassist.training.cli import main
+from busassist.training.cv_compare import COMPARED, compare_cv, format_comparison
+from busassist.training.tables import write_csv
+
+
+def _cv_folder(path: Path, fold_dice: list[float], **config) -> Path:
+    """A `cv` output folder as the real command writes it: command.json and folds.csv."""
+    path.mkdir(parents=True)
+    base = {"seed": 42, "image_size": 128, "data_root": "busi", "limit": None, "extra_train": [], "dice": "batch"}
+    base.update(config)
+    command = {"data_sha256": "abc", "base_config": {**base, "out_dir": str(path)}}
+    (path / "command.json").write_text(json.dumps(command))
+    rows = [
+        {"fold": k, "n_test": 78, "acc": 0.8, "sen": 0.8 + 0.01 * k, "spe": 0.9, "auc": 0.9, "dice": d}
+        for k, d in enumerate(fold_dice)
+    ]
+    write_csv(path / "folds.csv", rows)
+    return path
+
+
+def test_differences_are_paired_fold_by_fold(tmp_path: Path) -> None:
+    reference = _cv_folder(tmp_path / "ref", [0.50, 0.60, 0.40, 0.55])
+    candidate = _cv_folder(tmp_path / "cand", [0.52, 0.63, 0.41, 0.54], dice="image")
+    result = compare_cv(candidate, reference)
+    dice = result["dice"]
+    assert dice["difference"] == pytest.approx(0.0125)
+    # Paired: the SE of (0.02, 0.03, 0.01, -0.01), far below the spread of the folds themselves.
+    assert dice["difference_se"] == pytest.approx(0.008539, abs=1e-5)
+    assert dice["folds_better"] == 3
+    assert result["sen"]["difference"] == 0.0 and result["sen"]["folds_better"] == 0
+    assert result["changed_settings"] == {"dice": ["batch", "image"]}
+    table = format_comparison(result)
+    assert "dice batch -> image" in table and "| dice | 0.512 | 0.525 | +0.012 ± 0.009 | 3/4 |" in table
+    assert all(f"| {key} |" in table for key in COMPARED)
+
+
+@pytest.mark.parametrize("change", [{"seed": 7}, {"image_size": 224}])
+def test_runs_on_different_folds_are_refused(tmp_path: Path, change: dict) -> None:
+    reference = _cv_folder(tmp_path / "ref", [0.5, 0.6])
+    candidate = _cv_folder(tmp_path / "cand", [0.5, 0.6], **change)
+    with pytest.raises(ValueError, match="not the same folds"):
+        compare_cv(candidate, reference)
+
+
+def test_command_writes_json_and_reports_mismatch_in_one_line(tmp_path: Path, capsys) -> None:
+    reference = _cv_folder(tmp_path / "ref", [0.5, 0.6])
+    candidate = _cv_folder(tmp_path / "cand", [0.6, 0.6])
+    assert main(["cv-compare", str(candidate), str(reference)]) == 0
+    saved = json.loads((candidate / "compare-vs-ref.json").read_text())
+    assert saved["dice"]["difference"] == pytest.approx(0.05)
+    other = _cv_folder(tmp_path / "other", [0.5, 0.6, 0.7])
+    capsys.readouterr()
+    assert main(["cv-compare", str(other), str(reference)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "folds differ" in error
