@@ -13,6 +13,7 @@ from busassist.training.model import (
     Task,
     count_parameters,
     example_input,
+    strip_training_heads,
 )
 
 
@@ -121,3 +122,23 @@ def test_export_wrapper_returns_both_logits() -> None:
 def test_export_wrapper_refuses_single_task_network(task: Task) -> None:
     with pytest.raises(ValueError):
         ExportWrapper(EMTNet(task))
+
+
+def test_deep_supervision_heads_speak_only_while_training() -> None:
+    from busassist.training.losses import deep_supervision_loss
+
+    network = EMTNet(deep_supervision=True).train()
+    images = torch.randn(2, 1, 64, 64)
+    out = network(images)
+    assert [tuple(a.shape[-2:]) for a in out.aux_mask_logits] == [(4, 4), (8, 8), (16, 16), (32, 32)]
+    loss, _ = deep_supervision_loss(out.aux_mask_logits, torch.ones(2, 1, 64, 64), mask_bce=1.0)
+    loss.backward()
+    assert all(float(head.weight.grad.abs().sum()) > 0 for head in network.segmenter.aux)
+    network.eval()
+    with torch.no_grad():
+        plain = network(images)
+    assert plain.aux_mask_logits == []
+    without = EMTNet().eval()
+    without.load_state_dict(strip_training_heads(network.state_dict()))
+    with torch.no_grad():
+        torch.testing.assert_close(without(images).mask_logit, plain.mask_logit)

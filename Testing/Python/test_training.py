@@ -75,10 +75,53 @@ def test_deep_supervision_trains_and_ships_without_its_heads(busi: Path, tmp_pat
     assert any(key.startswith("segmenter.aux.") for key in saved)
     network = load_best(run)
     assert count_parameters(network) == count_parameters(EMTNet())
+    row = history(run)[0]
+    assert float(row["train_deep_supervision"]) > 0, "the trainer adds the coarse losses"
+    expected = float(row["train_clf"]) * 1.5 + float(row["train_dice"]) + float(row["train_mask_bce"])
+    expected += 0.5 * float(row["train_deep_supervision"])  # epoch means of the parts add up to the loss
+    assert float(row["train_loss"]) == pytest.approx(expected, rel=1e-4)
     plain = train(tiny_config(busi, tmp_path / "plain", tmp_path / "cache", dice="image"))
-    assert history(run)[0]["train_loss"] != history(plain)[0]["train_loss"], "the coarse losses must count"
+    assert "train_deep_supervision" not in history(plain)[0]
     analyzer = Analyzer(export_run(run), verify=False)
     assert analyzer.analyze(np.zeros((80, 96), dtype=np.uint8)).probability_map.shape == (80, 96)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"dice": "pixel"}, "unknown Dice loss"),
+        ({"deep_supervision": -1.0}, ">= 0"),
+        ({"task": "single-clf", "deep_supervision": 0.5}, "needs a mask head"),
+    ],
+)
+def test_settings_the_trainer_cannot_use_are_refused_before_loading_data(tmp_path: Path, change, reason) -> None:
+    config = tiny_config(tmp_path / "no-data-here", tmp_path / "run", tmp_path / "cache", **change)
+    with pytest.raises(ValueError, match=reason):
+        train(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_fit_errors_are_one_line(busi: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from busassist.training.cli import main
+
+    common = ["--no-pretrained", "--epochs", "1", "--image-size", "64", "--limit", "40", "--device", "cpu"]
+    common += ["--cache-dir", str(tmp_path / "cache")]
+    cases = [
+        (["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "a")], "BUSI class folder missing"),
+        (
+            ["--data", str(busi), "--out", str(tmp_path / "b"), "--task", "single-clf", "--deep-supervision", "1"],
+            "mask head",
+        ),
+    ]
+    for argv, reason in cases:
+        assert main(["fit", *argv, *common]) == 1
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and reason in error and "None" not in error
+    assert main(["fit", "--data", str(busi), "--out", str(tmp_path / "c"), *common]) == 0
+    capsys.readouterr()  # the progress bars of the successful run
+    assert main(["fit", "--data", str(busi), "--out", str(tmp_path / "c"), "--deep-supervision", "1", *common]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "last.pt: was trained with other settings" in error[0]
 
 
 def test_deep_supervision_fine_tunes_from_a_plain_run_but_not_from_another_task(busi: Path, tmp_path: Path) -> None:

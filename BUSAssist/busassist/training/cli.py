@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from busassist.constants import W_CLF, W_P
+from busassist.core.model_store import ModelError
 from busassist.training.quantize import CALIBRATION_METHODS
 
 if TYPE_CHECKING:
@@ -64,7 +65,10 @@ def config_from_args(args: argparse.Namespace, out: Path) -> TrainConfig:
 def _fit(args: argparse.Namespace) -> int:
     from busassist.training.trainer import train
 
-    out = train(config_from_args(args, args.out), resume=not args.restart)
+    try:
+        out = train(config_from_args(args, args.out), resume=not args.restart)
+    except ValueError as error:  # a configuration the trainer refuses, with its reason
+        raise UsageError(str(error)) from error
     print(f"training finished: {out}")
     if args.export:
         return _export_and_evaluate(out, args.data)
@@ -305,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"busassist-train: {error}", file=sys.stderr)
         return 1
     except FileNotFoundError as error:  # e.g. a RUN folder that is not a finished, exported run
-        print(f"busassist-train: {error.filename}: not found ({error.strerror})", file=sys.stderr)
+        reason = f"{error.filename}: not found ({error.strerror})" if error.filename else str(error)
+        print(f"busassist-train: {reason}", file=sys.stderr)
+        return 1
+    except ModelError as error:  # e.g. a run that was trained but never exported
+        print(f"busassist-train: {error}", file=sys.stderr)
         return 1
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +20,23 @@ from busassist.training.operating_check import nan_mean_se
 
 #: Metrics compared (columns of folds.csv), all "higher is better".
 COMPARED = ("acc", "sen", "spe", "auc", "dice")
-#: Settings that fix the partition and the scale of the task; they must agree between the two runs.
-SAME_SETTINGS = ("seed", "image_size", "data_root", "limit", "extra_train")
+#: Settings that fix the partition, the task and its scale; they must agree between the two runs
+#: (the data themselves are compared by their hash, wherever they were read from).
+SAME_SETTINGS = ("seed", "task", "image_size", "limit", "extra_train")
+#: Settings that say where or how a run was executed, not what it trained.
+NOT_RECIPE = ("out_dir", "data_root", "cache_dir", "device")
 
 
 def _read_run(folder: Path) -> tuple[dict, list[dict]]:
+    """A cv run's command record, its settings completed with today's defaults, and its folds.
+
+    Runs recorded before a setting existed trained with its default, so filling it in keeps an
+    old reference from showing as "changed" in settings it never had.
+    """
+    from busassist.training.trainer import TrainConfig
+
     command = json.loads((folder / "command.json").read_text())
+    command["base_config"] = {**asdict(TrainConfig("", "")), **command["base_config"]}
     with (folder / "folds.csv").open(newline="") as handle:
         folds = list(csv.DictReader(handle))
     return command, folds
@@ -44,23 +56,29 @@ def compare_cv(candidate: Path, reference: Path) -> dict:
     if [(f["fold"], f["n_test"]) for f in cand_folds] != [(f["fold"], f["n_test"]) for f in ref_folds]:
         problems.append("the folds differ (fold numbers or test sizes)")
     if problems:
-        raise ValueError(f"{candidate} vs {reference}: not the same folds: " + "; ".join(problems))
+        raise ValueError(f"{candidate} vs {reference}: not comparable: " + "; ".join(problems))
+    cand_config, ref_config = cand_command["base_config"], ref_command["base_config"]
     changed = {
-        key: [ref_command["base_config"].get(key), value]
-        for key, value in cand_command["base_config"].items()
-        if key not in ("out_dir",) and ref_command["base_config"].get(key) != value
+        key: [ref_config.get(key), cand_config.get(key)]
+        for key in sorted(set(cand_config) | set(ref_config))
+        if key not in NOT_RECIPE and ref_config.get(key) != cand_config.get(key)
     }
     result: dict = {"candidate": str(candidate), "reference": str(reference), "folds": len(cand_folds)}
     result["changed_settings"] = changed  # what the recipes differ in: [reference, candidate]
     for key in COMPARED:
-        differences = [float(c[key]) - float(r[key]) for c, r in zip(cand_folds, ref_folds)]
-        mean, se = nan_mean_se(differences)
+        if key not in cand_folds[0] or key not in ref_folds[0]:
+            continue  # a single-task run has no Dice (single-clf) or no ACC/SEN/SPE/AUC (single-sgm)
+        pairs = np.array([(float(c[key]), float(r[key])) for c, r in zip(cand_folds, ref_folds)])
+        pairs = pairs[np.isfinite(pairs).all(axis=1)]  # a fold undefined in either run drops out of both
+        differences = pairs[:, 0] - pairs[:, 1]
+        mean, se = nan_mean_se(list(differences))
         result[key] = {
-            "reference": float(np.mean([float(r[key]) for r in ref_folds])),
-            "candidate": float(np.mean([float(c[key]) for c in cand_folds])),
+            "reference": float(np.mean(pairs[:, 1])) if len(pairs) else float("nan"),
+            "candidate": float(np.mean(pairs[:, 0])) if len(pairs) else float("nan"),
             "difference": mean,
             "difference_se": se,
-            "folds_better": int(sum(d > 0 for d in differences)),
+            "folds_better": int(np.sum(differences > 0)),
+            "folds_compared": int(len(pairs)),
         }
     return result
 
@@ -74,10 +92,10 @@ def format_comparison(result: dict) -> str:
         "| metric | reference | candidate | difference ± SE | folds better |",
         "|---|---|---|---|---|",
     ]
-    for key in COMPARED:
+    for key in (key for key in COMPARED if key in result):
         row = result[key]
         lines.append(
             f"| {key} | {row['reference']:.3f} | {row['candidate']:.3f} | "
-            f"{row['difference']:+.3f} ± {row['difference_se']:.3f} | {row['folds_better']}/{result['folds']} |"
+            f"{row['difference']:+.3f} ± {row['difference_se']:.3f} | {row['folds_better']}/{row['folds_compared']} |"
         )
     return "\n".join(lines)

@@ -38,6 +38,7 @@ class Variant:
     min_component_fraction: float  # components smaller than this fraction of the largest are dropped
 
 
+#: The mask as the bundled model makes it (a run's own threshold is read from its metadata).
 UNCHANGED = Variant(MASK_THRESHOLD, 0.0)
 
 
@@ -105,12 +106,13 @@ def mask_study(run: Path, data_root: Path, onnx_name: str = "emtnet.onnx") -> di
     ]
     best_row = max(table, key=lambda row: row["dice"])
     best = Variant(best_row["threshold"], best_row["min_component_fraction"])
-    baseline = score(val, UNCHANGED)
+    unchanged = Variant(float(analyzer.metadata.mask_threshold), 0.0)
+    baseline = score(val, unchanged)
     test = _probability_maps(analyzer, [cases[k] for k in split["test"]])
     gain = best_row["dice"] - baseline["dice"]
     result = {
         "variants_tried": len(variants),
-        "unchanged": {"variant": UNCHANGED.__dict__, "validation": baseline, "test": score(test, UNCHANGED)},
+        "unchanged": {"variant": unchanged.__dict__, "validation": baseline, "test": score(test, unchanged)},
         "validation_pick": {"variant": best.__dict__, "validation": score(val, best), "test": score(test, best)},
         "validation_gain": gain,
         "min_gain": MIN_GAIN,

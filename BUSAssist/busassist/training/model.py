@@ -166,11 +166,15 @@ class SegmentationHead(nn.Module):
 
     def forward(self, skips: list[torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The full-size mask logit, and the coarse per-level logits while deep supervision trains."""
-        levels = [self.decoders[0](x)]
+        supervise = self.aux is not None and self.training
+        x = self.decoders[0](x)
+        levels = [x] if supervise else []  # kept only when supervised: inference keeps no extra maps
         for decoder, skip in zip(self.decoders[1:], reversed(skips)):
-            levels.append(decoder(levels[-1]) + skip)
-        aux = [] if self.aux is None or not self.training else [h(f) for h, f in zip(self.aux, levels)]
-        return self.head(levels[-1]), aux
+            x = decoder(x) + skip
+            if supervise:
+                levels.append(x)
+        aux = [head(level) for head, level in zip(self.aux, levels)] if supervise else []
+        return self.head(x), aux
 
 
 @dataclass

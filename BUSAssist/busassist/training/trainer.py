@@ -31,7 +31,7 @@ from busassist.training.busi import (
     prepare_cached,
     stratified_group_split,
 )
-from busassist.training.losses import deep_supervision_loss, multitask_loss
+from busassist.training.losses import DICE_LOSSES, deep_supervision_loss, multitask_loss
 from busassist.training.model import EMTNet, Task, strip_training_heads
 from busassist.training.pretrained import load_imagenet_encoder, read_constants
 
@@ -135,8 +135,12 @@ def build_network(config: TrainConfig) -> EMTNet:
         checkpoint = torch.load(config.init_from, map_location="cpu", weights_only=False)
         # Only the deep-supervision heads may be missing (they start fresh) or left over (dropped).
         missing, unexpected = network.load_state_dict(strip_training_heads(checkpoint["model"]), strict=False)
-        if unexpected or any(not key.startswith("segmenter.aux.") for key in missing):
-            raise ValueError(f"{config.init_from}: weights do not fit a {config.task} network")
+        missing = [key for key in missing if not key.startswith("segmenter.aux.")]
+        if unexpected or missing:
+            raise ValueError(
+                f"{config.init_from}: weights do not fit a {config.task} network "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
     elif config.pretrained:
         load_imagenet_encoder(network.encoder, read_constants(Path(config.pretrained)))
     return network
@@ -185,8 +189,19 @@ def selection_score(task: Task, scores: dict[str, float]) -> float:
     return float(sum(values)) if values else float("-inf")
 
 
+def check_config(config: TrainConfig) -> None:
+    """Refuse, before any data is loaded, settings the trainer would only trip over later."""
+    if config.dice not in DICE_LOSSES:
+        raise ValueError(f"unknown Dice loss {config.dice!r} (choose from {', '.join(DICE_LOSSES)})")
+    if config.deep_supervision < 0:
+        raise ValueError(f"--deep-supervision must be >= 0, not {config.deep_supervision:g}")
+    if config.deep_supervision > 0 and Task(config.task) is Task.CLASSIFICATION:
+        raise ValueError("--deep-supervision needs a mask head; single-clf has none")
+
+
 def train(config: TrainConfig, resume: bool = True) -> Path:
     """Train, keeping ``best.pt`` and a resumable ``last.pt`` in ``config.out_dir``."""
+    check_config(config)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
@@ -209,7 +224,13 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     last = out / "last.pt"
     if resume and last.exists():
         checkpoint = torch.load(last, map_location=device, weights_only=False)
-        network.load_state_dict(checkpoint["model"])
+        try:
+            network.load_state_dict(checkpoint["model"])
+        except RuntimeError as error:
+            raise ValueError(
+                f"{last}: was trained with other settings (--task or --deep-supervision); "
+                "pass --restart or choose another --out"
+            ) from error
         optimiser.load_state_dict(checkpoint["optimiser"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         generator.set_state(checkpoint["generator"])
@@ -231,7 +252,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         started = time.perf_counter()
         network.train()
         order = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
-        losses = []
+        losses, loss_parts = [], []
         # Drop a trailing batch of one image: batch norm cannot train on a single sample.
         usable = len(order) - (1 if len(order) % config.batch_size == 1 else 0)
         batches = range(0, usable, config.batch_size)
@@ -261,6 +282,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
                 extra, extra_parts = deep_supervision_loss(out_.aux_mask_logits, masks, config.mask_bce, config.dice)
                 loss = loss + config.deep_supervision * extra
                 parts.update(extra_parts)
+            loss_parts.append(parts)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -278,6 +300,11 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         row = {
             "epoch": epoch + 1,
             "train_loss": float(np.mean(losses)),
+            # Each loss term's epoch mean: train_loss alone cannot be compared across recipes.
+            **{
+                f"train_{k}": float(np.mean([p[k] for p in loss_parts if k in p]))
+                for k in sorted(set().union(*loss_parts))
+            },
             "val_score": score,
             "seconds": seconds,
             "lr": optimiser.param_groups[0]["lr"],
