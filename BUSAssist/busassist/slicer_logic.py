@@ -74,6 +74,7 @@ OUTPUT_CLASSES = {
 MODEL_VERSION_ATTRIBUTE = "BUSAssist.ModelVersion"
 OPERATING_TABLE_ATTRIBUTE = "BUSAssist.OperatingTable"
 W_P_ATTRIBUTE = "BUSAssist.WP"
+MIN_LESION_FRACTION_ATTRIBUTE = "BUSAssist.MinLesionFraction"
 
 #: Words the panel shows for each ``Decision`` value.
 DECISION_TEXT = {
@@ -623,6 +624,14 @@ class BUSAssistMRMLLogic:
     def current_effective_weight(self, table_node=None) -> float:
         return self._model_facts(table_node)[0] if self.effective_weight is None else float(self.effective_weight)
 
+    def current_min_lesion_fraction(self, table_node=None) -> float:
+        """The model's "no lesion" rule: smallest lesion area as a fraction of the analysed region."""
+        if self._analyzer is not None:
+            return float(self._analyzer.metadata.min_lesion_fraction)
+        if table_node is not None and table_node.GetAttribute(MIN_LESION_FRACTION_ATTRIBUTE):
+            return float(table_node.GetAttribute(MIN_LESION_FRACTION_ATTRIBUTE))
+        return MIN_LESION_FRACTION
+
     def current_mask_threshold(self, table_node=None) -> float:
         return self._model_facts(table_node)[1] if self.mask_threshold is None else float(self.mask_threshold)
 
@@ -1046,6 +1055,7 @@ class BUSAssistMRMLLogic:
                 node.SetAttribute(W_P_ATTRIBUTE, repr(w_p))
                 node.SetAttribute(OPERATING_TABLE_ATTRIBUTE, json.dumps(table))
                 node.SetAttribute(MODEL_VERSION_ATTRIBUTE, version)
+                node.SetAttribute(MIN_LESION_FRACTION_ATTRIBUTE, repr(self.current_min_lesion_fraction()))
         return node
 
     def _place_beside(self, volume_node, node) -> None:
@@ -1124,7 +1134,9 @@ class BUSAssistMRMLLogic:
         threshold_mask = self.current_mask_threshold(table_node)
         mask = entry.mask(threshold_mask)
         measurements = measure(mask, state.source.spacing_mm)
-        lesion_detected = measurements.area_px / max(entry.analysed_area, 1) >= MIN_LESION_FRACTION
+        lesion_detected = measurements.area_px / max(entry.analysed_area, 1) >= self.current_min_lesion_fraction(
+            table_node
+        )
         op = self.operating_point(table_node=table_node)
         decision = _decision(entry.probability, lesion_detected, op.threshold)
         values = {

@@ -283,6 +283,22 @@ def test_threshold_slider_works_from_the_table_after_reload(headless, analyzer):
     assert report.operating_point.sen is not None  # operating table persisted on the table node
 
 
+def test_no_lesion_rule_comes_from_the_model_and_survives_a_reload(headless, analyzer):
+    """A model whose fitted rule needs a larger mask calls the same frame "no lesion", also after reload."""
+    import dataclasses
+
+    strict = CountingAnalyzer(analyzer)
+    strict.metadata = dataclasses.replace(analyzer.metadata, min_lesion_fraction=0.9)
+    volume = sl.load_volume_file(SAMPLE_DICOM, headless.scene)
+    assert sl.BUSAssistMRMLLogic(analyzer).analyze_volume(volume).lesion_detected
+    report = sl.BUSAssistMRMLLogic(strict).analyze_volume(volume)
+    assert not report.lesion_detected and report.decision == Decision.NO_LESION
+    without_model = sl.BUSAssistMRMLLogic()
+    table = without_model.find_output(volume, sl.ROLE_TABLE)
+    assert without_model.current_min_lesion_fraction(table) == 0.9
+    assert without_model.set_effective_weight(5.0, volume).decision == Decision.NO_LESION
+
+
 def test_mask_threshold_rethresholds_without_inference(headless, analyzer):
     counting = CountingAnalyzer(analyzer)
     volume = sl.load_volume_file(SAMPLE_DICOM, headless.scene)

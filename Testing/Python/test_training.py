@@ -159,6 +159,9 @@ def test_export_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None:
     for name in ("acc", "sen", "spe", "auc", "dice", "iou"):
         entry = card["test"][name]
         assert set(entry) == {"value", "ci_low", "ci_high"}
+    rule = card["lesion_rule"]
+    assert rule["fitted_on"] == "validation" and analyzer.metadata.min_lesion_fraction == rule["min_lesion_fraction"]
+    assert "'No lesion' means a mask smaller than" in (run / "MODEL_CARD.md").read_text()
     assert (run / "MODEL_CARD.md").read_text().startswith("# Model card")
     json.loads((run / "model_card.json").read_text())  # strict JSON (no NaN)
     assert card["data"]["counts"]["test"] == len(json.loads((run / "split.json").read_text())["test"])
@@ -185,7 +188,8 @@ def test_export_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None:
     verify_model(shipped / "emtnet.onnx")
     table = compare_cards(run / "model_card.json", shipped / "model_card.json").splitlines()
     assert table[0].split() == ["metric", "this", "run", "shipped", "change"]
-    assert len(table) == 9 and all(line.split()[-1] in ("+0.000", "n/a") for line in table[1:])
+    assert len(table) == 11 and all(line.split()[-1] in ("+0.000", "n/a") for line in table[1:])
+    assert table[-2].startswith("normal no lesion") and table[-1].startswith("lesion found")
     assert any(line.split()[-1] == "+0.000" for line in table[1:])
     assert "no shipped card" in compare_cards(run / "model_card.json", tmp_path / "missing.json")
 
@@ -216,6 +220,29 @@ def test_export_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None:
     text = write_report(run, tmp_path / "report", busi).read_text()
     assert "## int8 model" in text and f"{figures['int8']['size_mb']:.1f} MB;" in text
     assert f"| test | int8 | {figures['test']['int8']['auc']:.4f} |" in text
+
+
+def test_lesion_rule_maximises_youden_j_and_breaks_ties_toward_detection() -> None:
+    from busassist.constants import MIN_LESION_FRACTION
+    from busassist.training.evaluate import fit_lesion_rule
+
+    labels = np.array([-1, -1, -1, 0, 1, 0, 1])
+    # Normal blobs of 0.3 % and 0.5 %; the smallest lesion covers 1.1 %: any rule in (0.5 %, 1.1 %] is perfect.
+    fractions = np.array([0.0, 0.003, 0.005, 0.011, 0.05, 0.2, 0.02])
+    assert fit_lesion_rule(labels, fractions)["min_lesion_fraction"] == 0.006
+    no_normals = fit_lesion_rule(labels[3:], fractions[3:])
+    assert no_normals["min_lesion_fraction"] == MIN_LESION_FRACTION
+
+
+def test_frame_result_applies_its_models_rule() -> None:
+    from busassist.core.inference import FrameResult
+
+    result = FrameResult(0.7, np.zeros((4, 4), np.float32), np.zeros((4, 4), np.uint8), None, 0.005)
+    assert result.lesion_detected, "default rule: 0.2 %"
+    strict = FrameResult(
+        0.7, np.zeros((4, 4), np.float32), np.zeros((4, 4), np.uint8), None, 0.005, min_lesion_fraction=0.01
+    )
+    assert not strict.lesion_detected and strict.decision(0.5) == "no_lesion"
 
 
 def test_threshold_for_effective_weight() -> None:

@@ -55,10 +55,11 @@ class FrameResult:
     lesion_fraction: float  # mask area / analysed area
     logit: float = float("nan")  # the classifier's raw logit z (probability = sigmoid(z))
     calibrated_probability: float = float("nan")  # posterior estimate, see Analyzer.calibrate
+    min_lesion_fraction: float = MIN_LESION_FRACTION  # the model's "no lesion" rule (its metadata)
 
     @property
     def lesion_detected(self) -> bool:
-        return self.lesion_fraction >= MIN_LESION_FRACTION
+        return self.lesion_fraction >= self.min_lesion_fraction
 
     def decision(self, threshold: float) -> str:
         if not self.lesion_detected:
@@ -160,4 +161,5 @@ class Analyzer:
             float(np.count_nonzero(mask)) / analysed_area,
             logit,
             float(self.calibrate(logit)),
+            float(self.metadata.min_lesion_fraction),
         )

@@ -16,6 +16,7 @@ from pathlib import Path
 from busassist.constants import (
     IMAGE_SIZE,
     MASK_THRESHOLD,
+    MIN_LESION_FRACTION,
     MODEL_FILENAME,
     NORMALISATION_MEAN,
     NORMALISATION_STD,
@@ -87,6 +88,9 @@ class ModelMetadata:
     normalisation_mean: float = NORMALISATION_MEAN
     normalisation_std: float = NORMALISATION_STD
     mask_threshold: float = MASK_THRESHOLD
+    # Smallest mask area (fraction of the analysed region) reported as a lesion. Fitted on the
+    # validation split at export; models exported before it existed use the fixed default.
+    min_lesion_fraction: float = MIN_LESION_FRACTION
     temperature: float = 1.0
     operating_table: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)

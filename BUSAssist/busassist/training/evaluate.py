@@ -36,24 +36,25 @@ def analyse_cases(analyzer: Analyzer, cases: list[BusiCase], flip_average: bool 
     ``flip_average`` evaluates test-time augmentation: the class logits and the mask
     probabilities of the image and of its left-right mirror are averaged.
     """
-    probabilities, logits, dices, ious, detected = [], [], [], [], []
+    probabilities, logits, dices, ious, detected, fractions = [], [], [], [], [], []
     for case in cases:
         image = load_image(case)
         truth = load_mask(case, image.shape[:2])
         result = analyzer.analyze(image)
-        logit, probability, mask, found = result.logit, result.probability, result.mask > 0, result.lesion_detected
+        logit, probability, mask = result.logit, result.probability, result.mask > 0
         if flip_average:
             mirrored = analyzer.analyze(np.ascontiguousarray(image[:, ::-1]))
             logit = (logit + mirrored.logit) / 2
             probability = float(sigmoid(np.float32(logit)))
             mask = (result.probability_map + mirrored.probability_map[:, ::-1]) / 2 >= analyzer.metadata.mask_threshold
-            found = np.count_nonzero(mask) / mask.size >= MIN_LESION_FRACTION
+        fraction = np.count_nonzero(mask) / mask.size  # BUSI images: the whole image is the analysed region
         dice, iou = dice_iou(mask, truth)
         probabilities.append(probability)
         logits.append(logit)
         dices.append(dice)
         ious.append(iou)
-        detected.append(found)
+        fractions.append(fraction)
+        detected.append(fraction >= analyzer.metadata.min_lesion_fraction)
     return {
         "labels": np.array([c.label for c in cases]),
         "probabilities": np.array(probabilities),
@@ -61,6 +62,34 @@ def analyse_cases(analyzer: Analyzer, cases: list[BusiCase], flip_average: bool 
         "dice": np.array(dices),
         "iou": np.array(ious),
         "detected": np.array(detected),
+        "lesion_fraction": np.array(fractions),
+    }
+
+
+#: "No lesion" rules tried on validation: smallest mask area, as a fraction of the analysed region.
+LESION_RULE_CANDIDATES: tuple[float, ...] = tuple(round(0.002 * k, 3) for k in range(1, 11))
+
+
+def fit_lesion_rule(labels: np.ndarray, fractions: np.ndarray) -> dict:
+    """The validation split's best "no lesion" area rule, and what it does there.
+
+    A model trained to find small lesions also paints small blobs on normal images; how large a
+    mask must be to count as a lesion is therefore a property of the model, fitted like its
+    temperature. The rule maximises normal images left "no lesion" plus lesion images detected
+    (Youden's J); ties go to the smaller area, i.e. to detecting lesions. Without normal images
+    on the split the fixed default stays.
+    """
+    normal, lesion = fractions[labels < 0], fractions[labels >= 0]
+    if normal.size == 0 or lesion.size == 0:
+        chosen = MIN_LESION_FRACTION
+    else:
+        scores = [float(np.mean(normal < x) + np.mean(lesion >= x)) for x in LESION_RULE_CANDIDATES]
+        chosen = LESION_RULE_CANDIDATES[int(np.argmax(scores))]  # argmax: first (smallest) of ties
+    return {
+        "min_lesion_fraction": chosen,
+        "fitted_on": "validation",
+        "objective": "normal images left 'no lesion' + lesion images detected (Youden's J), ties to the smaller area",
+        "candidates": list(LESION_RULE_CANDIDATES),
     }
 
 
@@ -128,6 +157,10 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
     w_p = analyzer.metadata.w_p
     val = analyse_cases(analyzer, [cases[k] for k in split["val"]])
     test = analyse_cases(analyzer, [cases[k] for k in split["test"]])
+    lesion_rule = fit_lesion_rule(val["labels"], val["lesion_fraction"])
+    analyzer.metadata.min_lesion_fraction = lesion_rule["min_lesion_fraction"]
+    for results in (val, test):
+        results["detected"] = results["lesion_fraction"] >= lesion_rule["min_lesion_fraction"]
     for name, results in (("val", val), ("test", test)):
         write_predictions(run / f"predictions_{name}.csv", split[name], results)
     labelled = val["labels"] >= 0
@@ -193,6 +226,7 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
         "slider_reach_test": slider_reach(test["probabilities"][test_labelled], table_test),
         "test_time_flip": flip,
         "calibration": calibration,
+        "lesion_rule": lesion_rule,
     }
     write_card(run, card)
     return card

@@ -66,7 +66,9 @@ def _probability_maps(analyzer: Analyzer, cases: list[BusiCase]) -> list[tuple[i
     return rows
 
 
-def score(rows: list[tuple[int, np.ndarray, np.ndarray]], variant: Variant) -> dict[str, float]:
+def score_variant(
+    rows: list[tuple[int, np.ndarray, np.ndarray]], variant: Variant, min_lesion_fraction: float = MIN_LESION_FRACTION
+) -> dict[str, float]:
     """Mean Dice on lesion images and the share of normal images left with "no lesion"."""
     dices, quiet = [], []
     for label, probability_map, truth in rows:
@@ -74,7 +76,7 @@ def score(rows: list[tuple[int, np.ndarray, np.ndarray]], variant: Variant) -> d
         if label >= 0:
             dices.append(dice_iou(mask, truth)[0])
         else:
-            quiet.append(np.count_nonzero(mask) / mask.size < MIN_LESION_FRACTION)
+            quiet.append(np.count_nonzero(mask) / mask.size < min_lesion_fraction)
     return {"dice": float(np.mean(dices)), "normal_no_lesion": float(np.mean(quiet)) if quiet else float("nan")}
 
 
@@ -100,6 +102,11 @@ def mask_study(run: Path, data_root: Path, onnx_name: str = "emtnet.onnx") -> di
     analyzer = Analyzer(run / onnx_name, verify=False)
     val = _probability_maps(analyzer, [cases[k] for k in split["val"]])
     variants = [Variant(t, f) for t in THRESHOLDS for f in COMPONENT_FRACTIONS]
+    rule = float(analyzer.metadata.min_lesion_fraction)
+
+    def score(rows: list, variant: Variant) -> dict[str, float]:
+        return score_variant(rows, variant, rule)
+
     table = [
         {"threshold": v.threshold, "min_component_fraction": v.min_component_fraction, **score(val, v)}
         for v in variants

@@ -58,6 +58,15 @@ def render_markdown(card: dict) -> str:
         lines.append(f"| {name.upper()} | {_fmt(test[name], percent)} | {paper_text} |")
     if "normal_no_lesion_rate" in test:
         lines.append(f"| normal images reported as 'no lesion' | {test['normal_no_lesion_rate'] * 100:.1f} % | - |")
+    if test.get("lesion_detection_rate") is not None:
+        lines.append(f"| lesion images with a lesion found | {test['lesion_detection_rate'] * 100:.1f} % | - |")
+    rule = card.get("lesion_rule")
+    if rule:
+        lines += [
+            "",
+            f"'No lesion' means a mask smaller than {rule['min_lesion_fraction'] * 100:.1f} % of the analysed",
+            f"region; that size was fitted on the {rule['fitted_on']} split ({rule['objective']}).",
+        ]
     lines += [
         "",
         "Dice and IoU are per lesion image on the source pixel grid, measured on the ONNX model through",
@@ -192,11 +201,16 @@ def compare_cards(new_path: Path, shipped_path: Path) -> str:
     if not Path(shipped_path).exists():
         return f"no shipped card at {shipped_path}; nothing to compare"
     shipped = json.loads(Path(shipped_path).read_text())["test"]
-    lines = [f"{'metric':<8}{'this run':>10}{'shipped':>10}{'change':>10}"]
+    lines = [f"{'metric':<18}{'this run':>10}{'shipped':>10}{'change':>10}"]
     for name in HEADLINE:
         a, b = new[name]["value"], shipped[name]["value"]
         if a is None or b is None:  # undefined on that split (stored as null)
-            lines.append(f"{name:<8}{_number(a, False):>10}{_number(b, False):>10}{'n/a':>10}")
+            lines.append(f"{name:<18}{_number(a, False):>10}{_number(b, False):>10}{'n/a':>10}")
         else:
-            lines.append(f"{name:<8}{a:>10.3f}{b:>10.3f}{a - b:>+10.3f}")
+            lines.append(f"{name:<18}{a:>10.3f}{b:>10.3f}{a - b:>+10.3f}")
+    # What the "no lesion" rule does: a better Dice bought with blobs on normal images shows here.
+    for name, label in (("normal_no_lesion_rate", "normal no lesion"), ("lesion_detection_rate", "lesion found")):
+        a, b = new.get(name), shipped.get(name)
+        if a is not None and b is not None:
+            lines.append(f"{label:<18}{a:>10.3f}{b:>10.3f}{a - b:>+10.3f}")
     return "\n".join(lines)
