@@ -160,8 +160,10 @@ def test_export_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None:
         entry = card["test"][name]
         assert set(entry) == {"value", "ci_low", "ci_high"}
     rule = card["lesion_rule"]
-    assert rule["fitted_on"] == "validation" and analyzer.metadata.min_lesion_fraction == rule["min_lesion_fraction"]
-    assert "'No lesion' means a mask smaller than" in (run / "MODEL_CARD.md").read_text()
+    assert analyzer.metadata.min_lesion_fraction == rule["min_lesion_fraction"] == 0.002
+    assert (
+        "| 'no lesion' below | normal images 'no lesion' | lesion images found |" in (run / "MODEL_CARD.md").read_text()
+    )
     assert (run / "MODEL_CARD.md").read_text().startswith("# Model card")
     json.loads((run / "model_card.json").read_text())  # strict JSON (no NaN)
     assert card["data"]["counts"]["test"] == len(json.loads((run / "split.json").read_text())["test"])
@@ -222,16 +224,18 @@ def test_export_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None:
     assert f"| test | int8 | {figures['test']['int8']['auc']:.4f} |" in text
 
 
-def test_lesion_rule_maximises_youden_j_and_breaks_ties_toward_detection() -> None:
+def test_lesion_rule_stays_the_smallest_and_tabulates_larger_ones() -> None:
     from busassist.constants import MIN_LESION_FRACTION
-    from busassist.training.evaluate import fit_lesion_rule
+    from busassist.training.evaluate import LESION_RULE_CANDIDATES, lesion_rule
 
     labels = np.array([-1, -1, -1, 0, 1, 0, 1])
-    # Normal blobs of 0.3 % and 0.5 %; the smallest lesion covers 1.1 %: any rule in (0.5 %, 1.1 %] is perfect.
-    fractions = np.array([0.0, 0.003, 0.005, 0.011, 0.05, 0.2, 0.02])
-    assert fit_lesion_rule(labels, fractions)["min_lesion_fraction"] == 0.006
-    no_normals = fit_lesion_rule(labels[3:], fractions[3:])
-    assert no_normals["min_lesion_fraction"] == MIN_LESION_FRACTION
+    fractions = np.array([0.0, 0.003, 0.005, 0.011, 0.05, 0.2, 0.02])  # normal blobs of 0.3 % and 0.5 %
+    rule = lesion_rule(labels, fractions)
+    assert rule["min_lesion_fraction"] == MIN_LESION_FRACTION
+    rows = {row["min_lesion_fraction"]: row for row in rule["validation_tradeoff"]}
+    assert list(rows) == list(LESION_RULE_CANDIDATES)
+    assert rows[0.002]["normal_no_lesion_rate"] == pytest.approx(1 / 3) and rows[0.002]["lesion_detection_rate"] == 1.0
+    assert rows[0.006]["normal_no_lesion_rate"] == 1.0 and rows[0.012]["lesion_detection_rate"] == 0.75
 
 
 def test_frame_result_applies_its_models_rule() -> None:

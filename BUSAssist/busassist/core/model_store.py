@@ -88,8 +88,9 @@ class ModelMetadata:
     normalisation_mean: float = NORMALISATION_MEAN
     normalisation_std: float = NORMALISATION_STD
     mask_threshold: float = MASK_THRESHOLD
-    # Smallest mask area (fraction of the analysed region) reported as a lesion. Fitted on the
-    # validation split at export; models exported before it existed use the fixed default.
+    # Smallest mask area (fraction of the analysed region) reported as a lesion. A property of the
+    # model so that a team can ship a larger one; export writes the sensitivity-first default
+    # (see training/evaluate.lesion_rule), and older models without it read the same default.
     min_lesion_fraction: float = MIN_LESION_FRACTION
     temperature: float = 1.0
     operating_table: list[dict] = field(default_factory=list)

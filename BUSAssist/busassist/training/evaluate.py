@@ -66,30 +66,32 @@ def analyse_cases(analyzer: Analyzer, cases: list[BusiCase], flip_average: bool 
     }
 
 
-#: "No lesion" rules tried on validation: smallest mask area, as a fraction of the analysed region.
+#: "No lesion" rules the card reports: smallest mask area, as a fraction of the analysed region.
 LESION_RULE_CANDIDATES: tuple[float, ...] = tuple(round(0.002 * k, 3) for k in range(1, 11))
 
 
-def fit_lesion_rule(labels: np.ndarray, fractions: np.ndarray) -> dict:
-    """The validation split's best "no lesion" area rule, and what it does there.
+def lesion_rule(labels: np.ndarray, fractions: np.ndarray) -> dict:
+    """The "no lesion" rule the model ships with, and the validation trade-off of larger ones.
 
-    A model trained to find small lesions also paints small blobs on normal images; how large a
-    mask must be to count as a lesion is therefore a property of the model, fitted like its
-    temperature. The rule maximises normal images left "no lesion" plus lesion images detected
-    (Youden's J); ties go to the smaller area, i.e. to detecting lesions. Without normal images
-    on the split the fixed default stays.
+    The rule stays the fixed, smallest area (``MIN_LESION_FRACTION``) on purpose: "no lesion"
+    overrides the malignancy decision, so every lesion a larger rule hides is a possible missed
+    cancer, while a stray blob on a normal image stays visible to the radiologist. A rule fitted
+    to balance the two (Youden's J) would trade lesions for quiet normal images, which a
+    sensitivity-first reader does not want. The table lets a team see what a larger rule would
+    cost before choosing one; ``min_lesion_fraction`` in the model's metadata carries the choice.
     """
     normal, lesion = fractions[labels < 0], fractions[labels >= 0]
-    if normal.size == 0 or lesion.size == 0:
-        chosen = MIN_LESION_FRACTION
-    else:
-        scores = [float(np.mean(normal < x) + np.mean(lesion >= x)) for x in LESION_RULE_CANDIDATES]
-        chosen = LESION_RULE_CANDIDATES[int(np.argmax(scores))]  # argmax: first (smallest) of ties
     return {
-        "min_lesion_fraction": chosen,
-        "fitted_on": "validation",
-        "objective": "normal images left 'no lesion' + lesion images detected (Youden's J), ties to the smaller area",
-        "candidates": list(LESION_RULE_CANDIDATES),
+        "min_lesion_fraction": MIN_LESION_FRACTION,
+        "choice": "fixed smallest area: 'no lesion' overrides the malignancy decision, so lesions come first",
+        "validation_tradeoff": [
+            {
+                "min_lesion_fraction": x,
+                "normal_no_lesion_rate": float(np.mean(normal < x)) if normal.size else None,
+                "lesion_detection_rate": float(np.mean(lesion >= x)) if lesion.size else None,
+            }
+            for x in LESION_RULE_CANDIDATES
+        ],
     }
 
 
@@ -157,10 +159,10 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
     w_p = analyzer.metadata.w_p
     val = analyse_cases(analyzer, [cases[k] for k in split["val"]])
     test = analyse_cases(analyzer, [cases[k] for k in split["test"]])
-    lesion_rule = fit_lesion_rule(val["labels"], val["lesion_fraction"])
-    analyzer.metadata.min_lesion_fraction = lesion_rule["min_lesion_fraction"]
+    rule = lesion_rule(val["labels"], val["lesion_fraction"])
+    analyzer.metadata.min_lesion_fraction = rule["min_lesion_fraction"]
     for results in (val, test):
-        results["detected"] = results["lesion_fraction"] >= lesion_rule["min_lesion_fraction"]
+        results["detected"] = results["lesion_fraction"] >= rule["min_lesion_fraction"]
     for name, results in (("val", val), ("test", test)):
         write_predictions(run / f"predictions_{name}.csv", split[name], results)
     labelled = val["labels"] >= 0
@@ -226,7 +228,7 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
         "slider_reach_test": slider_reach(test["probabilities"][test_labelled], table_test),
         "test_time_flip": flip,
         "calibration": calibration,
-        "lesion_rule": lesion_rule,
+        "lesion_rule": rule,
     }
     write_card(run, card)
     return card

@@ -65,8 +65,16 @@ def render_markdown(card: dict) -> str:
         lines += [
             "",
             f"'No lesion' means a mask smaller than {rule['min_lesion_fraction'] * 100:.1f} % of the analysed",
-            f"region; that size was fitted on the {rule['fitted_on']} split ({rule['objective']}).",
+            f"region ({rule['choice']}). What larger areas would do on the validation split:",
+            "",
+            "| 'no lesion' below | normal images 'no lesion' | lesion images found |",
+            "|---|---|---|",
         ]
+        for row in rule["validation_tradeoff"]:
+            normal, found = row["normal_no_lesion_rate"], row["lesion_detection_rate"]
+            lines.append(
+                f"| {row['min_lesion_fraction'] * 100:.1f} % | {_number(normal, True)} | {_number(found, True)} |"
+            )
     lines += [
         "",
         "Dice and IoU are per lesion image on the source pixel grid, measured on the ONNX model through",
