@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from training_fixtures import tiny_config
 
+from busassist.constants import MASK_THRESHOLD
 from busassist.training.cli import main
 from busassist.training.mask_study import (
     COMPONENT_FRACTIONS,
     THRESHOLDS,
-    UNCHANGED,
     Variant,
     mask_study,
     postprocess,
@@ -33,7 +33,7 @@ def _two_blobs() -> np.ndarray:
 
 def test_unchanged_variant_is_the_plain_threshold() -> None:
     probability = _two_blobs()
-    np.testing.assert_array_equal(postprocess(probability, UNCHANGED), probability >= 0.5)
+    np.testing.assert_array_equal(postprocess(probability, Variant(MASK_THRESHOLD, 0.0)), probability >= 0.5)
     assert np.count_nonzero(postprocess(probability, Variant(0.35, 0.0))) == 110
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from busassist.constants import MASK_THRESHOLD, MIN_LESION_FRACTION
+from busassist.constants import MIN_LESION_FRACTION
 from busassist.core.inference import Analyzer
 from busassist.core.measurements import label_components
 from busassist.core.metrics import dice_iou
@@ -36,10 +36,6 @@ MIN_GAIN = 0.01
 class Variant:
     threshold: float  # mask probability threshold
     min_component_fraction: float  # components smaller than this fraction of the largest are dropped
-
-
-#: The mask as the bundled model makes it (a run's own threshold is read from its metadata).
-UNCHANGED = Variant(MASK_THRESHOLD, 0.0)
 
 
 def postprocess(probability_map: np.ndarray, variant: Variant) -> np.ndarray:
@@ -104,23 +100,28 @@ def mask_study(run: Path, data_root: Path, onnx_name: str = "emtnet.onnx") -> di
     variants = [Variant(t, f) for t in THRESHOLDS for f in COMPONENT_FRACTIONS]
     rule = float(analyzer.metadata.min_lesion_fraction)
 
-    def score(rows: list, variant: Variant) -> dict[str, float]:
-        return score_variant(rows, variant, rule)
-
     table = [
-        {"threshold": v.threshold, "min_component_fraction": v.min_component_fraction, **score(val, v)}
+        {"threshold": v.threshold, "min_component_fraction": v.min_component_fraction, **score_variant(val, v, rule)}
         for v in variants
     ]
     best_row = max(table, key=lambda row: row["dice"])
     best = Variant(best_row["threshold"], best_row["min_component_fraction"])
     unchanged = Variant(float(analyzer.metadata.mask_threshold), 0.0)
-    baseline = score(val, unchanged)
+    baseline = score_variant(val, unchanged, rule)
     test = _probability_maps(analyzer, [cases[k] for k in split["test"]])
     gain = best_row["dice"] - baseline["dice"]
     result = {
         "variants_tried": len(variants),
-        "unchanged": {"variant": unchanged.__dict__, "validation": baseline, "test": score(test, unchanged)},
-        "validation_pick": {"variant": best.__dict__, "validation": score(val, best), "test": score(test, best)},
+        "unchanged": {
+            "variant": unchanged.__dict__,
+            "validation": baseline,
+            "test": score_variant(test, unchanged, rule),
+        },
+        "validation_pick": {
+            "variant": best.__dict__,
+            "validation": score_variant(val, best, rule),
+            "test": score_variant(test, best, rule),
+        },
         "validation_gain": gain,
         "min_gain": MIN_GAIN,
         "clears_bar": bool(gain > MIN_GAIN),
