@@ -70,7 +70,7 @@ def analyse_cases(analyzer: Analyzer, cases: list[BusiCase], flip_average: bool 
 LESION_RULE_CANDIDATES: tuple[float, ...] = tuple(round(0.002 * k, 3) for k in range(1, 11))
 
 
-def lesion_rule(labels: np.ndarray, fractions: np.ndarray) -> dict:
+def lesion_rule(labels: np.ndarray, fractions: np.ndarray, chosen: float = MIN_LESION_FRACTION) -> dict:
     """The "no lesion" rule the model ships with, and the validation trade-off of larger ones.
 
     The rule stays the fixed, smallest area (``MIN_LESION_FRACTION``) on purpose: "no lesion"
@@ -82,7 +82,7 @@ def lesion_rule(labels: np.ndarray, fractions: np.ndarray) -> dict:
     """
     normal, lesion = fractions[labels < 0], fractions[labels >= 0]
     return {
-        "min_lesion_fraction": MIN_LESION_FRACTION,
+        "min_lesion_fraction": chosen,
         "choice": "fixed smallest area: 'no lesion' overrides the malignancy decision, so lesions come first",
         "validation_tradeoff": [
             {
@@ -159,10 +159,8 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
     w_p = analyzer.metadata.w_p
     val = analyse_cases(analyzer, [cases[k] for k in split["val"]])
     test = analyse_cases(analyzer, [cases[k] for k in split["test"]])
-    rule = lesion_rule(val["labels"], val["lesion_fraction"])
-    analyzer.metadata.min_lesion_fraction = rule["min_lesion_fraction"]
-    for results in (val, test):
-        results["detected"] = results["lesion_fraction"] >= rule["min_lesion_fraction"]
+    # The rule the exported model carries (export writes the default); analyse_cases applied it.
+    rule = lesion_rule(val["labels"], val["lesion_fraction"], analyzer.metadata.min_lesion_fraction)
     for name, results in (("val", val), ("test", test)):
         write_predictions(run / f"predictions_{name}.csv", split[name], results)
     labelled = val["labels"] >= 0
