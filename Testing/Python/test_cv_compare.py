@@ -12,7 +12,7 @@ from busassist.training.cv_compare import COMPARED, compare_cv, format_compariso
 from busassist.training.tables import write_csv
 
 
-def _cv_folder(path: Path, fold_dice: list[float], **config) -> Path:
+def _cv_folder(path: Path, fold_dice: list[float], detection: bool = True, **config) -> Path:
     """A `cv` output folder as the real command writes it: command.json and folds.csv."""
     path.mkdir(parents=True)
     base = {"seed": 42, "image_size": 128, "data_root": "busi", "limit": None, "extra_train": []}
@@ -23,6 +23,9 @@ def _cv_folder(path: Path, fold_dice: list[float], **config) -> Path:
         {"fold": k, "n_test": 78, "acc": 0.8, "sen": 0.8 + 0.01 * k, "spe": 0.9, "auc": 0.9, "dice": d}
         for k, d in enumerate(fold_dice)
     ]
+    if detection:  # runs scored before the "no lesion" columns existed lack them
+        for k, row in enumerate(rows):
+            row.update(lesion_found=0.9, normal_no_lesion=0.8 - 0.1 * k * ("dice" in config))
     write_csv(path / "folds.csv", rows)
     return path
 
@@ -77,3 +80,15 @@ def test_command_writes_json_and_reports_mismatch_in_one_line(tmp_path: Path, ca
     assert main(["cv-compare", str(other), str(reference)]) == 1
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "folds differ" in error
+
+
+def test_detection_rates_are_compared_and_left_out_when_a_run_lacks_them(tmp_path: Path) -> None:
+    reference = _cv_folder(tmp_path / "ref", [0.5, 0.6, 0.4, 0.5])
+    candidate = _cv_folder(tmp_path / "cand", [0.5, 0.6, 0.4, 0.5], dice="image")
+    result = compare_cv(candidate, reference)
+    assert result["normal_no_lesion"]["difference"] == pytest.approx(-0.15)  # 0, -0.1, -0.2, -0.3
+    assert result["normal_no_lesion"]["folds_better"] == 0 and result["lesion_found"]["difference"] == 0.0
+    older = _cv_folder(tmp_path / "older", [0.5, 0.6, 0.4, 0.5], detection=False)
+    result = compare_cv(candidate, older)
+    assert "normal_no_lesion" not in result and "| normal_no_lesion |" not in format_comparison(result)
+    assert result["dice"]["folds_compared"] == 4

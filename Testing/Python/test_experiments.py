@@ -172,3 +172,41 @@ def test_experiments_report_gathers_every_experiment(busi: Path, tmp_path: Path)
     assert len(grid_rows) == 2
     speed = [line for line in readme.splitlines() if line.startswith("| sweep-wp | single-clf | 64 px | cpu |")]
     assert speed and float(speed[0].split("|")[-2]) > 0
+
+
+def test_cv_rescore_adds_metrics_without_training(busi: Path, tmp_path: Path) -> None:
+    """An older cv run gains today's columns; scores, timing and weights stay as they were."""
+    from busassist.training.cli import main
+
+    config = tiny(busi, tmp_path / "cv")
+    out = tmp_path / "cv"
+    experiments.record_command(out, config, {"experiment": "cv"})
+    experiments.cross_validate(config, out, folds=2)
+    before = [json.loads((out / f"fold-{k}" / "metrics.json").read_text()) for k in range(2)]
+    weights = [(out / f"fold-{k}" / "best.pt").stat().st_mtime_ns for k in range(2)]
+    for k in range(2):  # as a run scored before the "no lesion" columns existed
+        old = {key: v for key, v in before[k].items() if key not in ("lesion_found", "normal_no_lesion")}
+        (out / f"fold-{k}" / "metrics.json").write_text(json.dumps({**old, "seconds_per_epoch": 99.0}))
+    assert main(["cv-rescore", str(out)]) == 0
+    with (out / "folds.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert "lesion_found" in rows[0] and "normal_no_lesion" in rows[0]
+    for k, row in enumerate(rows):
+        assert float(row["auc"]) == pytest.approx(before[k]["auc"]) and float(row["dice"]) == pytest.approx(
+            before[k]["dice"]
+        )
+        assert float(row["seconds_per_epoch"]) == 99.0, "the training's own timing is kept"
+    assert [(out / f"fold-{k}" / "best.pt").stat().st_mtime_ns for k in range(2)] == weights
+    assert json.loads((out / "command.json").read_text())["rescored"][0]["code_version"]
+
+
+def test_cv_rescore_refuses_an_unfinished_run_in_one_line(busi: Path, tmp_path: Path, capsys) -> None:
+    from busassist.training.cli import main
+
+    out = tmp_path / "cv"
+    experiments.record_command(out, tiny(busi, out), {"experiment": "cv"})
+    (out / "fold-0").mkdir()
+    assert main(["cv-rescore", str(out)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "unfinished: fold-0" in error
+    assert main(["cv-rescore", str(tmp_path / "nowhere")]) == 1

@@ -8,14 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from busassist.constants import W_CLF, W_P
+from busassist.constants import DICE_VARIANTS, MIN_LESION_FRACTION, W_CLF, W_P
 from busassist.training.losses import (
+    DICE_LOSSES,
     deep_supervision_loss,
     dice_loss,
     multitask_loss,
     naive_wbce,
     ns_wbce,
     per_image_dice_loss,
+    per_image_dice_with_normal_loss,
 )
 
 
@@ -230,6 +232,46 @@ def test_per_image_dice_leaves_images_without_a_lesion_to_pixel_bce() -> None:
     all_normal = per_image_dice_loss(torch.randn(3, 1, 16, 16, requires_grad=True), torch.zeros(3, 1, 16, 16))
     assert float(all_normal.detach()) == 0.0
     all_normal.backward()  # still part of the graph: an all-normal batch must not break training
+
+
+def test_normal_images_are_scored_by_the_no_lesion_rule() -> None:
+    """A normal image costs P / (P + A), A the "no lesion" area: 0.5 exactly at the product's rule."""
+    size = 50  # 2,500 pixels: the rule's area A is 5 pixels
+    allowed = MIN_LESION_FRACTION * size * size
+    masks = torch.zeros(1, 1, size, size)
+    for area, expected in [(0, 0.0), (int(allowed), 0.5), (1000, 1000 / (1000 + allowed))]:
+        predicted = torch.zeros(1, 1, size, size)
+        predicted.view(-1)[:area] = 1.0
+        loss = per_image_dice_with_normal_loss(_confident(predicted), masks)
+        assert float(loss) == pytest.approx(expected, abs=1e-4)
+
+
+def test_dice_with_normal_counts_every_image_once() -> None:
+    """A lesion image keeps its per-image Dice; a normal image adds its own term to the mean."""
+    masks = torch.zeros(2, 1, 40, 40)
+    masks[0, :, :10, :10] = 1.0
+    predicted = torch.zeros(2, 1, 40, 40)
+    predicted[0, :, :10, :5] = 1.0  # half the lesion found: Dice (2*50 + 1) / (50 + 100 + 1)
+    predicted[1, :, 20:30, 20:30] = 1.0  # a 100-pixel false lesion on the normal image
+    logits = _confident(predicted)
+    lesion_term = 1.0 - 101.0 / 151.0
+    normal_term = 100.0 / (100.0 + MIN_LESION_FRACTION * 1600)
+    combined = per_image_dice_with_normal_loss(logits, masks)
+    assert float(combined) == pytest.approx((lesion_term + normal_term) / 2, rel=1e-5)
+    assert float(per_image_dice_loss(logits, masks)) == pytest.approx(lesion_term, rel=1e-5)
+    quiet = predicted.clone()
+    quiet[1] = 0.0
+    assert float(per_image_dice_with_normal_loss(_confident(quiet), masks)) == pytest.approx(lesion_term / 2, rel=1e-5)
+
+
+def test_false_lesion_gradient_pushes_normal_pixels_down() -> None:
+    logits = torch.zeros(1, 1, 20, 20, requires_grad=True)  # p = 0.5 everywhere on a normal image
+    per_image_dice_with_normal_loss(logits, torch.zeros(1, 1, 20, 20)).backward()
+    assert bool((logits.grad > 0).all())
+
+
+def test_every_offered_dice_variant_has_a_loss() -> None:
+    assert set(DICE_VARIANTS) == set(DICE_LOSSES)
 
 
 def test_multitask_loss_selects_the_dice_variant() -> None:

@@ -19,7 +19,8 @@ from training_fixtures import tiny_config
 
 from busassist.constants import threshold_for_effective_weight
 from busassist.core.inference import Analyzer
-from busassist.training.trainer import load_best, train
+from busassist.training.busi import PreparedData
+from busassist.training.trainer import load_best, train, validation_scores
 
 
 @pytest.fixture(scope="module")
@@ -377,3 +378,21 @@ def test_make_reproduce_trains_the_shipped_recipe() -> None:
         if key != "out_dir" and str(config.get(key)) != str(value)
     }
     assert not differing, f"make reproduce would train (this, shipped): {differing}"
+
+
+def test_validation_scores_report_lesions_found_and_quiet_normal_images() -> None:
+    """The "no lesion" rule on the network grid: lesion images found, normal images left quiet."""
+    size = 50  # the rule's area is 5 pixels
+    masks = np.zeros((4, size, size), np.uint8)
+    masks[0, :10, :10] = 255
+    masks[1, :10, :10] = 255
+    data = PreparedData(np.zeros_like(masks), masks, np.array([0, 1, -1, -1], np.int8), ["a", "b", "c", "d"])
+    predicted = np.zeros((4, size, size), np.float32)
+    predicted[0, :10, :10] = 0.9  # found
+    predicted[1, :1, :4] = 0.9  # 4 pixels: under the rule, so missed
+    predicted[2, 20:30, 20:30] = 0.9  # a false lesion
+    predicted[3, :1, :2] = 0.9  # 2 stray pixels: still "no lesion"
+    scores = validation_scores(data, [0, 1, 2, 3], None, predicted)
+    assert scores["lesion_found"] == 0.5
+    assert scores["normal_no_lesion"] == 0.5
+    assert "normal_no_lesion" not in validation_scores(data, [0, 1], None, predicted[:2])

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from busassist.constants import W_CLF, W_P
+from busassist.constants import DICE_VARIANTS, W_CLF, W_P
 from busassist.core.model_store import ModelError
 from busassist.training.quantize import CALIBRATION_METHODS
 
@@ -91,6 +91,17 @@ def _experiment(args: argparse.Namespace) -> int:
         print(f"{len(rows)} (W_clf, W_p) pairs; table {args.out / 'grid.csv'}, plot {args.out / 'grid.png'}")
     elif args.command == "ablation":
         print(experiments.ablation(config, args.out))
+    return 0
+
+
+def _cv_rescore(args: argparse.Namespace) -> int:
+    from busassist.training.experiments import rescore_cv
+
+    try:
+        summary = rescore_cv(args.out)
+    except ValueError as error:  # an unfinished run
+        raise UsageError(str(error)) from error
+    print(json.dumps(summary, indent=1))
     return 0
 
 
@@ -196,8 +207,9 @@ def training_options() -> argparse.ArgumentParser:
     common.add_argument(
         "--dice",
         default="batch",
-        choices=["batch", "image"],
-        help="mask Dice loss over the whole batch (paper Eq. 5) or averaged per lesion image",
+        choices=DICE_VARIANTS,
+        help="mask Dice loss over the whole batch (paper Eq. 5), averaged per lesion image, or per image"
+        " with normal images scored by the 'no lesion' rule (image-normal)",
     )
     common.add_argument(
         "--deep-supervision",
@@ -277,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--calibration-images", type=int, default=200, help="training images to calibrate on")
     quantize.set_defaults(handler=_quantize)
 
+    rescore = sub.add_parser(
+        "cv-rescore", help="score a finished `cv` run's folds again with today's metrics (no training)"
+    )
+    rescore.add_argument("out", type=Path, help="output folder of the `cv` run")
+    rescore.set_defaults(handler=_cv_rescore)
     versus = sub.add_parser("cv-compare", help="paired fold-by-fold difference between two `cv` runs")
     versus.add_argument("candidate", type=Path, help="output folder of the candidate recipe's `cv`")
     versus.add_argument("reference", type=Path, help="output folder of the reference recipe's `cv`")

@@ -18,8 +18,9 @@ import numpy as np
 
 from busassist.training.operating_check import nan_mean_se
 
-#: Metrics compared (columns of folds.csv), all "higher is better".
-COMPARED = ("acc", "sen", "spe", "auc", "dice")
+#: Metrics compared (columns of folds.csv), all "higher is better"; runs scored before a metric
+#: existed lack its column, and it is left out.
+COMPARED = ("acc", "sen", "spe", "auc", "dice", "lesion_found", "normal_no_lesion")
 #: Settings that fix the partition, the task and its scale; they must agree between the two runs
 #: (the data themselves are compared by their hash, wherever they were read from).
 SAME_SETTINGS = ("seed", "task", "image_size", "limit", "extra_train")

@@ -170,6 +170,44 @@ def cross_validate(
     return summary
 
 
+def rescore_cv(out: Path) -> dict[str, float]:
+    """Score a finished `cv` run's folds again with today's metrics, without training anything.
+
+    Metrics added after a cross-validation ran (e.g. the "no lesion" rates) are otherwise missing
+    from its folds.csv, and `cv-compare` leaves them out. Each fold's best weights are scored on
+    its own test part as `cv` does; its timing and device are kept, and command.json records when
+    and with which code version the scores were recomputed.
+    """
+    out = Path(out)
+    command_path = out / "command.json"
+    if not command_path.exists():
+        raise FileNotFoundError(f"{command_path}: not a cv output folder (no command.json)")
+    command = json.loads(command_path.read_text())
+    config = TrainConfig(**command["base_config"])
+    folds = sorted(out.glob("fold-*"), key=lambda folder: int(folder.name.split("-")[1]))
+    unfinished = [folder.name for folder in folds if not (folder / "metrics.json").exists()]
+    if not folds or unfinished:
+        raise ValueError(
+            f"{out}: only a finished cv run can be re-scored (unfinished: {', '.join(unfinished) or 'all'})"
+        )
+    rows = []
+    for fold, folder in enumerate(folds):
+        fold_config = replace(config, out_dir=str(folder), folds=len(folds), fold=fold)
+        old = json.loads((folder / "metrics.json").read_text())
+        metrics = {**test_metrics(fold_config, folder), "seconds_per_epoch": old.get("seconds_per_epoch")}
+        metrics["device"] = old.get("device", metrics["device"])
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        rows.append({"fold": fold, **metrics})
+    write_csv(out / "folds.csv", rows)
+    summary = summarise(rows)
+    (out / "cv.json").write_text(json.dumps(summary, indent=1) + "\n")
+    command.setdefault("rescored", []).append(
+        {"code_version": code_version(), "at": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv}
+    )
+    command_path.write_text(json.dumps(command, indent=1) + "\n")
+    return summary
+
+
 def sweep_wp(
     config: TrainConfig,
     out: Path,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from busassist.constants import W_CLF, W_P
+from busassist.constants import MIN_LESION_FRACTION, W_CLF, W_P
 
 
 def ns_wbce(logits: torch.Tensor, targets: torch.Tensor, w_p: float = W_P) -> torch.Tensor:
@@ -60,8 +60,36 @@ def per_image_dice_loss(mask_logits: torch.Tensor, targets: torch.Tensor, smooth
     return 1.0 - dice.mean()
 
 
-#: Dice variants of the mask loss: Eq. 5 over the whole batch, or per lesion image.
-DICE_LOSSES = {"batch": dice_loss, "image": per_image_dice_loss}
+def per_image_dice_with_normal_loss(
+    mask_logits: torch.Tensor,
+    targets: torch.Tensor,
+    smooth: float = 1.0,
+    min_lesion_fraction: float = MIN_LESION_FRACTION,
+) -> torch.Tensor:
+    """Per-image soft Dice on lesion images plus a soft "no lesion" loss on normal images.
+
+    ``per_image_dice_loss`` leaves normal images to pixel BCE, and two trainings with it painted
+    false lesions on about half of the normal images. Here every image counts once. A normal image
+    is scored with the product's own "no lesion" rule: the network's predicted area P (sum of pixel
+    probabilities) against A = ``min_lesion_fraction`` of the image, as P / (P + A). That is 0 for an
+    empty prediction, 0.5 at the area where the product starts reporting a lesion, and tends to 1
+    for a large false lesion, so the loss is on the same 0-1 scale as a missed lesion. A few stray
+    pixels, well under A, cost little: the point of the rule.
+    """
+    probabilities = torch.sigmoid(mask_logits).flatten(1)
+    targets = targets.to(probabilities.dtype).flatten(1)
+    has_lesion = targets.sum(dim=1) > 0
+    predicted_area = probabilities.sum(dim=1)
+    intersection = (probabilities * targets).sum(dim=1)
+    dice = (2.0 * intersection + smooth) / (predicted_area + targets.sum(dim=1) + smooth)
+    allowed_area = min_lesion_fraction * probabilities.shape[1]
+    false_lesion = predicted_area / (predicted_area + allowed_area)
+    return torch.where(has_lesion, 1.0 - dice, false_lesion).mean()
+
+
+#: Dice variants of the mask loss: Eq. 5 over the whole batch, per lesion image, or per image with
+#: normal images scored by the "no lesion" rule.
+DICE_LOSSES = {"batch": dice_loss, "image": per_image_dice_loss, "image-normal": per_image_dice_with_normal_loss}
 
 
 def multitask_loss(

@@ -20,7 +20,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from busassist.constants import IMAGE_SIZE, MASK_THRESHOLD, NORMALISATION_MEAN, NORMALISATION_STD, W_CLF, W_P
+from busassist.constants import (
+    IMAGE_SIZE,
+    MASK_THRESHOLD,
+    MIN_LESION_FRACTION,
+    NORMALISATION_MEAN,
+    NORMALISATION_STD,
+    W_CLF,
+    W_P,
+)
 from busassist.core.metrics import auc, classification_metrics, dice_iou
 from busassist.training.augment import AugmentConfig, augment_batch
 from busassist.training.busi import (
@@ -53,7 +61,7 @@ class TrainConfig:
     # The shipped recipe (model card): Dice + pixel BCE for the mask, cosine learning-rate decay over
     # all epochs, best validation epoch kept. mask_bce=0, schedule="plateau" is the paper's loss alone.
     mask_bce: float = 1.0  # weight of an extra pixel BCE term for the mask
-    dice: str = "batch"  # "batch": Dice over the whole batch (Eq. 5); "image": mean per lesion image
+    dice: str = "batch"  # one of DICE_VARIANTS: "batch" = Dice over the whole batch (Eq. 5)
     deep_supervision: float = 0.0  # weight of the coarse decoder-level mask losses; 0 = none
     schedule: str = "cosine"  # "cosine" (decay to 0 over ``epochs``) or "plateau" (halve when stalled)
     seed: int = 42
@@ -180,6 +188,16 @@ def validation_scores(
         pairs = [dice_iou(mask_probabilities[i] >= MASK_THRESHOLD, data.masks[indices[i]] >= 128) for i in lesion]
         scores["dice"] = float(np.mean([pair[0] for pair in pairs]))
         scores["iou"] = float(np.mean([pair[1] for pair in pairs]))
+    if mask_probabilities is not None:
+        # The product's "no lesion" rule on the network grid: how often a lesion is found at all,
+        # and how often a normal image is left quiet. Dice alone hides both.
+        fractions = (mask_probabilities >= MASK_THRESHOLD).reshape(len(indices), -1).mean(axis=1)
+        found = fractions >= MIN_LESION_FRACTION
+        if lesion:
+            scores["lesion_found"] = float(found[lesion].mean())
+        normal = ~labelled
+        if normal.any():
+            scores["normal_no_lesion"] = float((~found[normal]).mean())
     return scores
 
 
