@@ -270,6 +270,25 @@ def test_false_lesion_gradient_pushes_normal_pixels_down() -> None:
     assert bool((logits.grad > 0).all())
 
 
+def test_log_normal_term_keeps_pushing_a_large_false_lesion_down() -> None:
+    """P / (P + A) saturates on a large false lesion; log(1 + P / A) keeps a usable gradient."""
+    size = 50
+    allowed = MIN_LESION_FRACTION * size * size
+    predicted = torch.zeros(1, 1, size, size)
+    predicted[0, 0, :20, :20] = 1.0  # 400 pixels, 80 times the rule's area
+    masks = torch.zeros(1, 1, size, size)
+    gradients = {}
+    for log_normal in (False, True):
+        logits = (predicted * 8.0 - 4.0).requires_grad_()
+        loss = per_image_dice_with_normal_loss(logits, masks, log_normal=log_normal)
+        loss.backward()
+        gradients[log_normal] = float(logits.grad[0, 0, :20, :20].mean())
+        if log_normal:
+            area = float(torch.sigmoid(predicted * 8.0 - 4.0).sum())
+            assert float(loss.detach()) == pytest.approx(math.log1p(area / allowed), rel=1e-5)
+    assert gradients[True] > 10 * gradients[False] > 0
+
+
 def test_every_offered_dice_variant_has_a_loss() -> None:
     assert set(DICE_VARIANTS) == set(DICE_LOSSES)
 

@@ -209,7 +209,7 @@ def training_options() -> argparse.ArgumentParser:
         default="batch",
         choices=DICE_VARIANTS,
         help="mask Dice loss over the whole batch (paper Eq. 5), averaged per lesion image, or per image"
-        " with normal images scored by the 'no lesion' rule (image-normal)",
+        " with normal images scored by the 'no lesion' area (image-normal: P/(P+A); image-normal-log: log(1+P/A))",
     )
     common.add_argument(
         "--deep-supervision",

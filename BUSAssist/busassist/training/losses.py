@@ -7,6 +7,8 @@ K = 1 + y (W_p - 1), and log(1 + e^-z) evaluated as softplus(-z), which stays fi
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
@@ -65,6 +67,7 @@ def per_image_dice_with_normal_loss(
     targets: torch.Tensor,
     smooth: float = 1.0,
     min_lesion_fraction: float = MIN_LESION_FRACTION,
+    log_normal: bool = False,
 ) -> torch.Tensor:
     """Per-image soft Dice on lesion images plus a soft "no lesion" loss on normal images.
 
@@ -75,6 +78,11 @@ def per_image_dice_with_normal_loss(
     empty prediction, 0.5 at the area where the product starts reporting a lesion, and tends to 1
     for a large false lesion, so the loss is on the same 0-1 scale as a missed lesion. A few stray
     pixels, well under A, cost little: the point of the rule.
+
+    P / (P + A) saturates: its gradient A / (P + A)^2 all but vanishes once a false lesion is many
+    times A, and cross-validated it left *more* normal images with a false lesion than no normal
+    term at all. ``log_normal`` uses -log(1 - P / (P + A)) = log(1 + P / A) instead, whose gradient
+    1 / (P + A) still pushes a large false lesion down (the log-Dice idea).
     """
     probabilities = torch.sigmoid(mask_logits).flatten(1)
     targets = targets.to(probabilities.dtype).flatten(1)
@@ -83,13 +91,21 @@ def per_image_dice_with_normal_loss(
     intersection = (probabilities * targets).sum(dim=1)
     dice = (2.0 * intersection + smooth) / (predicted_area + targets.sum(dim=1) + smooth)
     allowed_area = min_lesion_fraction * probabilities.shape[1]
-    false_lesion = predicted_area / (predicted_area + allowed_area)
+    if log_normal:
+        false_lesion = torch.log1p(predicted_area / allowed_area)
+    else:
+        false_lesion = predicted_area / (predicted_area + allowed_area)
     return torch.where(has_lesion, 1.0 - dice, false_lesion).mean()
 
 
 #: Dice variants of the mask loss: Eq. 5 over the whole batch, per lesion image, or per image with
 #: normal images scored by the "no lesion" rule.
-DICE_LOSSES = {"batch": dice_loss, "image": per_image_dice_loss, "image-normal": per_image_dice_with_normal_loss}
+DICE_LOSSES = {
+    "batch": dice_loss,
+    "image": per_image_dice_loss,
+    "image-normal": per_image_dice_with_normal_loss,
+    "image-normal-log": partial(per_image_dice_with_normal_loss, log_normal=True),
+}
 
 
 def multitask_loss(
