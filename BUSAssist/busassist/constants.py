@@ -32,8 +32,8 @@ MASK_THRESHOLD: float = 0.5
 MIN_LESION_FRACTION: float = 0.002
 
 #: Mask Dice losses the trainer offers (training/losses.py DICE_LOSSES implements each): Eq. 5 over
-#: the whole batch, mean per lesion image, or per image with normal images scored by the rule above.
-DICE_VARIANTS: tuple[str, ...] = ("batch", "image", "image-normal", "image-normal-log")
+#: the whole batch, or the mean per lesion image.
+DICE_VARIANTS: tuple[str, ...] = ("batch", "image")
 
 #: Class labels of the BUSI folders; `normal` images carry no classification label.
 CLASS_LABELS: dict[str, int] = {"benign": 0, "malignant": 1}

@@ -13,11 +13,11 @@ from busassist.training.losses import (
     DICE_LOSSES,
     deep_supervision_loss,
     dice_loss,
+    false_lesion_loss,
     multitask_loss,
     naive_wbce,
     ns_wbce,
     per_image_dice_loss,
-    per_image_dice_with_normal_loss,
 )
 
 
@@ -234,59 +234,49 @@ def test_per_image_dice_leaves_images_without_a_lesion_to_pixel_bce() -> None:
     all_normal.backward()  # still part of the graph: an all-normal batch must not break training
 
 
-def test_normal_images_are_scored_by_the_no_lesion_rule() -> None:
-    """A normal image costs P / (P + A), A the "no lesion" area: 0.5 exactly at the product's rule."""
+def test_false_lesion_loss_scores_normal_images_against_the_no_lesion_area() -> None:
+    """log(1 + P / A) per normal image, A the "no lesion" area; lesion images are not its business."""
     size = 50  # 2,500 pixels: the rule's area A is 5 pixels
     allowed = MIN_LESION_FRACTION * size * size
-    masks = torch.zeros(1, 1, size, size)
-    for area, expected in [(0, 0.0), (int(allowed), 0.5), (1000, 1000 / (1000 + allowed))]:
-        predicted = torch.zeros(1, 1, size, size)
-        predicted.view(-1)[:area] = 1.0
-        loss = per_image_dice_with_normal_loss(_confident(predicted), masks)
-        assert float(loss) == pytest.approx(expected, abs=1e-4)
+    masks = torch.zeros(3, 1, size, size)
+    masks[2, :, :10, :10] = 1.0  # a lesion image, whatever is predicted on it
+    predicted = torch.zeros(3, 1, size, size)
+    predicted[1].view(-1)[:100] = 1.0  # a 100-pixel false lesion
+    predicted[2] = 1.0
+    loss = false_lesion_loss(_confident(predicted), masks)
+    assert float(loss) == pytest.approx((0.0 + math.log1p(100 / allowed)) / 2, rel=1e-4)
+    lesion_masks = torch.zeros(2, 1, 8, 8)
+    lesion_masks[:, :, :2, :2] = 1.0
+    lesions_only = false_lesion_loss(torch.randn(2, 1, 8, 8, requires_grad=True), lesion_masks)
+    assert float(lesions_only.detach()) == 0.0
+    lesions_only.backward()  # still part of the graph: a batch without normal images must not break training
 
 
-def test_dice_with_normal_counts_every_image_once() -> None:
-    """A lesion image keeps its per-image Dice; a normal image adds its own term to the mean."""
-    masks = torch.zeros(2, 1, 40, 40)
-    masks[0, :, :10, :10] = 1.0
-    predicted = torch.zeros(2, 1, 40, 40)
-    predicted[0, :, :10, :5] = 1.0  # half the lesion found: Dice (2*50 + 1) / (50 + 100 + 1)
-    predicted[1, :, 20:30, 20:30] = 1.0  # a 100-pixel false lesion on the normal image
-    logits = _confident(predicted)
-    lesion_term = 1.0 - 101.0 / 151.0
-    normal_term = 100.0 / (100.0 + MIN_LESION_FRACTION * 1600)
-    combined = per_image_dice_with_normal_loss(logits, masks)
-    assert float(combined) == pytest.approx((lesion_term + normal_term) / 2, rel=1e-5)
-    assert float(per_image_dice_loss(logits, masks)) == pytest.approx(lesion_term, rel=1e-5)
-    quiet = predicted.clone()
-    quiet[1] = 0.0
-    assert float(per_image_dice_with_normal_loss(_confident(quiet), masks)) == pytest.approx(lesion_term / 2, rel=1e-5)
-
-
-def test_false_lesion_gradient_pushes_normal_pixels_down() -> None:
-    logits = torch.zeros(1, 1, 20, 20, requires_grad=True)  # p = 0.5 everywhere on a normal image
-    per_image_dice_with_normal_loss(logits, torch.zeros(1, 1, 20, 20)).backward()
-    assert bool((logits.grad > 0).all())
-
-
-def test_log_normal_term_keeps_pushing_a_large_false_lesion_down() -> None:
-    """P / (P + A) saturates on a large false lesion; log(1 + P / A) keeps a usable gradient."""
+def test_false_lesion_loss_keeps_pushing_a_large_false_lesion_down() -> None:
+    """The Dice-like P / (P + A) saturates on a large false lesion; log(1 + P / A) keeps a gradient."""
     size = 50
     allowed = MIN_LESION_FRACTION * size * size
-    predicted = torch.zeros(1, 1, size, size)
-    predicted[0, 0, :20, :20] = 1.0  # 400 pixels, 80 times the rule's area
-    masks = torch.zeros(1, 1, size, size)
-    gradients = {}
-    for log_normal in (False, True):
-        logits = (predicted * 8.0 - 4.0).requires_grad_()
-        loss = per_image_dice_with_normal_loss(logits, masks, log_normal=log_normal)
-        loss.backward()
-        gradients[log_normal] = float(logits.grad[0, 0, :20, :20].mean())
-        if log_normal:
-            area = float(torch.sigmoid(predicted * 8.0 - 4.0).sum())
-            assert float(loss.detach()) == pytest.approx(math.log1p(area / allowed), rel=1e-5)
-    assert gradients[True] > 10 * gradients[False] > 0
+    logits = torch.full((1, 1, size, size), -4.0)
+    logits[0, 0, :20, :20] = 4.0  # 400 pixels, 80 times the rule's area
+    logits.requires_grad_()
+    false_lesion_loss(logits, torch.zeros(1, 1, size, size)).backward()
+    area = torch.sigmoid(logits.detach()).sum()
+    bounded = logits.detach().clone().requires_grad_()
+    predicted_area = torch.sigmoid(bounded).sum()
+    (predicted_area / (predicted_area + allowed)).backward()
+    inside = (slice(None), slice(None), slice(0, 20), slice(0, 20))
+    assert float(logits.grad[inside].mean()) > 10 * float(bounded.grad[inside].mean()) > 0
+    assert float(area) > 50 * allowed
+
+
+def test_multitask_loss_adds_the_weighted_false_lesion_term() -> None:
+    class_logits, labels, mask_logits, masks = _multitask_inputs(7)
+    plain, _ = multitask_loss(class_logits, labels, mask_logits, masks, mask_bce=1.0, dice="image")
+    total, parts = multitask_loss(
+        class_logits, labels, mask_logits, masks, mask_bce=1.0, dice="image", false_lesion=0.5
+    )
+    torch.testing.assert_close(total, plain + 0.5 * false_lesion_loss(mask_logits, masks))
+    assert parts["false_lesion"] > 0
 
 
 def test_every_offered_dice_variant_has_a_loss() -> None:

@@ -52,6 +52,7 @@ def config_from_args(args: argparse.Namespace, out: Path) -> TrainConfig:
         mask_bce=args.mask_bce,
         dice=args.dice,
         deep_supervision=args.deep_supervision,
+        false_lesion=args.false_lesion,
         schedule=args.schedule,
         seed=args.seed,
         limit=args.limit,
@@ -208,8 +209,13 @@ def training_options() -> argparse.ArgumentParser:
         "--dice",
         default="batch",
         choices=DICE_VARIANTS,
-        help="mask Dice loss over the whole batch (paper Eq. 5), averaged per lesion image, or per image"
-        " with normal images scored by the 'no lesion' area (image-normal: P/(P+A); image-normal-log: log(1+P/A))",
+        help="mask Dice loss over the whole batch (paper Eq. 5) or averaged per lesion image",
+    )
+    common.add_argument(
+        "--false-lesion",
+        type=float,
+        default=0.0,
+        help="weight of log(1 + P/A) on normal images: predicted area P against the 'no lesion' area A (0 = none)",
     )
     common.add_argument(
         "--deep-supervision",

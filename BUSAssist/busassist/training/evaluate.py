@@ -280,6 +280,8 @@ def fit_command(config: dict) -> str:
         options.append(f"--dice {config['dice']}")
     if config.get("deep_supervision"):
         options.append(f"--deep-supervision {config['deep_supervision']:g}")
+    if config.get("false_lesion"):
+        options.append(f"--false-lesion {config['false_lesion']:g}")
     if config.get("init_from"):  # a fine-tune: the command of the run it started from comes first
         options.append(f"--init-from {config['init_from']}")
     options += [f"--extra-train {folder}" for folder in config.get("extra_train") or []]

@@ -7,8 +7,6 @@ K = 1 + y (W_p - 1), and log(1 + e^-z) evaluated as softplus(-z), which stays fi
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 import torch.nn.functional as F
 
@@ -62,50 +60,29 @@ def per_image_dice_loss(mask_logits: torch.Tensor, targets: torch.Tensor, smooth
     return 1.0 - dice.mean()
 
 
-def per_image_dice_with_normal_loss(
-    mask_logits: torch.Tensor,
-    targets: torch.Tensor,
-    smooth: float = 1.0,
-    min_lesion_fraction: float = MIN_LESION_FRACTION,
-    log_normal: bool = False,
+def false_lesion_loss(
+    mask_logits: torch.Tensor, targets: torch.Tensor, min_lesion_fraction: float = MIN_LESION_FRACTION
 ) -> torch.Tensor:
-    """Per-image soft Dice on lesion images plus a soft "no lesion" loss on normal images.
+    """Mean over images without a lesion (``normal``) of log(1 + P / A); 0 when the batch has none.
 
-    ``per_image_dice_loss`` leaves normal images to pixel BCE, and two trainings with it painted
-    false lesions on about half of the normal images. Here every image counts once. A normal image
-    is scored with the product's own "no lesion" rule: the network's predicted area P (sum of pixel
-    probabilities) against A = ``min_lesion_fraction`` of the image, as P / (P + A). That is 0 for an
-    empty prediction, 0.5 at the area where the product starts reporting a lesion, and tends to 1
-    for a large false lesion, so the loss is on the same 0-1 scale as a missed lesion. A few stray
-    pixels, well under A, cost little: the point of the rule.
-
-    P / (P + A) saturates: its gradient A / (P + A)^2 all but vanishes once a false lesion is many
-    times A, and cross-validated it left *more* normal images with a false lesion than no normal
-    term at all. ``log_normal`` uses -log(1 - P / (P + A)) = log(1 + P / A) instead, whose gradient
-    1 / (P + A) still pushes a large false lesion down (the log-Dice idea).
+    P is the predicted area (sum of pixel probabilities) and A the product's "no lesion" area
+    (``min_lesion_fraction`` of the image): stray pixels well under A cost little, a false lesion
+    of many times A costs a lot. Per-image Dice (``--dice image``) leaves normal images to pixel
+    BCE, and two trainings with it painted false lesions on about half of the normal images; this
+    term puts them back. The log keeps a gradient, 1 / (P + A), on a large false lesion: the
+    bounded P / (P + A), the Dice form, saturated there, and cross-validated it left *more* normal
+    images with a false lesion than no normal term at all.
     """
     probabilities = torch.sigmoid(mask_logits).flatten(1)
-    targets = targets.to(probabilities.dtype).flatten(1)
-    has_lesion = targets.sum(dim=1) > 0
-    predicted_area = probabilities.sum(dim=1)
-    intersection = (probabilities * targets).sum(dim=1)
-    dice = (2.0 * intersection + smooth) / (predicted_area + targets.sum(dim=1) + smooth)
-    allowed_area = min_lesion_fraction * probabilities.shape[1]
-    if log_normal:
-        false_lesion = torch.log1p(predicted_area / allowed_area)
-    else:
-        false_lesion = predicted_area / (predicted_area + allowed_area)
-    return torch.where(has_lesion, 1.0 - dice, false_lesion).mean()
+    normal = targets.flatten(1).sum(dim=1) == 0
+    if not bool(normal.any()):
+        return probabilities.sum() * 0.0  # keeps the graph (and the dtype) for backward
+    predicted_area = probabilities[normal].sum(dim=1)
+    return torch.log1p(predicted_area / (min_lesion_fraction * probabilities.shape[1])).mean()
 
 
-#: Dice variants of the mask loss: Eq. 5 over the whole batch, per lesion image, or per image with
-#: normal images scored by the "no lesion" rule.
-DICE_LOSSES = {
-    "batch": dice_loss,
-    "image": per_image_dice_loss,
-    "image-normal": per_image_dice_with_normal_loss,
-    "image-normal-log": partial(per_image_dice_with_normal_loss, log_normal=True),
-}
+#: Dice variants of the mask loss: Eq. 5 over the whole batch, or per lesion image.
+DICE_LOSSES = {"batch": dice_loss, "image": per_image_dice_loss}
 
 
 def multitask_loss(
@@ -117,13 +94,15 @@ def multitask_loss(
     w_clf: float = W_CLF,
     mask_bce: float = 0.0,
     dice: str = "batch",
+    false_lesion: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """W_clf * NS-WBCE + Dice (Eq. 6); images with label -1 (normal) skip the classification term.
 
     Either head may be absent (Single-SGM / Single-CLF), then its term is left out. ``mask_bce``
     adds a per-pixel BCE term to the Dice loss (0 = the paper's loss exactly): Dice alone gives
     weak gradients on small lesions and on empty (normal) masks, which pixel BCE supplies.
-    ``dice`` picks the Dice variant (``DICE_LOSSES``; "batch" = Eq. 5).
+    ``dice`` picks the Dice variant (``DICE_LOSSES``; "batch" = Eq. 5). ``false_lesion`` weighs
+    ``false_lesion_loss`` on the normal images (0 = none).
     """
     total = torch.zeros((), device=labels.device)
     parts: dict[str, float] = {}
@@ -141,6 +120,10 @@ def multitask_loss(
             pixel = F.binary_cross_entropy_with_logits(mask_logits, masks.to(mask_logits.dtype))
             total = total + mask_bce * pixel
             parts["mask_bce"] = float(pixel.detach())
+        if false_lesion > 0:
+            quiet = false_lesion_loss(mask_logits, masks)
+            total = total + false_lesion * quiet
+            parts["false_lesion"] = float(quiet.detach())
     return total, parts
 
 

@@ -63,6 +63,7 @@ class TrainConfig:
     mask_bce: float = 1.0  # weight of an extra pixel BCE term for the mask
     dice: str = "batch"  # one of DICE_VARIANTS: "batch" = Dice over the whole batch (Eq. 5)
     deep_supervision: float = 0.0  # weight of the coarse decoder-level mask losses; 0 = none
+    false_lesion: float = 0.0  # weight of log(1 + P/A) on normal images (losses.false_lesion_loss); 0 = none
     schedule: str = "cosine"  # "cosine" (decay to 0 over ``epochs``) or "plateau" (halve when stalled)
     seed: int = 42
     folds: int = 0  # K of a K-fold cross-validation; 0 = the fixed 70/15/15 split
@@ -215,6 +216,10 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(f"--deep-supervision must be >= 0, not {config.deep_supervision:g}")
     if config.deep_supervision > 0 and Task(config.task) is Task.CLASSIFICATION:
         raise ValueError("--deep-supervision needs a mask head; single-clf has none")
+    if config.false_lesion < 0:
+        raise ValueError(f"--false-lesion must be >= 0, not {config.false_lesion:g}")
+    if config.false_lesion > 0 and Task(config.task) is Task.CLASSIFICATION:
+        raise ValueError("--false-lesion needs a mask head; single-clf has none")
 
 
 def train(config: TrainConfig, resume: bool = True) -> Path:
@@ -295,6 +300,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
                 config.w_clf,
                 config.mask_bce,
                 config.dice,
+                config.false_lesion,
             )
             if out_.aux_mask_logits:
                 extra, extra_parts = deep_supervision_loss(out_.aux_mask_logits, masks, config.mask_bce, config.dice)
