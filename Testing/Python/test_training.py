@@ -87,12 +87,28 @@ def test_deep_supervision_trains_and_ships_without_its_heads(busi: Path, tmp_pat
     assert analyzer.analyze(np.zeros((80, 96), dtype=np.uint8)).probability_map.shape == (80, 96)
 
 
+def test_false_lesion_term_is_trained_and_recorded(busi: Path, tmp_path: Path) -> None:
+    """The term enters the loss (its epoch mean adds up with the others) and the card's command."""
+    from busassist.training.evaluate import fit_command
+
+    config = tiny_config(busi, tmp_path / "fl", tmp_path / "cache", dice="image", false_lesion=0.2)
+    run = train(config)
+    row = history(run)[0]
+    assert float(row["train_false_lesion"]) > 0, "the 40 images include normal ones, so the term is on"
+    expected = float(row["train_clf"]) * 1.5 + float(row["train_dice"]) + float(row["train_mask_bce"])
+    expected += 0.2 * float(row["train_false_lesion"])
+    assert float(row["train_loss"]) == pytest.approx(expected, rel=1e-3)
+    assert "--false-lesion 0.2" in fit_command(json.loads((run / "config.json").read_text())["config"])
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
         ({"dice": "pixel"}, "unknown Dice loss"),
         ({"deep_supervision": -1.0}, ">= 0"),
         ({"task": "single-clf", "deep_supervision": 0.5}, "needs a mask head"),
+        ({"false_lesion": -0.1}, "--false-lesion must be >= 0"),
+        ({"task": "single-clf", "false_lesion": 0.1}, "needs a mask head"),
     ],
 )
 def test_settings_the_trainer_cannot_use_are_refused_before_loading_data(tmp_path: Path, change, reason) -> None:
@@ -328,6 +344,7 @@ def test_flip_average_of_a_mirrored_image_equals_the_plain_result(busi: Path, tm
         {},
         {"init_from": "runs/base/best.pt", "extra_train": ["corrections/a"]},
         {"dice": "image", "deep_supervision": 0.5},
+        {"dice": "image", "false_lesion": 0.05},
     ],
 )
 def test_fit_command_on_the_card_rebuilds_the_same_config(busi: Path, tmp_path: Path, extra: dict) -> None:
