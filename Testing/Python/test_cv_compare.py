@@ -92,3 +92,17 @@ def test_detection_rates_are_compared_and_left_out_when_a_run_lacks_them(tmp_pat
     result = compare_cv(candidate, older)
     assert "normal_no_lesion" not in result and "| normal_no_lesion |" not in format_comparison(result)
     assert result["dice"]["folds_compared"] == 4
+
+
+def test_a_rate_undefined_in_one_fold_drops_that_fold_only(tmp_path: Path) -> None:
+    """A fold without normal images leaves its normal_no_lesion cell empty: that pair drops out."""
+    reference = _cv_folder(tmp_path / "ref", [0.5, 0.6, 0.4, 0.5])
+    candidate = _cv_folder(tmp_path / "cand", [0.5, 0.6, 0.4, 0.5], dice="image")
+    rows = (candidate / "folds.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    cells = rows[2].split(",")
+    cells[header.index("normal_no_lesion")] = ""
+    rows[2] = ",".join(cells)
+    (candidate / "folds.csv").write_text("\n".join(rows) + "\n")
+    result = compare_cv(candidate, reference)
+    assert result["normal_no_lesion"]["folds_compared"] == 3 and result["dice"]["folds_compared"] == 4

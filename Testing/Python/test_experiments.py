@@ -200,13 +200,56 @@ def test_cv_rescore_adds_metrics_without_training(busi: Path, tmp_path: Path) ->
     assert json.loads((out / "command.json").read_text())["rescored"][0]["code_version"]
 
 
-def test_cv_rescore_refuses_an_unfinished_run_in_one_line(busi: Path, tmp_path: Path, capsys) -> None:
+def test_cv_rescore_refuses_what_it_cannot_score_faithfully_in_one_line(busi: Path, tmp_path: Path, capsys) -> None:
+    """Unfinished, renumbered, re-split or other-data runs are refused, and nothing is overwritten."""
+    import shutil
+
     from busassist.training.cli import main
 
-    out = tmp_path / "cv"
-    experiments.record_command(out, tiny(busi, out), {"experiment": "cv"})
-    (out / "fold-0").mkdir()
-    assert main(["cv-rescore", str(out)]) == 1
-    error = capsys.readouterr().err.strip()
-    assert error.count("\n") == 0 and "unfinished: fold-0" in error
-    assert main(["cv-rescore", str(tmp_path / "nowhere")]) == 1
+    finished = tmp_path / "cv"
+    experiments.record_command(finished, tiny(busi, finished), {"experiment": "cv"})
+    experiments.cross_validate(tiny(busi, finished), finished, folds=2)
+
+    def copy(name: str) -> Path:
+        target = tmp_path / name
+        shutil.copytree(finished, target)
+        return target
+
+    def edit_json(path: Path, change) -> None:
+        record = json.loads(path.read_text())
+        change(record)
+        path.write_text(json.dumps(record))
+
+    unfinished = copy("unfinished")
+    (unfinished / "fold-1" / "metrics.json").unlink()
+    renumbered = copy("renumbered")  # fold-0 gone: fold-1 must not be scored as fold 0 of a 1-fold run
+    shutil.rmtree(renumbered / "fold-0")
+    other_data = copy("other-data")
+    edit_json(other_data / "command.json", lambda record: record.update(data_sha256="0" * 64))
+    resplit = copy("resplit")
+    edit_json(resplit / "fold-1" / "split.json", lambda record: record["test"].reverse())
+    not_cv = copy("sweep")
+    edit_json(not_cv / "command.json", lambda record: record.update(experiment="sweep-wp"))
+    broken = copy("broken")
+    (broken / "fold-0" / "metrics.json").write_text("{")
+    cases = [
+        (unfinished, "unfinished: fold-1"),
+        (renumbered, "not folds 0..0"),
+        (other_data, "data under"),
+        (resplit, "test part differs"),
+        (not_cv, "not the record of a `busassist-train cv` run"),
+        (broken, "metrics.json: not valid JSON"),
+        (tmp_path / "nowhere", "not a cv output folder"),
+    ]
+    for folder, reason in cases:
+        before = (folder / "fold-0" / "metrics.json").read_text() if (folder / "fold-0").exists() else None
+        assert main(["cv-rescore", str(folder)]) == 1, folder
+        error = capsys.readouterr().err.strip()
+        assert error.count("\n") == 0 and reason in error, (folder, error)
+        if before is not None:
+            assert (folder / "fold-0" / "metrics.json").read_text() == before, "a refused run is left untouched"
+
+
+def test_summary_of_folds_tolerates_a_metric_missing_from_some_folds() -> None:
+    summary = experiments.summarise([{"dice": 0.5, "normal_no_lesion": 0.8}, {"dice": 0.7}])
+    assert summary["dice_mean"] == pytest.approx(0.6) and summary["normal_no_lesion_mean"] == pytest.approx(0.8)

@@ -108,6 +108,7 @@ def test_false_lesion_term_is_trained_and_recorded(busi: Path, tmp_path: Path) -
         ({"deep_supervision": -1.0}, ">= 0"),
         ({"task": "single-clf", "deep_supervision": 0.5}, "needs a mask head"),
         ({"false_lesion": -0.1}, "--false-lesion must be >= 0"),
+        ({"false_lesion": float("nan")}, "--false-lesion must be >= 0"),
         ({"task": "single-clf", "false_lesion": 0.1}, "needs a mask head"),
     ],
 )
@@ -413,3 +414,5 @@ def test_validation_scores_report_lesions_found_and_quiet_normal_images() -> Non
     assert scores["lesion_found"] == 0.5
     assert scores["normal_no_lesion"] == 0.5
     assert "normal_no_lesion" not in validation_scores(data, [0, 1], None, predicted[:2])
+    predicted[1, :1, :5] = 0.9  # exactly the rule's area: found, as the product decides (>=)
+    assert validation_scores(data, [0, 1, 2, 3], None, predicted)["lesion_found"] == 1.0

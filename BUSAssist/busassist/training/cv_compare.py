@@ -43,6 +43,11 @@ def _read_run(folder: Path) -> tuple[dict, list[dict]]:
     return command, folds
 
 
+def _number(cell: str) -> float:
+    """A folds.csv cell; empty where the metric was undefined in that fold (e.g. no normal image)."""
+    return float(cell) if cell not in ("", None) else float("nan")
+
+
 def compare_cv(candidate: Path, reference: Path) -> dict:
     """Mean ± standard error of candidate - reference per metric, over paired folds."""
     cand_command, cand_folds = _read_run(Path(candidate))
@@ -69,7 +74,7 @@ def compare_cv(candidate: Path, reference: Path) -> dict:
     for key in COMPARED:
         if key not in cand_folds[0] or key not in ref_folds[0]:
             continue  # a single-task run has no Dice (single-clf) or no ACC/SEN/SPE/AUC (single-sgm)
-        pairs = np.array([(float(c[key]), float(r[key])) for c, r in zip(cand_folds, ref_folds)])
+        pairs = np.array([(_number(c[key]), _number(r[key])) for c, r in zip(cand_folds, ref_folds)])
         pairs = pairs[np.isfinite(pairs).all(axis=1)]  # a fold undefined in either run drops out of both
         differences = pairs[:, 0] - pairs[:, 1]
         mean, se = nan_mean_se(list(differences))

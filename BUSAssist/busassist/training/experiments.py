@@ -9,6 +9,7 @@ Every experiment is a set of trainings in sub-folders of its output folder. A tr
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -144,10 +145,11 @@ def train_and_score(config: TrainConfig, progress: Progress | None = None) -> di
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     """Mean and standard deviation over folds of every numeric metric."""
-    keys = [k for k in rows[0] if isinstance(rows[0][k], (int, float))]
+    # A rate undefined in one fold (e.g. no normal image in its test part) is NaN there, not a KeyError.
+    keys = list(dict.fromkeys(k for row in rows for k in row if isinstance(row[k], (int, float))))
     summary: dict[str, float] = {}
     for key in keys:
-        values = np.array([row[key] for row in rows], dtype=float)
+        values = np.array([row.get(key, np.nan) for row in rows], dtype=float)
         with warnings.catch_warnings():  # a metric undefined in every fold stays NaN, on purpose
             warnings.simplefilter("ignore", RuntimeWarning)
             summary[f"{key}_mean"] = float(np.nanmean(values))
@@ -170,34 +172,65 @@ def cross_validate(
     return summary
 
 
+def _read_json(path: Path) -> dict:
+    """A run's JSON record; a malformed one is a one-line ValueError naming the file."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from error
+
+
 def rescore_cv(out: Path) -> dict[str, float]:
     """Score a finished `cv` run's folds again with today's metrics, without training anything.
 
     Metrics added after a cross-validation ran (e.g. the "no lesion" rates) are otherwise missing
     from its folds.csv, and `cv-compare` leaves them out. Each fold's best weights are scored on
     its own test part as `cv` does; its timing and device are kept, and command.json records when
-    and with which code version the scores were recomputed.
+    and with which code version the scores were recomputed. Nothing is written unless every fold
+    scores, on the very data and test part it was trained with (data hash and split.json checked).
     """
     out = Path(out)
     command_path = out / "command.json"
     if not command_path.exists():
         raise FileNotFoundError(f"{command_path}: not a cv output folder (no command.json)")
-    command = json.loads(command_path.read_text())
-    config = TrainConfig(**command["base_config"])
-    folds = sorted(out.glob("fold-*"), key=lambda folder: int(folder.name.split("-")[1]))
-    unfinished = [folder.name for folder in folds if not (folder / "metrics.json").exists()]
-    if not folds or unfinished:
+    command = _read_json(command_path)
+    if command.get("experiment") != "cv" or "base_config" not in command:
+        raise ValueError(f"{command_path}: not the record of a `busassist-train cv` run")
+    try:
+        config = TrainConfig(**command["base_config"])
+    except TypeError as error:
+        raise ValueError(f"{command_path}: settings this version cannot read ({error})") from error
+    folders = sorted(
+        (folder for folder in out.iterdir() if re.fullmatch(r"fold-\d+", folder.name)),
+        key=lambda folder: int(folder.name.split("-")[1]),
+    )
+    unfinished = [folder.name for folder in folders if not (folder / "metrics.json").exists()]
+    if not folders or unfinished:
         raise ValueError(
             f"{out}: only a finished cv run can be re-scored (unfinished: {', '.join(unfinished) or 'all'})"
         )
+    recorded = [_read_json(folder / "config.json").get("config", {}) for folder in folders]
+    k = len(folders)
+    if [(r.get("fold"), r.get("folds")) for r in recorded] != [(fold, k) for fold in range(k)]:
+        raise ValueError(f"{out}: fold folders are not folds 0..{k - 1} of one {k}-fold run; refusing to renumber them")
     rows = []
-    for fold, folder in enumerate(folds):
-        fold_config = replace(config, out_dir=str(folder), folds=len(folds), fold=fold)
-        old = json.loads((folder / "metrics.json").read_text())
-        metrics = {**test_metrics(fold_config, folder), "seconds_per_epoch": old.get("seconds_per_epoch")}
-        metrics["device"] = old.get("device", metrics["device"])
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    for fold, folder in enumerate(folders):
+        fold_config = replace(config, out_dir=str(folder), folds=k, fold=fold)
+        _, split, fingerprint, cases = load_data(fold_config)
+        if fingerprint != command.get("data_sha256"):
+            raise ValueError(f"{command_path}: the data under {config.data_root} differ from those the run trained on")
+        trained_test = _read_json(folder / "split.json").get("test")
+        if [cases[i].key for i in split.test] != trained_test:
+            raise ValueError(
+                f"{folder / 'split.json'}: today's fold {fold} test part differs from the one trained with"
+            )
+        old = _read_json(folder / "metrics.json")
+        metrics = test_metrics(fold_config, folder)
+        metrics["seconds_per_epoch"] = old.get("seconds_per_epoch", metrics["seconds_per_epoch"])
         rows.append({"fold": fold, **metrics})
+    for folder, row in zip(folders, rows):  # only now, when every fold has scored
+        metrics = {key: value for key, value in row.items() if key != "fold"}
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     write_csv(out / "folds.csv", rows)
     summary = summarise(rows)
     (out / "cv.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -63,7 +63,11 @@ def per_image_dice_loss(mask_logits: torch.Tensor, targets: torch.Tensor, smooth
 def false_lesion_loss(
     mask_logits: torch.Tensor, targets: torch.Tensor, min_lesion_fraction: float = MIN_LESION_FRACTION
 ) -> torch.Tensor:
-    """Mean over images without a lesion (``normal``) of log(1 + P / A); 0 when the batch has none.
+    """Mean over images whose mask is empty of log(1 + P / A); 0 when the batch has none.
+
+    An empty mask is a ``normal`` image, or (rarely) a labelled one whose lesion augmentation's
+    shift and zoom moved out of view together with the image; in both cases nothing in view
+    should be painted, so the mask, not the label, decides (as it does for per-image Dice).
 
     P is the predicted area (sum of pixel probabilities) and A the product's "no lesion" area
     (``min_lesion_fraction`` of the image): stray pixels well under A cost little, a false lesion

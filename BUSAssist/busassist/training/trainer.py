@@ -212,11 +212,11 @@ def check_config(config: TrainConfig) -> None:
     """Refuse, before any data is loaded, settings the trainer would only trip over later."""
     if config.dice not in DICE_LOSSES:
         raise ValueError(f"unknown Dice loss {config.dice!r} (choose from {', '.join(DICE_LOSSES)})")
-    if config.deep_supervision < 0:
+    if not config.deep_supervision >= 0:  # also refuses NaN
         raise ValueError(f"--deep-supervision must be >= 0, not {config.deep_supervision:g}")
     if config.deep_supervision > 0 and Task(config.task) is Task.CLASSIFICATION:
         raise ValueError("--deep-supervision needs a mask head; single-clf has none")
-    if config.false_lesion < 0:
+    if not config.false_lesion >= 0:  # also refuses NaN
         raise ValueError(f"--false-lesion must be >= 0, not {config.false_lesion:g}")
     if config.false_lesion > 0 and Task(config.task) is Task.CLASSIFICATION:
         raise ValueError("--false-lesion needs a mask head; single-clf has none")
