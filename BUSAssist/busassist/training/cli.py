@@ -177,8 +177,24 @@ def _publish(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from busassist.training.model_card import compare_cards
+    from busassist.training.paired_compare import compare_with_shipped
 
-    print(compare_cards(Path(args.run) / "model_card.json", Path(args.models_dir) / "model_card.json"))
+    shipped_card = Path(args.models_dir) / "model_card.json"
+    print(compare_cards(Path(args.run) / "model_card.json", shipped_card))
+    if not shipped_card.exists():
+        return 0
+    if not Path(args.data).is_dir():
+        print(f"paired intervals skipped: {args.data}: BUSI folder not found (give --data)")
+        return 0
+    try:
+        report, table = compare_with_shipped(Path(args.run), Path(args.models_dir), Path(args.data))
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    path = Path(args.run) / "compare-vs-shipped.json"
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\nPaired on the same {args.run} test images (both models scored on each bootstrap resample):")
+    print(table)
+    print(f"written to {path}")
     return 0
 
 
@@ -320,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="difference between a run's card and the shipped card")
     compare.add_argument("run", type=Path)
     compare.add_argument("--models-dir", type=Path, default=Path("Resources/Models"))
+    compare.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="BUSI root, to score the shipped model for paired intervals"
+    )
     compare.set_defaults(handler=_compare)
     return parser
 

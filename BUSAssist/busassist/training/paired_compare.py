@@ -1,0 +1,142 @@
+"""Paired test-split comparison of a run's model with the shipped one: differences with intervals.
+
+Two models scored on the same 93 test images differ by less than either card's own interval
+suggests, because the hard images are hard for both. `busassist-train compare` used to subtract
+two cards' point values, which cannot say whether SEN 77.8 vs 85.2 % (two of 27 malignant images)
+is a real loss. Resampling the *images*, and scoring both models on every resample, gives a
+95 % interval of each difference: the figure a shipping decision should read.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from busassist.core.metrics import auc, bootstrap_interval, classification_metrics
+
+#: Metrics compared, each computed from per-image results (see ``metric``).
+PAIRED_METRICS = ("acc", "sen", "spe", "auc", "dice", "lesion_found", "normal_no_lesion")
+
+
+def read_predictions(path: Path) -> dict[str, dict]:
+    """A card's per-image test results (``predictions_test.csv``), keyed by image."""
+    with Path(path).open(newline="") as handle:
+        return {
+            row["image"]: {
+                "label": int(row["label"]),
+                "probability": float(row["probability"]),
+                "dice": float(row["dice"]),
+                "detected": bool(int(row["lesion_detected"])),
+            }
+            for row in csv.DictReader(handle)
+        }
+
+
+def as_arrays(rows: dict[str, dict], keys: list[str]) -> dict[str, np.ndarray]:
+    """Per-image results in the order of ``keys`` (both models must use the same order)."""
+    return {name: np.array([rows[key][name] for key in keys]) for name in ("label", "probability", "dice", "detected")}
+
+
+def metric(name: str, results: dict[str, np.ndarray], ix: np.ndarray, threshold: float) -> float:
+    """One metric of one model on the images ``ix`` (indices may repeat: a bootstrap resample)."""
+    labels = results["label"][ix]
+    labelled, normal = labels >= 0, labels < 0
+    if name in ("acc", "sen", "spe"):
+        return classification_metrics(labels[labelled], results["probability"][ix][labelled], threshold)[name]
+    if name == "auc":
+        return auc(labels[labelled], results["probability"][ix][labelled])
+    if name == "dice":
+        return float(results["dice"][ix][labelled].mean()) if labelled.any() else float("nan")
+    if name == "lesion_found":
+        return float(results["detected"][ix][labelled].mean()) if labelled.any() else float("nan")
+    if name == "normal_no_lesion":
+        return float((~results["detected"][ix][normal]).mean()) if normal.any() else float("nan")
+    raise ValueError(f"unknown metric {name!r}")
+
+
+def paired_differences(
+    new: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray],
+    new_threshold: float,
+    reference_threshold: float,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """new - reference per metric, with a 95 % percentile interval over resampled images."""
+    if not np.array_equal(new["label"], reference["label"]):
+        raise ValueError("the two models' results are not for the same images in the same order")
+    count = len(new["label"])
+    report = {}
+    for name in PAIRED_METRICS:
+
+        def difference(ix: np.ndarray, name: str = name) -> float:
+            return metric(name, new, ix, new_threshold) - metric(name, reference, ix, reference_threshold)
+
+        everything = np.arange(count)
+        low, high = bootstrap_interval(difference, count, resamples, seed)
+        report[name] = {
+            "new": metric(name, new, everything, new_threshold),
+            "reference": metric(name, reference, everything, reference_threshold),
+            "difference": difference(everything),
+            "ci_low": low,
+            "ci_high": high,
+        }
+    return report
+
+
+def format_paired(report: dict[str, dict[str, float]], new_label: str = "this run") -> str:
+    """Terminal table; an interval that excludes 0 is marked as a real difference."""
+    lines = [f"{'metric':<18}{new_label:>10}{'shipped':>10}{'change':>10}   95 % interval (paired)"]
+    for name, row in report.items():
+        significant = row["ci_low"] > 0 or row["ci_high"] < 0
+        lines.append(
+            f"{name.replace('_', ' '):<18}{row['new']:>10.3f}{row['reference']:>10.3f}{row['difference']:>+10.3f}"
+            f"   [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]{'  *' if significant else ''}"
+        )
+    lines.append("* the interval excludes 0: a difference beyond resampling noise on these images")
+    return "\n".join(lines)
+
+
+def score_shipped(onnx_path: Path, data_root: Path, keys: list[str]) -> dict[str, np.ndarray]:
+    """The shipped model's per-image test results, computed as the card computed them."""
+    from busassist.core.inference import Analyzer
+    from busassist.training.busi import discover
+    from busassist.training.evaluate import analyse_cases
+
+    cases = {case.key: case for case in discover(Path(data_root))}
+    missing = [key for key in keys if key not in cases]
+    if missing:
+        raise ValueError(f"{data_root}: {len(missing)} test images of the run are missing (e.g. {missing[0]})")
+    results = analyse_cases(Analyzer(onnx_path), [cases[key] for key in keys])
+    return {
+        "label": results["labels"],
+        "probability": results["probabilities"],
+        "dice": results["dice"],
+        "detected": results["detected"],
+    }
+
+
+def compare_with_shipped(run: Path, models_dir: Path, data_root: Path) -> tuple[dict, str]:
+    """Paired differences of ``run``'s exported model against the shipped one on the run's test split.
+
+    Refuses (ValueError) when the two cards were made on different data, where pairing means nothing.
+    """
+    import json
+
+    from busassist.constants import MODEL_CARD_JSON, MODEL_FILENAME
+
+    run, models_dir = Path(run), Path(models_dir)
+    new_card = json.loads((run / MODEL_CARD_JSON).read_text())
+    shipped_card = json.loads((models_dir / MODEL_CARD_JSON).read_text())
+    if new_card["data"]["sha256"] != shipped_card["data"]["sha256"]:
+        raise ValueError(f"{run}: trained on other data than the shipped model; no paired comparison")
+    rows = read_predictions(run / "predictions_test.csv")
+    keys = list(rows)
+    new = as_arrays(rows, keys)
+    shipped = score_shipped(models_dir / MODEL_FILENAME, data_root, keys)
+    report = paired_differences(
+        new, shipped, new_card["decision_threshold"]["threshold"], shipped_card["decision_threshold"]["threshold"]
+    )
+    return report, format_paired(report)
