@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 
 from busassist.core.model_store import bundled_models_dir
 from busassist.training.cli import main
-from busassist.training.paired_compare import PAIRED_METRICS, paired_differences, score_shipped
+from busassist.training.paired_compare import PAIRED_METRICS, paired_differences
 
 
 def _results(labels: list[int], probabilities: list[float], dice: list[float], detected: list[bool]) -> dict:
@@ -55,23 +54,18 @@ def test_pairing_sees_a_consistent_gain_that_separate_intervals_would_blur() -> 
 
 
 def _run_like_the_shipped_model(shared_dir: Path, run: Path) -> Path:
-    """A run folder holding the shipped card and the shipped model's own test predictions."""
-    models = bundled_models_dir()
-    run.mkdir()
-    shutil.copy(models / "model_card.json", run / "model_card.json")
+    """A run folder holding the shipped model, its card and the trainer's fixed split."""
     from busassist.training.busi import discover, near_duplicate_groups, stratified_group_split
 
+    models = bundled_models_dir()
+    run.mkdir()
+    for name in ("model_card.json", "emtnet.onnx", "emtnet.onnx.sha256"):
+        shutil.copy(models / name, run / name)
     busi = shared_dir / "data" / "busi"
-    cases = discover(busi)  # the card's split is the trainer's fixed one: rebuild its test part
-    _, _, test = stratified_group_split(cases, near_duplicate_groups(busi / "near_duplicates.json"))
-    keys = [cases[i].key for i in test]
-    results = score_shipped(models / "emtnet.onnx", shared_dir / "data" / "busi", keys)
-    with (run / "predictions_test.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "label", "probability", "dice", "iou", "lesion_detected"])
-        for i, key in enumerate(keys):
-            row = [key, int(results["label"][i]), repr(float(results["probability"][i]))]
-            writer.writerow([*row, repr(float(results["dice"][i])), "0", int(results["detected"][i])])
+    cases = discover(busi)
+    parts = stratified_group_split(cases, near_duplicate_groups(busi / "near_duplicates.json"))
+    split = {name: [cases[i].key for i in part] for name, part in zip(("train", "val", "test"), parts)}
+    (run / "split.json").write_text(json.dumps(split))
     return run
 
 
@@ -99,3 +93,12 @@ def test_compare_without_data_or_on_other_data_says_so_in_one_line(shared_dir: P
     assert main(["compare", str(run), "--data", str(shared_dir / "data" / "busi")]) == 1
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "other data than the shipped model" in error
+
+
+def test_compare_scores_the_runs_own_model(shared_dir: Path, tmp_path: Path, capsys) -> None:
+    """The run's ONNX is loaded (with its checksum), not the shipped model twice."""
+    run = _run_like_the_shipped_model(shared_dir, tmp_path / "run")
+    (run / "emtnet.onnx").write_bytes(b"not a model")
+    assert main(["compare", str(run), "--data", str(shared_dir / "data" / "busi")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and str(run) in error

@@ -9,7 +9,6 @@ is a real loss. Resampling the *images*, and scoring both models on every resamp
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -18,25 +17,6 @@ from busassist.core.metrics import auc, bootstrap_interval, classification_metri
 
 #: Metrics compared, each computed from per-image results (see ``metric``).
 PAIRED_METRICS = ("acc", "sen", "spe", "auc", "dice", "lesion_found", "normal_no_lesion")
-
-
-def read_predictions(path: Path) -> dict[str, dict]:
-    """A card's per-image test results (``predictions_test.csv``), keyed by image."""
-    with Path(path).open(newline="") as handle:
-        return {
-            row["image"]: {
-                "label": int(row["label"]),
-                "probability": float(row["probability"]),
-                "dice": float(row["dice"]),
-                "detected": bool(int(row["lesion_detected"])),
-            }
-            for row in csv.DictReader(handle)
-        }
-
-
-def as_arrays(rows: dict[str, dict], keys: list[str]) -> dict[str, np.ndarray]:
-    """Per-image results in the order of ``keys`` (both models must use the same order)."""
-    return {name: np.array([rows[key][name] for key in keys]) for name in ("label", "probability", "dice", "detected")}
 
 
 def metric(name: str, results: dict[str, np.ndarray], ix: np.ndarray, threshold: float) -> float:
@@ -99,8 +79,13 @@ def format_paired(report: dict[str, dict[str, float]], new_label: str = "this ru
     return "\n".join(lines)
 
 
-def score_shipped(onnx_path: Path, data_root: Path, keys: list[str]) -> dict[str, np.ndarray]:
-    """The shipped model's per-image test results, computed as the card computed them."""
+def score_model(onnx_path: Path, data_root: Path, keys: list[str]) -> dict[str, np.ndarray]:
+    """A model's per-image results on ``keys``, computed as its card computed them.
+
+    Both models are scored afresh rather than read from ``predictions_test.csv``, whose rounded
+    probabilities tie small scores and shift the AUC in the third decimal, and whose detections
+    follow whatever "no lesion" rule the run was exported with.
+    """
     from busassist.core.inference import Analyzer
     from busassist.training.busi import discover
     from busassist.training.evaluate import analyse_cases
@@ -132,10 +117,9 @@ def compare_with_shipped(run: Path, models_dir: Path, data_root: Path) -> tuple[
     shipped_card = json.loads((models_dir / MODEL_CARD_JSON).read_text())
     if new_card["data"]["sha256"] != shipped_card["data"]["sha256"]:
         raise ValueError(f"{run}: trained on other data than the shipped model; no paired comparison")
-    rows = read_predictions(run / "predictions_test.csv")
-    keys = list(rows)
-    new = as_arrays(rows, keys)
-    shipped = score_shipped(models_dir / MODEL_FILENAME, data_root, keys)
+    keys = json.loads((run / "split.json").read_text())["test"]
+    new = score_model(run / MODEL_FILENAME, data_root, keys)
+    shipped = score_model(models_dir / MODEL_FILENAME, data_root, keys)
     report = paired_differences(
         new, shipped, new_card["decision_threshold"]["threshold"], shipped_card["decision_threshold"]["threshold"]
     )
