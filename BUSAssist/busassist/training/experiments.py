@@ -71,9 +71,13 @@ def record_command(out: Path, config: TrainConfig, extra: dict | None = None) ->
     (out / "command.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
-def test_metrics(config: TrainConfig, run: Path) -> dict[str, float]:
-    """Metrics of a finished run's best weights on its own test part (network grid, threshold 0.5)."""
-    data, split, _, cases = load_data(config)
+def test_metrics(config: TrainConfig, run: Path, loaded: tuple | None = None) -> dict[str, float]:
+    """Metrics of a finished run's best weights on its own test part (network grid, threshold 0.5).
+
+    ``loaded`` is ``load_data(config)`` when the caller already has it (hashing every image twice
+    is the slow part of a re-score).
+    """
+    data, split, _, cases = loaded or load_data(config)
     device = resolve_device(config.device)
     network = load_best(run, str(device)).to(device)
     probabilities, masks = predict(network, data, split.test, device)
@@ -216,7 +220,8 @@ def rescore_cv(out: Path) -> dict[str, float]:
     rows = []
     for fold, folder in enumerate(folders):
         fold_config = replace(config, out_dir=str(folder), folds=k, fold=fold)
-        _, split, fingerprint, cases = load_data(fold_config)
+        loaded = load_data(fold_config)
+        _, split, fingerprint, cases = loaded
         if fingerprint != command.get("data_sha256"):
             raise ValueError(f"{command_path}: the data under {config.data_root} differ from those the run trained on")
         trained_test = _read_json(folder / "split.json").get("test")
@@ -225,7 +230,7 @@ def rescore_cv(out: Path) -> dict[str, float]:
                 f"{folder / 'split.json'}: today's fold {fold} test part differs from the one trained with"
             )
         old = _read_json(folder / "metrics.json")
-        metrics = test_metrics(fold_config, folder)
+        metrics = test_metrics(fold_config, folder, loaded)
         metrics["seconds_per_epoch"] = old.get("seconds_per_epoch", metrics["seconds_per_epoch"])
         rows.append({"fold": fold, **metrics})
     for folder, row in zip(folders, rows):  # only now, when every fold has scored
