@@ -15,9 +15,9 @@ from busassist.training.paired_compare import PAIRED_METRICS, paired_differences
 
 
 def _results(labels: list[int], probabilities: list[float], dice: list[float], detected: list[bool]) -> dict:
-    return {
-        "label": np.array(labels),
-        "probability": np.array(probabilities),
+    return {  # the keys of evaluate.analyse_cases
+        "labels": np.array(labels),
+        "probabilities": np.array(probabilities),
         "dice": np.array(dice),
         "detected": np.array(detected),
     }

@@ -170,6 +170,11 @@ def cross_validate(
     for fold in range(folds):
         fold_config = replace(config, out_dir=str(out / f"fold-{fold}"), folds=folds, fold=fold)
         rows.append({"fold": fold, **train_and_score(fold_config, progress)})
+    return _write_folds(out, rows)
+
+
+def _write_folds(out: Path, rows: list[dict]) -> dict[str, float]:
+    """A cv run's per-fold table (folds.csv) and its summary over folds (cv.json)."""
     write_csv(out / "folds.csv", rows)
     summary = summarise(rows)
     (out / "cv.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -236,9 +241,7 @@ def rescore_cv(out: Path) -> dict[str, float]:
     for folder, row in zip(folders, rows):  # only now, when every fold has scored
         metrics = {key: value for key, value in row.items() if key != "fold"}
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    write_csv(out / "folds.csv", rows)
-    summary = summarise(rows)
-    (out / "cv.json").write_text(json.dumps(summary, indent=1) + "\n")
+    summary = _write_folds(out, rows)
     command.setdefault("rescored", []).append(
         {"code_version": code_version(), "at": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv}
     )

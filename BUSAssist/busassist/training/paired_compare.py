@@ -9,10 +9,12 @@ is a real loss. Resampling the *images*, and scoring both models on every resamp
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
+from busassist.constants import MODEL_CARD_JSON, MODEL_FILENAME
 from busassist.core.metrics import auc, bootstrap_interval, classification_metrics
 
 #: Metrics compared, each computed from per-image results (see ``metric``).
@@ -20,13 +22,16 @@ PAIRED_METRICS = ("acc", "sen", "spe", "auc", "dice", "lesion_found", "normal_no
 
 
 def metric(name: str, results: dict[str, np.ndarray], ix: np.ndarray, threshold: float) -> float:
-    """One metric of one model on the images ``ix`` (indices may repeat: a bootstrap resample)."""
-    labels = results["label"][ix]
+    """One metric of one model on the images ``ix`` (indices may repeat: a bootstrap resample).
+
+    ``results`` is ``evaluate.analyse_cases``'s output (labels, probabilities, dice, detected).
+    """
+    labels = results["labels"][ix]
     labelled, normal = labels >= 0, labels < 0
     if name in ("acc", "sen", "spe"):
-        return classification_metrics(labels[labelled], results["probability"][ix][labelled], threshold)[name]
+        return classification_metrics(labels[labelled], results["probabilities"][ix][labelled], threshold)[name]
     if name == "auc":
-        return auc(labels[labelled], results["probability"][ix][labelled])
+        return auc(labels[labelled], results["probabilities"][ix][labelled])
     if name == "dice":
         return float(results["dice"][ix][labelled].mean()) if labelled.any() else float("nan")
     if name == "lesion_found":
@@ -45,9 +50,9 @@ def paired_differences(
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
     """new - reference per metric, with a 95 % percentile interval over resampled images."""
-    if not np.array_equal(new["label"], reference["label"]):
+    if not np.array_equal(new["labels"], reference["labels"]):
         raise ValueError("the two models' results are not for the same images in the same order")
-    count = len(new["label"])
+    count = len(new["labels"])
     report = {}
     for name in PAIRED_METRICS:
 
@@ -79,38 +84,18 @@ def format_paired(report: dict[str, dict[str, float]], new_label: str = "this ru
     return "\n".join(lines)
 
 
-def score_model(onnx_path: Path, data_root: Path, keys: list[str]) -> dict[str, np.ndarray]:
-    """A model's per-image results on ``keys``, computed as its card computed them.
+def compare_with_shipped(run: Path, models_dir: Path, data_root: Path) -> tuple[dict, str]:
+    """Paired differences of ``run``'s exported model against the shipped one on the run's test split.
 
-    Both models are scored afresh rather than read from ``predictions_test.csv``, whose rounded
-    probabilities tie small scores and shift the AUC in the third decimal, and whose detections
-    follow whatever "no lesion" rule the run was exported with.
+    Both models are scored afresh, as their cards were, rather than read from
+    ``predictions_test.csv``, whose rounded probabilities tie small scores and shift the AUC in
+    the third decimal, and whose detections follow whatever "no lesion" rule the run was exported
+    with. Refuses (ValueError) when the two cards were made on different data, where pairing means
+    nothing.
     """
     from busassist.core.inference import Analyzer
     from busassist.training.busi import discover
     from busassist.training.evaluate import analyse_cases
-
-    cases = {case.key: case for case in discover(Path(data_root))}
-    missing = [key for key in keys if key not in cases]
-    if missing:
-        raise ValueError(f"{data_root}: {len(missing)} test images of the run are missing (e.g. {missing[0]})")
-    results = analyse_cases(Analyzer(onnx_path), [cases[key] for key in keys])
-    return {
-        "label": results["labels"],
-        "probability": results["probabilities"],
-        "dice": results["dice"],
-        "detected": results["detected"],
-    }
-
-
-def compare_with_shipped(run: Path, models_dir: Path, data_root: Path) -> tuple[dict, str]:
-    """Paired differences of ``run``'s exported model against the shipped one on the run's test split.
-
-    Refuses (ValueError) when the two cards were made on different data, where pairing means nothing.
-    """
-    import json
-
-    from busassist.constants import MODEL_CARD_JSON, MODEL_FILENAME
 
     run, models_dir = Path(run), Path(models_dir)
     new_card = json.loads((run / MODEL_CARD_JSON).read_text())
@@ -118,8 +103,13 @@ def compare_with_shipped(run: Path, models_dir: Path, data_root: Path) -> tuple[
     if new_card["data"]["sha256"] != shipped_card["data"]["sha256"]:
         raise ValueError(f"{run}: trained on other data than the shipped model; no paired comparison")
     keys = json.loads((run / "split.json").read_text())["test"]
-    new = score_model(run / MODEL_FILENAME, data_root, keys)
-    shipped = score_model(models_dir / MODEL_FILENAME, data_root, keys)
+    cases = {case.key: case for case in discover(Path(data_root))}
+    missing = [key for key in keys if key not in cases]
+    if missing:
+        raise ValueError(f"{data_root}: {len(missing)} test images of the run are missing (e.g. {missing[0]})")
+    test_cases = [cases[key] for key in keys]
+    new = analyse_cases(Analyzer(run / MODEL_FILENAME), test_cases)
+    shipped = analyse_cases(Analyzer(models_dir / MODEL_FILENAME), test_cases)
     report = paired_differences(
         new, shipped, new_card["decision_threshold"]["threshold"], shipped_card["decision_threshold"]["threshold"]
     )
