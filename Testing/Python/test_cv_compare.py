@@ -61,12 +61,23 @@ def test_undefined_folds_drop_out_of_both_sides(tmp_path: Path) -> None:
     assert dice["folds_compared"] == 2 and dice["candidate"] == pytest.approx(0.6) and dice["reference"] == 0.55
 
 
-@pytest.mark.parametrize("change", [{"seed": 7}, {"image_size": 224}, {"task": "single-clf"}])
+@pytest.mark.parametrize("change", [{"seed": 7}, {"limit": 40}, {"task": "single-clf"}])
 def test_runs_on_different_folds_are_refused(tmp_path: Path, change: dict) -> None:
     reference = _cv_folder(tmp_path / "ref", [0.5, 0.6])
     candidate = _cv_folder(tmp_path / "cand", [0.5, 0.6], **change)
     with pytest.raises(ValueError, match="not comparable"):
         compare_cv(candidate, reference)
+
+
+def test_different_input_sizes_compare_with_a_dice_caveat(tmp_path: Path) -> None:
+    reference = _cv_folder(tmp_path / "ref", [0.5, 0.6])
+    candidate = _cv_folder(tmp_path / "cand", [0.6, 0.6], image_size=160)
+    result = compare_cv(candidate, reference)
+    assert result["changed_settings"] == {"image_size": [128, 160]}
+    assert "128 vs 160 px" in result["caveat"] and "Dice" in result["caveat"]
+    assert "Caveat: input sizes differ (128 vs 160 px)" in format_comparison(result)
+    same_size = compare_cv(_cv_folder(tmp_path / "other", [0.5, 0.6], dice="image"), reference)
+    assert "caveat" not in same_size and "Caveat" not in format_comparison(same_size)
 
 
 def test_command_writes_json_and_reports_mismatch_in_one_line(tmp_path: Path, capsys) -> None:

@@ -21,9 +21,15 @@ from busassist.training.operating_check import nan_mean_se
 #: Metrics compared (columns of folds.csv), all "higher is better"; runs scored before a metric
 #: existed lack its column, and it is left out.
 COMPARED = ("acc", "sen", "spe", "auc", "dice", "lesion_found", "normal_no_lesion")
-#: Settings that fix the partition, the task and its scale; they must agree between the two runs
-#: (the data themselves are compared by their hash, wherever they were read from).
-SAME_SETTINGS = ("seed", "task", "image_size", "limit", "extra_train")
+#: Settings that fix the partition and the task; they must agree between the two runs (the data
+#: themselves are compared by their hash, wherever they were read from).
+SAME_SETTINGS = ("seed", "task", "limit", "extra_train")
+#: The input size is a recipe choice too, but the fold scores measure Dice on each run's own network
+#: grid: runs of different sizes are compared with that caveat attached, not refused.
+SCALE_CAVEAT = (
+    "input sizes differ ({reference} vs {candidate} px): ACC/SEN/SPE/AUC and the lesion-found rates "
+    "compare directly, but Dice is measured against masks resampled to each run's own grid"
+)
 #: Settings that say where or how a run was executed, not what it trained.
 NOT_RECIPE = ("out_dir", "data_root", "cache_dir", "device")
 
@@ -71,6 +77,9 @@ def compare_cv(candidate: Path, reference: Path) -> dict:
     }
     result: dict = {"candidate": str(candidate), "reference": str(reference), "folds": len(cand_folds)}
     result["changed_settings"] = changed  # what the recipes differ in: [reference, candidate]
+    if "image_size" in changed:
+        reference_size, candidate_size = changed["image_size"]
+        result["caveat"] = SCALE_CAVEAT.format(reference=reference_size, candidate=candidate_size)
     for key in COMPARED:
         if key not in cand_folds[0] or key not in ref_folds[0]:
             continue  # a single-task run has no Dice (single-clf) or no ACC/SEN/SPE/AUC (single-sgm)
@@ -94,6 +103,7 @@ def format_comparison(result: dict) -> str:
     lines = [
         f"{result['candidate']} vs {result['reference']} ({result['folds']} paired folds); "
         f"changed: {', '.join(f'{k} {v[0]} -> {v[1]}' for k, v in result['changed_settings'].items()) or 'nothing'}",
+        *([f"Caveat: {result['caveat']}."] if "caveat" in result else []),
         "",
         "| metric | reference | candidate | difference ± SE | folds better |",
         "|---|---|---|---|---|",
