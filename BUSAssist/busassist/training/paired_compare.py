@@ -53,13 +53,13 @@ def paired_differences(
     if not np.array_equal(new["labels"], reference["labels"]):
         raise ValueError("the two models' results are not for the same images in the same order")
     count = len(new["labels"])
+    everything = np.arange(count)
     report = {}
     for name in PAIRED_METRICS:
 
         def difference(ix: np.ndarray, name: str = name) -> float:
             return metric(name, new, ix, new_threshold) - metric(name, reference, ix, reference_threshold)
 
-        everything = np.arange(count)
         low, high = bootstrap_interval(difference, count, resamples, seed)
         report[name] = {
             "new": metric(name, new, everything, new_threshold),
