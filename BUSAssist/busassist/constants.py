@@ -31,6 +31,13 @@ MASK_THRESHOLD: float = 0.5
 #: A predicted mask smaller than this fraction of the analysed region is reported as "no lesion".
 MIN_LESION_FRACTION: float = 0.002
 
+#: Largest frame (rows x columns) the readers decode; larger declared frames are refused before any
+#: allocation (``busassist analyze --max-pixels``). 4096 x 4096 is well above any ultrasound scanner's
+#: output (typically 640 x 480 to 1920 x 1080) and keeps one worker under 600 MB on the largest frame.
+MAX_PIXELS: int = 4096 * 4096
+#: Files that can only be decoded whole (deflated transfer syntax, pydicom 2): the most they may inflate to.
+MAX_WHOLE_FILE_BYTES: int = 256 * 1024 * 1024
+
 #: Mask Dice losses the trainer offers (training/losses.py DICE_LOSSES implements each): Eq. 5 over
 #: the whole batch, or the mean per lesion image.
 DICE_VARIANTS: tuple[str, ...] = ("batch", "image")

@@ -305,7 +305,7 @@ def test_batch_with_bad_files(
     errors = read_csv(out / "errors.csv")
     assert sorted(e["file"] for e in errors) == sorted(str(p) for p in bad)  # inputs run in series order
     for error in errors:
-        assert set(error) == {"file", "stage", "reason"}
+        assert set(error) == {"file", "frame", "stage", "reason"}
         assert error["stage"] and error["reason"]
         assert "\n" not in error["reason"]
     assert {e["file"]: e["stage"] for e in errors}[str(ct)] == "check"
@@ -320,8 +320,16 @@ def test_any_modality_accepts_ct(emtnet_onnx: FixtureModel, tmp_path: Path) -> N
     ct = tmp_path / "ct.dcm"
     write_ct(ct)
     out = tmp_path / "out"
-    assert analyze([ct], out, emtnet_onnx.path, "--any-modality", "--no-overlays") == 0
+    assert analyze([ct], out, emtnet_onnx.path, "--any-modality", "--no-overlays", "--no-seg") == 0
     assert len(read_csv(out / "results.csv")) == 1
+    # With SEG output: this CT has no Frame of Reference, so no SEG can be made. The frame's row
+    # stays (with an empty seg_path), the SEG failure is an errors.csv row and the exit status 2.
+    with_seg = tmp_path / "with-seg"
+    assert analyze([ct], with_seg, emtnet_onnx.path, "--any-modality", "--no-overlays") == 2
+    (row,) = read_csv(with_seg / "results.csv")
+    assert row["seg_path"] == "" and row["decision"]
+    (error,) = read_csv(with_seg / "errors.csv")
+    assert error["stage"] == "seg" and "Frame Of Reference" in error["reason"]
 
 
 # ---------------------------------------------------------------------------------------------

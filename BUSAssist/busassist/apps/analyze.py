@@ -11,28 +11,38 @@ finishes the rest, and a kill loses at most the frame in flight.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
 import sys
 import time
+import warnings
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from busassist.apps.outputs import (
+    OutputError,
     append_row,
     ensure_csv,
     frame_key,
+    hold_folder,
+    inside,
     load_png,
     overlay_image,
+    png_is_intact,
     read_rows,
     safe_stem,
     save_png,
 )
 from busassist.apps.scan import expand_inputs, series_order
+from busassist.constants import MAX_PIXELS
+from busassist.core.identifiers import IDENTIFYING_KEYWORDS, Redactor, is_valid_uid
 from busassist.core.inference import Analyzer, FrameResult
-from busassist.core.io import ALL_FRAMES, Frame, FrameSelection, InputError, is_dicom, read_frames
+from busassist.core.io import ALL_FRAMES, Frame, FrameSelection, InputError, is_dicom, iter_frames
 from busassist.core.measurements import EMPTY_ROW, as_row, measure_largest
 from busassist.core.model_store import sha256_of
 
@@ -60,9 +70,11 @@ RESULT_COLUMNS = [
     "patient_id",
     "patient_name",
     "model_sha256",
+    "notes",
     "resume_key",
 ]
-ERROR_COLUMNS = ["file", "stage", "reason"]
+#: ``frame`` is 0-based like results.csv's, empty when the whole input was refused.
+ERROR_COLUMNS = ["file", "frame", "stage", "reason"]
 __all__ = ["AnalyzeOptions", "FileReport", "analyze_file", "analyze_paths", "expand_inputs"]
 
 
@@ -77,6 +89,7 @@ class AnalyzeOptions:
     frames: FrameSelection = ALL_FRAMES
     volume_formats: tuple[str, ...] = ()  # extra mask files: "nifti" (.nii.gz) and/or "nrrd"
     keep_identifiers: bool = False  # add patient ID / name columns (off: UIDs only, the default)
+    max_pixels: int = MAX_PIXELS  # largest frame (rows x columns) decoded; larger ones are refused unread
 
 
 @dataclass
@@ -86,8 +99,10 @@ class FileReport:
     path: str
     analysed: int = 0
     skipped: int = 0
-    error: InputError | None = None  # the input was refused
+    error: InputError | None = None  # the first refusal (of the input or of one of its frames)
     seg_error: InputError | None = None  # analysed, but its DICOM SEG could not be written
+    errors: list[InputError] = field(default_factory=list)  # every errors.csv row this input produced
+    warnings: list[str] = field(default_factory=list)  # scrubbed library warnings, each once
     rows: list[dict] = field(default_factory=list)
 
 
@@ -120,9 +135,10 @@ def _result_row(
         "pixel_spacing_mm": "" if spacing is None else f"{spacing[0]:.6g}\\{spacing[1]:.6g}",
         "mask_path": str(mask_path.relative_to(out)),
         "overlay_path": "" if overlay_path is None else str(overlay_path.relative_to(out)),
-        "seg_path": "",
+        "seg_path": "",  # filled in once the SEG is written
         "model_version": analyzer.metadata.model_version,
         "model_sha256": model_sha256,
+        "notes": "; ".join(frame.notes),
         "resume_key": frame_key(frame.source, frame.sop_instance_uid, frame.index, model_sha256),
     }
     row.update(EMPTY_ROW if measurement is None else as_row(measurement))
@@ -130,75 +146,204 @@ def _result_row(
 
 
 def analyze_file(
-    path: str | Path,
+    path: str | Path | InputError,
     analyzer: Analyzer,
     out: str | Path,
     options: AnalyzeOptions | None = None,
     done: set[str] | frozenset[str] = frozenset(),
 ) -> FileReport:
-    """Analyse one file (every selected frame) and write its outputs into ``out``.
+    """Analyse one file (every selected frame) and write its outputs into ``out``; never raises for the input.
 
     This is the unit of work of the batch command and the function to map over files with a
     cluster engine (Dask, Ray, ...): it needs only the file, an ``Analyzer`` (create one per
     worker process and reuse it), the output folder and the keys of frames already done. Rows are
     appended to ``out/results.csv`` (which must exist with its header: call ``prepare_output``),
-    and returned in the report. A bad file gives ``report.error``; nothing is raised.
+    and returned in the report. Whatever goes wrong with the file or one of its frames, while
+    reading, decoding, analysing or writing, becomes one errors.csv row and ``report.errors``;
+    ``path`` may itself be a refusal from ``expand_inputs``, which is recorded the same way.
     """
     options = options or AnalyzeOptions()
     out = Path(out)
+    if isinstance(path, InputError):
+        report = FileReport(path.path)
+        _record(out, report, path, Redactor())
+        return report
     report = FileReport(str(path))
-    model_sha256 = analyzer.sha256 or sha256_of(analyzer.model_path)
-    threshold = analyzer.threshold(options.effective_weight)
-    masks: dict[int, tuple[np.ndarray, tuple[int, int]]] = {}  # bit-packed: 1/8 of a byte mask per frame
-    try:
-        for frame in read_frames(path, options.any_modality, options.frames):
-            stem = safe_stem(frame)
-            mask_path = out / "masks" / f"{stem}_mask.png"
-            key = frame_key(frame.source, frame.sop_instance_uid, frame.index, model_sha256)
-            if key in done and mask_path.exists():
-                report.skipped += 1
-                masks[frame.index] = _pack(load_png(mask_path))
-                continue
-            result = analyzer.analyze(frame)
-            save_png(mask_path, result.mask)
-            overlay_path = None
-            if options.overlays:
-                overlay_path = out / "overlays" / f"{stem}_overlay.png"
-                save_png(overlay_path, overlay_image(frame.pixels, result.mask))
-            row = _result_row(frame, result, threshold, out, mask_path, overlay_path, analyzer, model_sha256)
-            row["volume_paths"] = ";".join(
-                str(p.relative_to(out)) for p in save_volumes(mask_path, result, options.volume_formats)
-            )
-            if options.keep_identifiers:
-                row.update(patient_identifiers(Path(path)))
-            if options.dicom_seg and frame.sop_instance_uid:
-                row["seg_path"] = str(seg_path_for(frame, out).relative_to(out))
-            append_row(out / "results.csv", RESULT_COLUMNS, row)
-            report.rows.append(row)
-            report.analysed += 1
-            masks[frame.index] = _pack(result.mask)
-        if options.dicom_seg and masks and is_dicom(Path(path)):
-            try:
-                _write_seg(Path(path), masks, analyzer, out)
-            except InputError as error:  # the frames are analysed and saved; only the SEG is missing
-                report.seg_error = error
-                _record_error(out, error, done)
-    except InputError as error:
-        report.error = error
-        _record_error(out, error, done)
+    redact = Redactor()
+    with captured_diagnostics() as diagnostics:
+        try:
+            redact = _redactor_for(Path(path))
+            _analyze_frames(Path(path), analyzer, out, options, done, report, redact)
+        except InputError as error:
+            _record(out, report, error, redact)
+        except Exception as error:  # anything else about this input: one row, never the run
+            _record(out, report, InputError(path, _describe(error), "analyze"), redact)
+    report.warnings = sorted({redact(message) for message in diagnostics})
     return report
 
 
-def _error_key(file: str, stage: str, reason: str) -> str:
-    return f"error|{file}|{stage}|{reason}"
+def _describe(error: BaseException) -> str:
+    """One line naming the exception type, for a failure nobody planned a message for."""
+    text = " ".join(str(error).split())
+    return f"{error.__class__.__name__}: {text}" if text else error.__class__.__name__
 
 
-def _record_error(out: Path, error: InputError, done: set[str] | frozenset[str]) -> None:
-    """One errors.csv row per refusal; a rerun that meets the same refusal does not repeat it."""
-    if _error_key(error.path, error.stage, error.reason) not in done:
-        append_row(
-            out / "errors.csv", ERROR_COLUMNS, {"file": error.path, "stage": error.stage, "reason": error.reason}
-        )
+def _analyze_frames(
+    path: Path,
+    analyzer: Analyzer,
+    out: Path,
+    options: AnalyzeOptions,
+    done: set[str] | frozenset[str],
+    report: FileReport,
+    redact: Redactor,
+) -> None:
+    model_sha256 = analyzer.sha256 or sha256_of(analyzer.model_path)
+    threshold = analyzer.threshold(options.effective_weight)
+    masks: dict[int, tuple[np.ndarray, tuple[int, int]]] = {}  # bit-packed: 1/8 of a byte mask per frame
+    pending: list[dict] = []  # rows of a DICOM whose SEG is written at the end (their seg_path waits for it)
+    wants_seg = options.dicom_seg and is_dicom(path)
+    first: Frame | None = None
+    for item in iter_frames(path, options.any_modality, options.frames, options.max_pixels):
+        if isinstance(item, InputError):
+            _record(out, report, item, redact)
+            continue
+        first = first or item
+        try:
+            row, mask = _analyze_frame(item, analyzer, out, options, done, model_sha256, threshold)
+        except Exception as error:  # this frame only: the next one may be fine
+            stage = "write" if isinstance(error, (OSError, OutputError)) else "analyze"
+            _record(out, report, InputError(path, _describe(error), stage, item.index), redact)
+            continue
+        masks[item.index] = _pack(mask)
+        if row is None:
+            report.skipped += 1
+            continue
+        if options.keep_identifiers:
+            row.update(patient_identifiers(path))
+        if wants_seg:
+            pending.append(row)
+        else:
+            _append_result(out, report, row)
+    if not (wants_seg and masks and first is not None):
+        return
+    try:
+        seg = _write_seg(path, first, masks, analyzer, out, all_skipped=not pending)
+    except InputError as error:  # the frames are analysed and saved; only the SEG is missing
+        report.seg_error = error
+        _record(out, report, error, redact, counts_as_refusal=False)
+        seg = None
+    for row in pending:
+        row["seg_path"] = "" if seg is None else str(seg.relative_to(out))
+        _append_result(out, report, row)
+
+
+def _analyze_frame(
+    frame: Frame,
+    analyzer: Analyzer,
+    out: Path,
+    options: AnalyzeOptions,
+    done: set[str] | frozenset[str],
+    model_sha256: str,
+    threshold: float,
+) -> tuple[dict | None, np.ndarray]:
+    """``(row, mask)`` of one frame; ``row`` is None when the frame was done before and its files are intact.
+
+    A finished frame whose mask or overlay is missing or damaged (zero bytes, cut short) is
+    computed again and its files rewritten; its row is already in results.csv.
+    """
+    stem = safe_stem(frame)
+    mask_path = inside(out, out / "masks" / f"{stem}_mask.png")
+    overlay_path = inside(out, out / "overlays" / f"{stem}_overlay.png") if options.overlays else None
+    key = frame_key(frame.source, frame.sop_instance_uid, frame.index, model_sha256)
+    if key in done:
+        mask = load_png(mask_path)
+        if mask is not None and mask.shape[:2] == frame.pixels.shape[:2]:
+            if overlay_path is not None and not png_is_intact(overlay_path):
+                save_png(overlay_path, overlay_image(frame.pixels, mask))
+            return None, mask
+    result = analyzer.analyze(frame)
+    if not np.isfinite(result.probability):
+        raise InputError(frame.source, "the model returned a non-finite score", "analyze", frame.index)
+    save_png(mask_path, result.mask)
+    if overlay_path is not None:
+        save_png(overlay_path, overlay_image(frame.pixels, result.mask))
+    if key in done:  # recomputed to repair its files: the row is there already
+        return None, result.mask
+    row = _result_row(frame, result, threshold, out, mask_path, overlay_path, analyzer, model_sha256)
+    row["volume_paths"] = ";".join(
+        str(p.relative_to(out)) for p in save_volumes(out, mask_path, result, options.volume_formats)
+    )
+    return row, result.mask
+
+
+def _append_result(out: Path, report: FileReport, row: dict) -> None:
+    """One results.csv row, unless another run or worker sharing the folder wrote this frame already."""
+    if append_row(out / "results.csv", RESULT_COLUMNS, row, unique_by=("resume_key",)):
+        report.rows.append(row)
+        report.analysed += 1
+    else:
+        report.skipped += 1
+
+
+def _redactor_for(path: Path) -> Redactor:
+    """The identifiers of a DICOM file (read raw, without validation warnings); an empty one otherwise."""
+    if not is_dicom(path):
+        return Redactor()
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(IDENTIFYING_KEYWORDS))
+    except Exception:  # the reader reports an unreadable header
+        return Redactor()
+    return Redactor.from_dataset(header)
+
+
+class _Collector(logging.Handler):
+    def __init__(self, sink: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append(record.getMessage())
+
+
+@contextmanager
+def captured_diagnostics():
+    """Collect the warnings and library log messages of one input instead of printing them raw.
+
+    pydicom's value validation and highdicom quote header values (a birth date, a name) in their
+    warnings; they are gathered here and printed scrubbed, once per kind per file.
+    """
+    messages: list[str] = []
+    handler = _Collector(messages)
+    loggers = [logging.getLogger(name) for name in ("pydicom", "highdicom")]
+    saved = [(logger.propagate, logger.level) for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield messages
+            messages.extend(f"{w.category.__name__}: {w.message}" for w in caught)
+    finally:
+        for logger, (propagate, _) in zip(loggers, saved):
+            logger.removeHandler(handler)
+            logger.propagate = propagate
+
+
+def _record(out: Path, report: FileReport, error: InputError, redact: Redactor, counts_as_refusal: bool = True) -> None:
+    """One errors.csv row (once, also across reruns and runs sharing the folder) and the report's list."""
+    error = InputError(error.path, redact(error.reason), error.stage, error.frame)
+    report.errors.append(error)
+    if counts_as_refusal and report.error is None:
+        report.error = error
+    row = {"file": error.path, "frame": "" if error.frame is None else error.frame, "stage": error.stage}
+    row["reason"] = error.reason
+    try:
+        append_row(out / "errors.csv", ERROR_COLUMNS, row, unique_by=tuple(ERROR_COLUMNS))
+    except OSError as failure:  # errors.csv itself cannot be written: the report and stderr still say it
+        report.warnings.append(f"errors.csv not written ({failure.__class__.__name__})")
 
 
 def patient_identifiers(path: Path) -> dict[str, str]:
@@ -207,11 +352,14 @@ def patient_identifiers(path: Path) -> dict[str, str]:
         return {}
     import pydicom
 
-    header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", "PatientName"])
-    return {"patient_id": str(header.get("PatientID", "")), "patient_name": str(header.get("PatientName", ""))}
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", "PatientName"])
+        return {"patient_id": str(header.get("PatientID", "")), "patient_name": str(header.get("PatientName", ""))}
+    except Exception:  # a malformed value: the columns stay empty, the analysis stands
+        return {}
 
 
-def save_volumes(mask_path: Path, result: FrameResult, formats: tuple[str, ...]) -> list[Path]:
+def save_volumes(out: Path, mask_path: Path, result: FrameResult, formats: tuple[str, ...]) -> list[Path]:
     """The mask as NIfTI / NRRD beside its PNG, with the region's pixel spacing (SimpleITK)."""
     if not formats:
         return []
@@ -223,8 +371,9 @@ def save_volumes(mask_path: Path, result: FrameResult, formats: tuple[str, ...])
         image.SetSpacing((float(spacing[1]), float(spacing[0])))  # SimpleITK: (x = column, y = row)
     written = []
     for name in formats:
-        target = mask_path.with_name(mask_path.stem + {"nifti": ".nii.gz", "nrrd": ".nrrd"}[name])
-        temporary = target.with_name("tmp-" + target.name)
+        target = inside(out, mask_path.with_name(mask_path.stem + {"nifti": ".nii.gz", "nrrd": ".nrrd"}[name]))
+        suffix = "".join(target.suffixes[-2:] if name == "nifti" else target.suffixes[-1:])
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp{suffix}")  # unique per process
         sitk.WriteImage(image, str(temporary), useCompression=True)
         temporary.replace(target)
         written.append(target)
@@ -232,53 +381,84 @@ def save_volumes(mask_path: Path, result: FrameResult, formats: tuple[str, ...])
 
 
 def seg_path_for(frame: Frame, out: Path) -> Path:
-    study = frame.study_instance_uid or "unknown-study"
-    series = frame.series_instance_uid or "unknown-series"
-    return out / "seg" / study / series / f"{frame.sop_instance_uid}.seg.dcm"
+    """``seg/<study>/<series>/<SOP UID>.seg.dcm`` from checked UIDs only, resolved inside ``out``."""
+    parts = (frame.study_instance_uid, frame.series_instance_uid, frame.sop_instance_uid)
+    if not all(is_valid_uid(part) for part in parts):
+        raise InputError(
+            frame.source, "no DICOM SEG: the source's study, series or instance UID is missing or invalid", "seg"
+        )
+    study, series, instance = parts
+    return inside(out, out / "seg" / study / series / f"{instance}.seg.dcm")
 
 
 def _pack(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     return np.packbits(np.asarray(mask) > 0), mask.shape[:2]
 
 
-def _write_seg(path: Path, masks: dict[int, tuple[np.ndarray, tuple[int, int]]], analyzer: Analyzer, out: Path) -> None:
-    """One DICOM Segmentation per analysed instance, with every analysed frame of it.
+def seg_is_intact(path: Path, frames: int) -> bool:
+    """True when ``path`` is a readable SEG with the pixel data of ``frames`` frames (a cut file is not)."""
+    import pydicom
+
+    try:
+        seg = pydicom.dcmread(path)
+        expected = (int(seg.Rows) * int(seg.Columns) * frames + 7) // 8
+        return int(getattr(seg, "NumberOfFrames", 1)) == frames and len(seg.PixelData) >= expected
+    except Exception:
+        return False
+
+
+def _write_seg(
+    path: Path,
+    frame: Frame,
+    masks: dict[int, tuple[np.ndarray, tuple[int, int]]],
+    analyzer: Analyzer,
+    out: Path,
+    all_skipped: bool = False,
+) -> Path:
+    """One DICOM Segmentation per analysed instance, with every analysed frame of it; returns its path.
 
     Masks wait for the SEG bit-packed (a 1,000-frame 640 x 480 cine: 38 MB); the SEG of a long
     cine is still built in memory at the end, so use ``--frames`` or ``--no-seg`` for very long ones.
+    A rerun that found every frame done keeps an intact SEG instead of building it again.
     """
     import pydicom
 
     from busassist.core.dicom_seg import SegmentationError, write_segmentation
 
-    source = pydicom.dcmread(path, stop_before_pixels=True)
-    frame = Frame(
-        str(path),
-        0,
-        np.zeros((1, 1)),
-        None,
-        str(source.SOPInstanceUID),
-        str(source.get("StudyInstanceUID", "")) or None,
-        str(source.get("SeriesInstanceUID", "")) or None,
-    )
+    target = seg_path_for(frame, out)
+    if all_skipped and seg_is_intact(target, len(masks)):
+        return target
     try:
+        source = pydicom.dcmread(path, stop_before_pixels=True)
         unpacked = {
             index: np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
             for index, (bits, shape) in masks.items()
         }
-        write_segmentation(source, unpacked, analyzer.metadata.model_version, seg_path_for(frame, out))
+        return write_segmentation(source, unpacked, analyzer.metadata.model_version, target)
     except SegmentationError as error:
         raise InputError(path, f"DICOM SEG not written: {error}", "seg") from None
+    except Exception as error:  # a header value highdicom or pydicom cannot take: the frames stay
+        raise InputError(path, f"DICOM SEG not written: {_describe(error)}", "seg") from None
 
 
 def prepare_output(out: Path) -> set[str]:
-    """Create the output folder and CSV headers; return the keys of frames and refusals already recorded."""
-    out.mkdir(parents=True, exist_ok=True)
-    ensure_csv(out / "results.csv", RESULT_COLUMNS)
-    ensure_csv(out / "errors.csv", ERROR_COLUMNS)
-    done = {row["resume_key"] for row in read_rows(out / "results.csv") if row.get("resume_key")}
-    done.update(_error_key(r["file"], r["stage"], r["reason"]) for r in read_rows(out / "errors.csv"))
-    return done
+    """Create the output folder and CSV headers; return the resume keys of frames already in results.csv.
+
+    An output folder that cannot be used (read-only file system, a file where the folder should
+    be, no permission) raises ``OutputError`` with one line.
+    """
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not out.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(out))
+        ensure_csv(out / "results.csv", RESULT_COLUMNS)
+        ensure_csv(out / "errors.csv", ERROR_COLUMNS)
+        return {row["resume_key"] for row in read_rows(out / "results.csv") if row.get("resume_key")}
+    except OSError as error:
+        raise OutputError(
+            f"{out}: output folder cannot be written ({error.strerror or error.__class__.__name__})"
+        ) from None
 
 
 # Worker processes: each creates its Analyzer (onnxruntime session) once.
@@ -289,7 +469,7 @@ def _init_worker(model_path: str, threads: int, out: str, options: AnalyzeOption
     _WORKER.update(analyzer=Analyzer(model_path, threads=threads), out=Path(out), options=options, done=done)
 
 
-def _work(path: Path) -> FileReport:
+def _work(path: Path | InputError) -> FileReport:
     report = analyze_file(path, _WORKER["analyzer"], _WORKER["out"], _WORKER["options"], _WORKER["done"])
     report.rows = []  # already on disk; do not ship them back through the pipe
     return report
@@ -299,9 +479,14 @@ def _work(path: Path) -> FileReport:
 class Summary:
     frames: int = 0
     skipped: int = 0
-    refused: int = 0
+    refused: int = 0  # inputs with at least one errors.csv row other than a SEG failure
     seg_failures: int = 0
     seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0 when everything was analysed and written, 2 when some input, frame or SEG was refused."""
+        return 2 if self.refused or self.seg_failures else 0
 
 
 def analyze_paths(
@@ -319,14 +504,49 @@ def analyze_paths(
     progress: bool = True,
     volume_formats: tuple[str, ...] = (),
     keep_identifiers: bool = False,
+    max_pixels: int = MAX_PIXELS,
 ) -> Summary:
-    """Analyse every frame of every input, in ``workers`` processes, resuming a previous run in ``out``."""
+    """Analyse every frame of every input, in ``workers`` processes, resuming a previous run in ``out``.
+
+    The run holds the folder's lock throughout: a second run into the same ``out`` raises
+    ``FolderBusy`` before touching anything; ``OutputError`` when ``out`` cannot be written.
+    """
     started = time.perf_counter()
     out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = hold_folder(out)
+    except OSError as error:
+        raise OutputError(
+            f"{out}: output folder cannot be written ({error.strerror or error.__class__.__name__})"
+        ) from None
+    try:
+        return _run(
+            inputs,
+            out,
+            analyzer,
+            log,
+            workers,
+            model_path,
+            progress,
+            started,
+            AnalyzeOptions(
+                effective_weight,
+                overlays,
+                dicom_seg,
+                any_modality,
+                frames,
+                volume_formats,
+                keep_identifiers,
+                max_pixels,
+            ),
+        )
+    finally:
+        lock.release()
+
+
+def _run(inputs, out, analyzer, log, workers, model_path, progress, started, options) -> Summary:
     done = prepare_output(out)
-    options = AnalyzeOptions(
-        effective_weight, overlays, dicom_seg, any_modality, frames, volume_formats, keep_identifiers
-    )
     paths = series_order(list(expand_inputs(inputs)))
     summary = Summary()
     bar = _progress(len(paths), progress)
@@ -334,12 +554,14 @@ def analyze_paths(
     def account(report: FileReport) -> None:
         summary.frames += report.analysed
         summary.skipped += report.skipped
-        if report.error is not None:
+        if any(error.stage != "seg" for error in report.errors):
             summary.refused += 1
-            log(f"busassist: {report.error}", file=sys.stderr)
         if report.seg_error is not None:
             summary.seg_failures += 1
-            log(f"busassist: {report.seg_error}", file=sys.stderr)
+        for error in report.errors:
+            log(f"busassist: {error}", file=sys.stderr)
+        for message in report.warnings:
+            log(f"busassist: {report.path}: warning: {message}", file=sys.stderr)
         bar.update(1)
         bar.set_postfix(frames=summary.frames, refused=summary.refused)
 

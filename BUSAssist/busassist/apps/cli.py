@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from busassist.constants import EFFECTIVE_WEIGHT_MAX, EFFECTIVE_WEIGHT_MIN
+from busassist.constants import EFFECTIVE_WEIGHT_MAX, EFFECTIVE_WEIGHT_MIN, MAX_PIXELS
 from busassist.core.io import FrameSelection
 from busassist.core.model_store import ModelError
 
@@ -18,6 +18,16 @@ def _effective_weight(text: str) -> float:
     return value
 
 
+def _max_pixels(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a whole number of pixels") from None
+    if value < 64:
+        raise argparse.ArgumentTypeError("must be at least 64 pixels")
+    return value
+
+
 def _frames(text: str) -> FrameSelection:
     try:
         return FrameSelection(text)
@@ -26,7 +36,7 @@ def _frames(text: str) -> FrameSelection:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from busassist.apps.analyze import analyze_paths
+    from busassist.apps.outputs import OutputError
     from busassist.core.inference import Analyzer
 
     if args.workers < 1:
@@ -44,7 +54,29 @@ def _analyze(args: argparse.Namespace) -> int:
     except ModelError as error:
         print(f"busassist: {error}", file=sys.stderr)
         return 1
-    summary = analyze_paths(
+    try:
+        summary = _run_batch(args, analyzer, formats)
+    except OutputError as error:
+        print(f"busassist: {error}", file=sys.stderr)
+        return 1
+    rate = summary.frames / summary.seconds if summary.seconds else 0.0
+    refused = (
+        f"refused {summary.refused} input(s) (see {args.out / 'errors.csv'})" if summary.refused else "refused none"
+    )
+    if summary.seg_failures:
+        refused += f", DICOM SEG not written for {summary.seg_failures} file(s) (see {args.out / 'errors.csv'})"
+    print(
+        f"analysed {summary.frames} frame(s), skipped {summary.skipped} already done, {refused}; "
+        f"{rate:.1f} frames/s; results in {args.out / 'results.csv'}"
+    )
+    return summary.exit_code
+
+
+def _run_batch(args: argparse.Namespace, analyzer, formats: tuple[str, ...]):
+    """The batch with the command line's options (raises ``OutputError`` for an unusable --out)."""
+    from busassist.apps.analyze import analyze_paths
+
+    return analyze_paths(
         args.inputs,
         args.out,
         analyzer if args.workers == 1 else None,
@@ -58,18 +90,8 @@ def _analyze(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         volume_formats=formats,
         keep_identifiers=args.keep_identifiers,
+        max_pixels=args.max_pixels,
     )
-    rate = summary.frames / summary.seconds if summary.seconds else 0.0
-    refused = (
-        f"refused {summary.refused} input(s) (see {args.out / 'errors.csv'})" if summary.refused else "refused none"
-    )
-    if summary.seg_failures:
-        refused += f", DICOM SEG not written for {summary.seg_failures} file(s)"
-    print(
-        f"analysed {summary.frames} frame(s), skipped {summary.skipped} already done, {refused}; "
-        f"{rate:.1f} frames/s; results in {args.out / 'results.csv'}"
-    )
-    return 2 if summary.refused else 0
 
 
 class UsageExit1Parser(argparse.ArgumentParser):
@@ -106,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-identifiers",
         action="store_true",
         help="add patient ID and name columns to results.csv (default: UIDs only)",
+    )
+    analyze.add_argument(
+        "--max-pixels",
+        type=_max_pixels,
+        default=MAX_PIXELS,
+        metavar="N",
+        help=f"refuse, before decoding, frames of more than N pixels (rows x columns; default {MAX_PIXELS})",
     )
     analyze.add_argument(
         "--frames",

@@ -1,56 +1,155 @@
-"""Writing batch outputs so that a kill never corrupts or loses finished work.
+"""Writing batch outputs so that a kill, a second run or a hostile header never corrupts or loses work.
 
-Images are written to a temporary name and renamed into place; CSV rows are appended one at a
-time under an exclusive file lock, with one ``write`` per row, so several worker processes can
-share ``results.csv`` and a crash loses at most the frame being analysed.
+- Every output path is resolved and must lie inside the output folder (``OutputFolder.path_for``);
+  names come from checked UIDs or hashes, never from raw header values.
+- Images are written to a unique temporary name (``tempfile.mkstemp``) in the target folder and
+  renamed into place, so two processes never share a temporary file.
+- CSV rows are appended one at a time under a cross-platform lock (``filelock``, no ``fcntl``),
+  and a row whose key is already in the file is not written again, so runs and workers that share
+  one folder leave every frame exactly once.
+- A whole run holds ``.busassist.lock`` in the folder; a second run into the same folder is
+  refused in one line instead of racing the first (locks die with their process: no stale lock).
 """
 
 from __future__ import annotations
 
 import csv
-import fcntl
 import hashlib
 import io
 import os
-import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from busassist.core.io import Frame
 from busassist.core.preprocessing import to_grey, to_uint8_range
 
+RUN_LOCK_NAME = ".busassist.lock"
+
+
+class OutputError(Exception):
+    """The output folder cannot be used (unwritable, in use, a path that would leave it); one line."""
+
+
+class FolderBusy(OutputError):
+    """Another run holds the output folder."""
+
+
+def _lock_for(path: Path) -> FileLock:
+    return FileLock(str(path) + ".lock")
+
+
+def inside(out: Path, path: Path) -> Path:
+    """``path`` resolved, or ``OutputError`` when it would land outside ``out`` (``..``, links, absolute parts)."""
+    root = Path(os.path.realpath(out))
+    target = Path(os.path.realpath(path))
+    if target != root and root not in target.parents:
+        raise OutputError(f"refused to write {path}: outside the output folder {out}")
+    return target
+
+
+def hold_folder(out: Path) -> FileLock:
+    """Take the run lock of ``out`` (held until ``release()``); ``FolderBusy`` when another run holds it."""
+    lock = FileLock(str(out / RUN_LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise FolderBusy(
+            f"{out} is in use by another busassist run; wait for it to finish or choose another --out"
+        ) from None
+    return lock
+
 
 def ensure_csv(path: Path, columns: list[str]) -> None:
-    """Create ``path`` with a header row, or repair it: a last row cut short by a kill is dropped."""
+    """Create ``path`` with a header row, or repair it.
+
+    A last row cut short by a kill is dropped; a file written with other columns (an older
+    version) is rewritten with today's columns, keeping every value it had.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        size = handle.seek(0, os.SEEK_END)
-        if size == 0:
-            handle.write((",".join(columns) + "\n").encode())
+    with _lock_for(path):
+        if not path.exists() or path.stat().st_size == 0:
+            _replace(path, (",".join(columns) + "\n").encode())
             return
-        handle.seek(0)
-        content = handle.read()
+        content = path.read_bytes()
         if not content.endswith(b"\n"):
-            handle.truncate(content.rfind(b"\n") + 1)
+            content = content[: content.rfind(b"\n") + 1]
+            _replace(path, content)
+        header = next(csv.reader(io.StringIO(content.decode("utf-8", "replace"))), [])
+        if header != columns:
+            rows = list(csv.DictReader(io.StringIO(content.decode("utf-8", "replace"))))
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+            _replace(path, buffer.getvalue().encode())
 
 
-def append_row(path: Path, columns: list[str], row: dict) -> None:
-    """Append one CSV row atomically with respect to other processes appending to the same file."""
+def _replace(path: Path, content: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(content)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def append_row(path: Path, columns: list[str], row: dict, unique_by: tuple[str, ...] = ()) -> bool:
+    """Append one CSV row under the file's lock; with ``unique_by``, only when no row has the same values there.
+
+    The check runs under the same lock as the write, so two processes that finish the same frame
+    (or meet the same refusal) leave one row. Returns whether the row was written.
+    """
     buffer = io.StringIO()
-    csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore").writerow(row)
-    with open(path, "a", newline="") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        handle.write(buffer.getvalue())
-        handle.flush()  # in the OS's hands: survives a kill of this process (not a power cut)
+    csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n").writerow(row)
+    with _lock_for(path):
+        if unique_by and row_key(row, unique_by) in _keys(path, unique_by):
+            return False
+        with open(path, "a", newline="", encoding="utf-8") as handle:
+            handle.write(buffer.getvalue())
+            handle.flush()  # in the OS's hands: survives a kill of this process (not a power cut)
+    return True
+
+
+def row_key(row: dict, columns: tuple[str, ...]) -> str:
+    """The values of ``columns`` in ``row`` as one string (CSV reads every value back as text)."""
+    return "\x1f".join(str(row.get(column, "")) for column in columns)
+
+
+#: Keys already read per (CSV file, key columns), and how far: appends by other processes are read incrementally.
+_KEY_CACHE: dict[tuple[str, tuple[str, ...]], tuple[int, set[str]]] = {}
+
+
+def _keys(path: Path, columns: tuple[str, ...]) -> set[str]:
+    """Keys of ``path``'s rows, reading only what was appended since the last call (call under the file's lock)."""
+    cache_key = (str(path), columns)
+    offset, keys = _KEY_CACHE.get(cache_key, (0, set()))
+    size = path.stat().st_size
+    if size < offset:  # the file was replaced (repaired): read it again
+        offset, keys = 0, set()
+    if size > offset:
+        with open(path, "rb") as handle:
+            header = next(csv.reader([handle.readline().decode("utf-8", "replace")]), [])
+            start = max(offset, handle.tell())  # past the header row
+            handle.seek(start)
+            tail = handle.read()
+        complete = tail[: tail.rfind(b"\n") + 1]  # a row still being written is read next time
+        for record in csv.DictReader(io.StringIO(complete.decode("utf-8", "replace")), fieldnames=header):
+            keys.add(row_key(record, columns))
+        offset = start + len(complete)
+    _KEY_CACHE[cache_key] = (offset, keys)
+    return keys
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
     """Rows of a results CSV (``ensure_csv`` has already dropped a row cut short by a kill)."""
     if not path.exists():
         return []
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -63,41 +162,59 @@ def frame_key(frame_source: str, sop_instance_uid: str | None, index: int, model
 def safe_stem(frame: Frame) -> str:
     """Output-file stem, unique per source file and frame, free of patient data.
 
-    The SOP Instance UID (or, for PNG/JPEG, the file name) keeps names readable; a short hash of
-    the source path keeps two files with the same name or UID from overwriting each other's
-    outputs while staying the same when the same command is run again.
+    A valid SOP Instance UID (digits and dots: ``Frame`` holds no other) keeps names readable.
+    Without one (PNG/JPEG, a missing or invalid UID) the name is a hash, never the file's own name,
+    which may be a patient's. A short hash of the source path keeps two files with the same UID
+    apart while staying the same when the same command is run again.
     """
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", frame.sop_instance_uid or Path(frame.source).stem)
-    source = hashlib.sha1(str(Path(frame.source).resolve()).encode()).hexdigest()[:8]
+    source = hashlib.sha1(os.path.abspath(frame.source).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    base = frame.sop_instance_uid or f"file-{source}"
     return f"{base}_{source}_f{frame.index:04d}"
 
 
 def overlay_image(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """RGB picture of the frame with the lesion tinted and its outline drawn in yellow."""
     grey = np.clip(to_uint8_range(to_grey(pixels)), 0, 255).astype(np.uint8)
-    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
-    inside = mask > 0
-    rgb[inside] = rgb[inside] * 0.7 + np.array([255.0, 0.0, 0.0]) * 0.3
-    eroded = inside.copy()
-    eroded[1:, :] &= inside[:-1, :]
-    eroded[:-1, :] &= inside[1:, :]
-    eroded[:, 1:] &= inside[:, :-1]
-    eroded[:, :-1] &= inside[:, 1:]
-    rgb[inside & ~eroded] = (255.0, 255.0, 0.0)
-    return rgb.astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    inside_mask = mask > 0
+    tinted = rgb[inside_mask].astype(np.float32) * 0.7 + np.array([255.0 * 0.3, 0.0, 0.0], dtype=np.float32)
+    rgb[inside_mask] = tinted.astype(np.uint8)
+    eroded = inside_mask.copy()
+    eroded[1:, :] &= inside_mask[:-1, :]
+    eroded[:-1, :] &= inside_mask[1:, :]
+    eroded[:, 1:] &= inside_mask[:, :-1]
+    eroded[:, :-1] &= inside_mask[:, 1:]
+    rgb[inside_mask & ~eroded] = (255, 255, 0)
+    return rgb
 
 
 def save_png(path: Path, array: np.ndarray) -> None:
+    """Write a PNG atomically: a unique temporary file in the same folder, then a rename."""
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    Image.fromarray(array).save(temporary, format="PNG")
-    temporary.replace(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            Image.fromarray(array).save(stream, format="PNG")
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
-def load_png(path: Path) -> np.ndarray:
+def load_png(path: Path) -> np.ndarray | None:
+    """The PNG's pixels, or None for a missing, empty or damaged file (it is then written again)."""
     from PIL import Image
 
-    with Image.open(path) as image:
-        return np.asarray(image)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return np.asarray(image)
+    except Exception:  # zero bytes, cut short, not a PNG: all mean "recompute"
+        return None
+
+
+def png_is_intact(path: Path) -> bool:
+    """True when ``path`` is a complete, decodable image (checked without keeping its pixels)."""
+    return load_png(path) is not None

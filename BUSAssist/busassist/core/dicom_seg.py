@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
+from pydicom.valuerep import DA, TM, validate_value
 
 try:  # highdicom needs pydicom >= 3 and Python >= 3.10; the rest of the package does not need it.
     import highdicom as hd
@@ -86,6 +87,25 @@ _REQUIRED_SOURCE_ATTRIBUTES = {
     "Columns": "Columns",
 }
 _MASK_VALUES = (0, 1, 255)
+#: Value representations whose values are checked (and emptied when malformed) before highdicom copies them.
+_VALIDATED_VRS = {"DA", "TM", "DT", "AS", "PN", "LO", "SH", "CS", "DS", "IS"}  # UIDs: checked by the caller
+
+
+def _valid_value(element) -> bool:
+    """True when every value of ``element`` obeys its VR (and dates and times parse)."""
+    values = element.value if element.VM > 1 else [element.value]
+    try:
+        for value in values:
+            if value in (None, ""):
+                continue
+            validate_value(element.VR, value, 2)  # 2 = config.RAISE
+            if element.VR == "DA":
+                DA(value)
+            elif element.VR == "TM":
+                TM(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 class SegmentationError(Exception):
@@ -188,6 +208,8 @@ def _build(
             series_description=SERIES_DESCRIPTION,
         )
         _fix_dimension_organization_uid(seg, sop_uid)
+        _fix_pixel_measures(seg, source)
+        _fix_patient_orientation(seg, source)
         if multi_frame:
             _extend_to_source_frames(seg, source, [frames[index] for index in order], order)
             # Rebuild highdicom's frame look-up tables for the extended dataset (this also checks
@@ -267,6 +289,13 @@ def _stand_in(source: Dataset, multi_frame: bool) -> Dataset:
     for keyword in _TYPE2_SOURCE_ATTRIBUTES:
         if keyword not in stand_in:
             setattr(stand_in, keyword, "")
+    # A value that breaks its VR (Patient's Birth Date "1961-07-23", Patient's Age "45", Sex "X") would
+    # make highdicom raise or be copied into an invalid SEG: such values are written empty instead.
+    for element in list(stand_in):
+        if element.VR in _VALIDATED_VRS and not _valid_value(element):
+            stand_in[element.tag].value = ""
+    if stand_in.PatientSex not in ("", None, "M", "F", "O"):
+        stand_in.PatientSex = ""
     if multi_frame:
         stand_in.SOPClassUID = _STAND_IN_SOP_CLASS
     return stand_in
@@ -297,6 +326,28 @@ def _fix_dimension_organization_uid(seg: Dataset, sop_uid: str) -> None:
     for item in seg.get("DimensionIndexSequence", []):
         if "DimensionOrganizationUID" in item:
             item.DimensionOrganizationUID = uid
+
+
+def _fix_pixel_measures(seg: Dataset, source: Dataset) -> None:
+    """highdicom writes Pixel Measures without Slice Thickness when the source has none, and then cannot read it.
+
+    Slice Thickness is Type 1C (required only with a Frame of Reference) but highdicom's reader requires it, and
+    dciodvfy rejects it empty. Without a thickness to copy, drop the Pixel Measures: it is optional without a Frame
+    of Reference, and the SEG frames are pixel-aligned with the source (Spatial Locations Preserved YES), whose Pixel
+    Spacing still applies.
+    """
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    measures = shared.get("PixelMeasuresSequence")
+    if measures and "SliceThickness" not in measures[0] and "FrameOfReferenceUID" not in seg:
+        del shared.PixelMeasuresSequence
+
+
+def _fix_patient_orientation(seg: Dataset, source: Dataset) -> None:
+    """Patient Orientation is Type 2C (General Image) when there is no Plane Orientation; highdicom omits it."""
+    if "PatientOrientation" in seg or "FrameOfReferenceUID" in seg:
+        return
+    value = source.get("PatientOrientation")
+    seg.PatientOrientation = value if value is not None and len(value) == 2 else ""
 
 
 def _extend_to_source_frames(seg: Dataset, source: Dataset, masks: list[np.ndarray], order: list[int]) -> None:

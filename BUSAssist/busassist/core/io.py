@@ -8,11 +8,18 @@ one-line reason that names the file, never a traceback.
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from struct import error as struct_error
 
 import numpy as np
+
+from busassist.constants import MAX_PIXELS
+from busassist.core.identifiers import checked_uid
+from busassist.core.limits import BudgetError, check_declared_size
 
 #: SOP classes accepted as ultrasound (current and retired) plus secondary capture.
 ULTRASOUND_SOP_CLASSES = {
@@ -43,14 +50,17 @@ def apply_color_lut(array: np.ndarray, dataset) -> np.ndarray:
 class InputError(Exception):
     """An input that cannot be analysed; ``str()`` is a one-line reason naming the file."""
 
-    def __init__(self, path: str | Path, reason: str, stage: str = "read") -> None:
-        super().__init__(f"{path}: {reason}")
+    def __init__(self, path: str | Path, reason: str, stage: str = "read", frame: int | None = None) -> None:
+        reason = " ".join(str(reason).split())  # one line, whatever a library put into it
+        where = f"{path}" if frame is None else f"{path} (frame {frame})"
+        super().__init__(f"{where}: {reason}")
         self.path = str(path)
         self.reason = reason
         self.stage = stage
+        self.frame = frame  # 0-based, like results.csv; None when the whole input is refused
 
     def __reduce__(self):  # picklable, so worker processes can report it
-        return (type(self), (self.path, self.reason, self.stage))
+        return (type(self), (self.path, self.reason, self.stage, self.frame))
 
 
 @dataclass(frozen=True)
@@ -83,13 +93,47 @@ class Frame:
     index: int  # 0-based frame number within the file
     pixels: np.ndarray  # (H, W) grey or (H, W, 3) RGB
     region: Region | None = None
-    sop_instance_uid: str | None = None
+    sop_instance_uid: str | None = None  # only a valid DICOM UID (core.identifiers); None when missing or invalid
     study_instance_uid: str | None = None
     series_instance_uid: str | None = None
+    notes: tuple[str, ...] = ()  # documented fallbacks taken while reading (invalid UID, no calibration, ...)
+
+
+def regular_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be opened as an input without risk, or None for a readable regular file.
+
+    Checked with ``stat`` before any ``open``: opening a named pipe blocks until a writer comes,
+    and a device can be endless.
+    """
+    import errno
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if error.errno == errno.ENOENT:
+            return "broken symbolic link" if os.path.islink(path) else "no such file"
+        if error.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied"
+        return f"cannot be examined ({error.__class__.__name__})"
+    except ValueError:  # e.g. a NUL byte in the name
+        return "invalid file name"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    if not stat.S_ISREG(mode):
+        kind = "named pipe" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device"
+        return f"not a regular file ({kind}); skipped without opening it"
+    if not os.access(path, os.R_OK):
+        return "permission denied"
+    return None
 
 
 def is_dicom(path: Path) -> bool:
-    """True when the file has the DICOM preamble magic 'DICM' at byte 128."""
+    """True when the file has the DICOM preamble magic 'DICM' at byte 128 (never opens a non-regular file)."""
+    if regular_file_problem(Path(path)) is not None:
+        return False
     try:
         with open(path, "rb") as handle:
             handle.seek(128)
@@ -98,65 +142,109 @@ def is_dicom(path: Path) -> bool:
         return False
 
 
-def read_image_file(path: Path) -> Frame:
-    """A PNG or JPEG file as one frame (needs Pillow, which the CLI installs)."""
+def read_image_file(path: Path, max_pixels: int = MAX_PIXELS) -> Frame:
+    """A PNG or JPEG file as one frame (needs Pillow, which the CLI installs); the size is checked before decoding."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError as error:  # pragma: no cover - Pillow ships with the package
         raise InputError(path, "reading PNG/JPEG needs Pillow (pip install pillow)") from error
     try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("L", "RGB"):
-                pixels = np.asarray(image)
-            elif image.mode in ("I;16", "I;16B", "I"):
-                pixels = np.asarray(image, dtype=np.float32)
-            else:
-                pixels = np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise InputError(
+                        path,
+                        f"image of {height} x {width} pixels exceeds the limit of {max_pixels} pixels (--max-pixels)",
+                        "check",
+                    )
+                image.load()
+                if image.mode in ("L", "RGB"):
+                    pixels = np.asarray(image)
+                elif image.mode in ("I;16", "I;16B", "I", "F"):
+                    pixels = np.asarray(image, dtype=np.float32)
+                else:
+                    pixels = np.asarray(image.convert("RGB"))
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise InputError(path, f"image refused as a decompression bomb ({error.__class__.__name__})", "check") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct_error, EOFError) as error:
         raise InputError(path, f"not a readable image ({error.__class__.__name__})") from None
-    _check_size(path, pixels)
+    _check_pixels(path, pixels)
     return Frame(str(path), 0, pixels)
 
 
-def _check_size(path: Path, pixels: np.ndarray) -> None:
+def _check_pixels(path: Path, pixels: np.ndarray, frame: int | None = None) -> None:
+    """Refuse frames too small to analyse and frames with NaN or infinite values (they would score ``nan``)."""
     if pixels.ndim < 2 or pixels.shape[0] < 8 or pixels.shape[1] < 8:
-        raise InputError(path, f"frame of {pixels.shape[:2]} pixels is too small to analyse", "decode")
+        raise InputError(path, f"frame of {pixels.shape[:2]} pixels is too small to analyse", "decode", frame)
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
+        raise InputError(path, "pixel data holds NaN or infinite values", "decode", frame)
 
 
-def tissue_region(dataset, height: int, width: int) -> Region | None:
+def _as_int(value, default: int | None = None) -> int | None:
+    """An integer header value, or ``default`` for a missing, empty or malformed one."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def tissue_region(dataset, height: int, width: int, notes: list[str] | None = None) -> Region | None:
     """The largest 2-D tissue region of the Sequence of Ultrasound Regions, if any.
 
     Several tissue regions (dual view) are reduced to the largest one; the choice is documented
-    in the README. Spacing is reported in mm only when the physical units are centimetres.
+    in the README. Spacing is reported in mm only when the physical units are centimetres and both
+    deltas are usable numbers; otherwise the region is kept and measurements stay in pixels (a note
+    says why). A malformed region item is skipped, never a reason to refuse the frame.
     """
     best: Region | None = None
-    for item in getattr(dataset, "SequenceOfUltrasoundRegions", []) or []:
-        if int(getattr(item, "RegionSpatialFormat", 0)) != _SPATIAL_2D:
-            continue
-        if int(getattr(item, "RegionDataType", _DATA_TISSUE)) != _DATA_TISSUE:
-            continue
+    try:
+        items = list(getattr(dataset, "SequenceOfUltrasoundRegions", []) or [])
+    except Exception:  # a sequence pydicom cannot parse: analyse the whole frame
+        items = []
+        if notes is not None:
+            notes.append("ultrasound regions unreadable; whole frame analysed")
+    for item in items:
         try:
-            region = Region(
-                int(item.RegionLocationMinX0),
-                int(item.RegionLocationMinY0),
-                int(item.RegionLocationMaxX1) + 1,
-                int(item.RegionLocationMaxY1) + 1,
-            )
-        except AttributeError:
+            if _as_int(getattr(item, "RegionSpatialFormat", 0), 0) != _SPATIAL_2D:
+                continue
+            if _as_int(getattr(item, "RegionDataType", _DATA_TISSUE), -1) != _DATA_TISSUE:
+                continue
+            corners = [
+                _as_int(getattr(item, name, None))
+                for name in ("RegionLocationMinX0", "RegionLocationMinY0", "RegionLocationMaxX1", "RegionLocationMaxY1")
+            ]
+        except Exception:  # a value of the wrong VR that pydicom refuses to convert
             continue
-        spacing = None
-        if (
-            int(getattr(item, "PhysicalUnitsXDirection", 0)) == _UNITS_CM
-            and int(getattr(item, "PhysicalUnitsYDirection", 0)) == _UNITS_CM
-        ):
-            dx, dy = float(item.PhysicalDeltaX), float(item.PhysicalDeltaY)
-            if dx > 0 and dy > 0:
-                spacing = (abs(dy) * 10.0, abs(dx) * 10.0)
-        clipped = Region(region.x0, region.y0, region.x1, region.y1, spacing).clipped(height, width)
+        if any(corner is None for corner in corners):
+            continue
+        x0, y0, x1, y1 = corners
+        spacing = _region_spacing(item)
+        in_cm = _as_int(getattr(item, "PhysicalUnitsXDirection", 0), 0) == _UNITS_CM
+        if spacing is None and in_cm and notes is not None:
+            notes.append("region in cm without usable PhysicalDeltaX/Y; measurements in pixels")
+        clipped = Region(x0, y0, x1 + 1, y1 + 1, spacing).clipped(height, width)
         if clipped is not None and (best is None or clipped.area > best.area):
             best = clipped
     return best
+
+
+def _region_spacing(item) -> tuple[float, float] | None:
+    """(row, column) spacing in mm of a region in cm, or None when it is not calibrated in cm."""
+    try:
+        if _as_int(getattr(item, "PhysicalUnitsXDirection", 0), 0) != _UNITS_CM:
+            return None
+        if _as_int(getattr(item, "PhysicalUnitsYDirection", 0), 0) != _UNITS_CM:
+            return None
+        dx, dy = float(item.PhysicalDeltaX), float(item.PhysicalDeltaY)
+    except Exception:  # missing, empty or not a number
+        return None
+    if not (np.isfinite(dx) and np.isfinite(dy)) or dx == 0 or dy == 0:
+        return None
+    return (abs(dy) * 10.0, abs(dx) * 10.0)
 
 
 def _palette_peak(dataset) -> float:
@@ -211,7 +299,7 @@ class FrameSelection:
             raise ValueError(f"invalid frame selection {spec!r}: use all, first, middle, N,M-K or every:K") from None
 
     def indices(self, count: int) -> list[int]:
-        """0-based frame indices to read from a file with ``count`` frames."""
+        """0-based frame indices to read from a file with ``count`` frames (never more than ``count``)."""
         if self.spec == "all":
             return list(range(count))
         if self.spec == "first":
@@ -223,100 +311,277 @@ class FrameSelection:
         chosen: set[int] = set()
         for part in self.spec.split(","):
             low, _, high = part.partition("-")
-            chosen.update(range(int(low) - 1, int(high or low)))
-        return sorted(i for i in chosen if i < count)
+            # clipped to the frame count first: "1-100000000" costs what the file has, not 10^8 numbers
+            chosen.update(range(min(int(low) - 1, count), min(int(high or low), count)))
+        return sorted(chosen)
 
 
 ALL_FRAMES = FrameSelection("all")
 
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
+#: Words in decoder warnings that mean the pixel data was cut short or damaged: such a frame is
+#: refused rather than analysed on what was left of it.
+_DAMAGE_WORDS = (
+    "truncat",
+    "premature",
+    "insufficient",
+    "less than expected",
+    "fewer",
+    "short",
+    "missing",
+    "corrupt",
+    "incomplete",
+    "not enough",
+    "end of",
+    "padded",
+)
 
 
-def _iter_pixel_arrays(path: Path, indices: list[int], transfer_syntax: str) -> Iterator[np.ndarray]:
-    """Decoded frames ``indices``, streamed with pydicom 3's ``iter_pixels``.
+def _whole_dataset_frames(path: Path, indices: list[int]) -> Iterator[tuple[int, np.ndarray | Exception]]:
+    """Frames decoded from the dataset in memory, one at a time: the fallback where streaming fails.
 
-    The whole dataset is decoded at once instead (YBR converted to RGB, as pydicom 3 does by
-    default) in two cases: with pydicom 2.x, which Slicer 5.8 (Python 3.9) ships and which has no
-    ``iter_pixels``, and for deflated files, which ``iter_pixels`` cannot stream from disk.
+    Used for deflated files (``iter_pixels`` cannot stream them), with pydicom 2 (no ``iter_pixels``;
+    Slicer 5.8) and where pydicom's file streaming refuses what its in-memory decoder accepts (e.g. an
+    offset-table item tagged (0000,0000)). The file's size is bounded by ``MAX_WHOLE_FILE_BYTES``.
+    """
+    import pydicom
+
+    from busassist.constants import MAX_WHOLE_FILE_BYTES
+
+    if os.path.getsize(path) > MAX_WHOLE_FILE_BYTES:
+        raise InputError(path, f"file over {MAX_WHOLE_FILE_BYTES} bytes cannot be decoded in memory", "decode")
+    dataset = pydicom.dcmread(path)
+    try:
+        from pydicom.pixels import pixel_array
+    except ImportError:  # pydicom 2: the whole array, YBR converted here
+        from pydicom.pixel_data_handlers.util import convert_color_space
+
+        array = dataset.pixel_array
+        photometric = str(dataset.PhotometricInterpretation)
+        if photometric.startswith("YBR") and int(getattr(dataset, "SamplesPerPixel", 1)) == 3:
+            array = convert_color_space(array, photometric, "RGB")
+        if int(getattr(dataset, "NumberOfFrames", 1) or 1) == 1:
+            array = array[None]
+        for index in indices:
+            yield index, array[index]
+        return
+    for index in indices:
+        try:
+            yield index, pixel_array(dataset, index=index)
+        except Exception as error:  # this frame only; the next one may decode
+            yield index, error
+
+
+def _decoded_frames(
+    path: Path, indices: list[int], transfer_syntax: str
+) -> Iterator[tuple[int, np.ndarray | Exception]]:
+    """``(index, array or the exception that decoding this frame raised)`` for every index, in order.
+
+    Streams with pydicom 3's ``iter_pixels`` (one frame in memory at a time); where that fails,
+    the frames not yet decoded are tried again one by one from the dataset in memory, so what
+    ``pixel_array`` can decode is never refused.
     """
     try:
         from pydicom.pixels import iter_pixels
     except ImportError:
         iter_pixels = None
+    done = 0
     if iter_pixels is not None and transfer_syntax != DEFLATED:
-        yield from iter_pixels(path, indices=indices)
-        return
+        try:
+            for array in iter_pixels(path, indices=indices):
+                yield indices[done], array
+                done += 1
+            return
+        except Exception:  # noqa: BLE001 - any decoder failure: try the in-memory path below
+            pass
+    yield from _whole_dataset_frames(path, indices[done:])
+
+
+def _header(path: Path):
+    """The DICOM header without pixel data, or ``InputError``."""
     import pydicom
 
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise InputError(path, problem)
     try:
-        from pydicom.pixels import convert_color_space
-    except ImportError:
-        from pydicom.pixel_data_handlers.util import convert_color_space
-    dataset = pydicom.dcmread(path)
-    array = dataset.pixel_array
-    photometric = str(dataset.PhotometricInterpretation)
-    if iter_pixels is None and photometric.startswith("YBR") and int(getattr(dataset, "SamplesPerPixel", 1)) == 3:
-        array = convert_color_space(array, photometric, "RGB")
-    if int(getattr(dataset, "NumberOfFrames", 1) or 1) == 1:
-        array = array[None]
-    for index in indices:
-        yield array[index]
-
-
-def read_dicom_frames(path: Path, any_modality: bool = False, frames: FrameSelection = ALL_FRAMES) -> Iterator[Frame]:
-    """Frames of a DICOM file, one at a time (a long cine never sits in memory whole)."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as error:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except PermissionError:
+        raise InputError(path, "permission denied") from None
+    except Exception as error:  # InvalidDicomError, struct errors, bad lengths, ...: all mean the same here
         raise InputError(path, f"not a readable DICOM file ({error.__class__.__name__})") from None
-    sop_class = str(getattr(dataset, "SOPClassUID", ""))
-    modality = str(getattr(dataset, "Modality", ""))
+
+
+def _frame_count(path: Path, dataset) -> int:
+    """Number of Frames as a positive integer (1 when absent); anything else is refused."""
+    if "NumberOfFrames" not in dataset:
+        return 1
+    try:
+        raw = dataset.NumberOfFrames
+        count = int(raw) if raw not in (None, "") else None
+    except (TypeError, ValueError):
+        count = None
+    if count is None or count < 1:
+        raise InputError(path, "NumberOfFrames is not a positive whole number", "check")
+    return count
+
+
+def _checked_header(path: Path, dataset, any_modality: bool, max_pixels: int) -> int:
+    """Check SOP class, dimensions and the size budget; return the frame count."""
+    sop_class = str(getattr(dataset, "SOPClassUID", "") or "")
+    modality = str(getattr(dataset, "Modality", "") or "")
     if not sop_class and not modality and "Rows" not in dataset:
         raise InputError(path, "incomplete DICOM header (truncated file?)", "read")
     if not sop_class:
         sop_class = str(getattr(getattr(dataset, "file_meta", None), "MediaStorageSOPClassUID", ""))
     if not any_modality and sop_class not in ULTRASOUND_SOP_CLASSES and modality != "US":
-        kind = getattr(getattr(dataset, "SOPClassUID", None), "name", sop_class) or "unknown"
+        uid = getattr(dataset, "SOPClassUID", None)
+        kind = getattr(uid, "name", sop_class) if sop_class else "unknown"
         raise InputError(path, f"not an ultrasound image (SOP class {kind}, modality {modality or '-'})", "check")
     if "Rows" not in dataset or "Columns" not in dataset:
         raise InputError(path, "DICOM without pixel data", "check")
-    height, width = int(dataset.Rows), int(dataset.Columns)
-    region = tissue_region(dataset, height, width)
-    uid = str(getattr(dataset, "SOPInstanceUID", "")) or None
-    study = str(getattr(dataset, "StudyInstanceUID", "")) or None
-    series = str(getattr(dataset, "SeriesInstanceUID", "")) or None
+    rows, columns = _as_int(dataset.Rows), _as_int(dataset.Columns)
+    if not rows or not columns or rows < 0 or columns < 0:
+        raise InputError(path, "Rows or Columns missing, empty or not positive", "check")
+    count = _frame_count(path, dataset)
     try:
-        indices = frames.indices(int(getattr(dataset, "NumberOfFrames", 1) or 1))
+        check_declared_size(path, dataset, count, max_pixels)
+    except BudgetError as error:
+        raise InputError(path, str(error), "check") from None
+    except (TypeError, ValueError) as error:
+        raise InputError(path, f"malformed Image Pixel attributes ({error.__class__.__name__})", "check") from None
+    return count
+
+
+def _uids(dataset, notes: list[str]) -> tuple[str | None, str | None, str | None]:
+    """SOP instance, study and series UIDs, each None (with a note) when missing or not a valid UID."""
+    checked = []
+    for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        try:
+            raw = dataset.get(keyword)
+        except Exception:
+            raw = "\x00invalid"
+        uid, note = checked_uid(raw, keyword)
+        if note:
+            notes.append(note)
+        checked.append(uid)
+    return checked[0], checked[1], checked[2]
+
+
+def _damage_warning(caught: list) -> str | None:
+    for warning in caught:
+        message = str(warning.message)
+        if any(word in message.lower() for word in _DAMAGE_WORDS):
+            return message
+    return None
+
+
+def iter_frames(
+    path: str | Path, any_modality: bool = False, frames: FrameSelection = ALL_FRAMES, max_pixels: int = MAX_PIXELS
+) -> Iterator[Frame | InputError]:
+    """Frames of one input, and in place of each frame that cannot be analysed its ``InputError``.
+
+    A problem with the whole file (unreadable, not ultrasound, over the size budget) is raised as
+    ``InputError`` before the first frame; a problem with one frame (damaged data, NaN pixels) is
+    yielded in that frame's place, so the batch records it and goes on with the next frame. Every
+    selected frame ends as exactly one ``Frame`` or one ``InputError``.
+    """
+    path = Path(path)
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise InputError(path, problem)
+    if path.suffix.lower() in IMAGE_SUFFIXES and not is_dicom(path):
+        if frames.indices(1):
+            yield read_image_file(path, max_pixels)
+        return
+    yield from _iter_dicom(path, any_modality, frames, max_pixels)
+
+
+def _iter_dicom(
+    path: Path, any_modality: bool, frames: FrameSelection, max_pixels: int
+) -> Iterator[Frame | InputError]:
+    dataset = _header(path)
+    try:
+        count = _checked_header(path, dataset, any_modality, max_pixels)
+        height, width = int(dataset.Rows), int(dataset.Columns)
+        notes: list[str] = []
+        region = tissue_region(dataset, height, width, notes)
+        uid, study, series = _uids(dataset, notes)
+        indices = frames.indices(count)
         transfer_syntax = str(getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", ""))
         palette = str(getattr(dataset, "PhotometricInterpretation", "")).upper() == "PALETTE COLOR"
         palette_peak = _palette_peak(dataset) if palette else 255.0  # once per file, not per frame
-        for index, array in zip(indices, _iter_pixel_arrays(path, indices, transfer_syntax)):
-            pixels = _to_display(path, dataset, array, palette_peak)
-            _check_size(path, pixels)
-            yield Frame(str(path), index, pixels, region, uid, study, series)
     except InputError:
         raise
-    except (AttributeError, KeyError) as error:
-        raise InputError(path, f"DICOM without usable pixel data ({error})", "decode") from None
-    except (NotImplementedError, RuntimeError, ValueError, OSError, EOFError) as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = " ".join(lines[:2]) if lines else error.__class__.__name__
-        raise InputError(path, f"pixel data cannot be decoded: {reason}", "decode") from None
+    except Exception as error:  # a malformed value anywhere in the header: one line, never a traceback
+        raise InputError(path, f"malformed DICOM header ({error.__class__.__name__})", "check") from None
+    decoded = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stream = _decoded_frames(path, indices, transfer_syntax)
+        while True:
+            del caught[:]
+            try:
+                item = next(stream, None)
+            except InputError as error:
+                yield error
+                return
+            except Exception as error:  # the fallback itself failed: the remaining frames are lost
+                frame = indices[decoded] if decoded < len(indices) else None
+                yield InputError(path, _decode_reason(error), "decode", frame)
+                return
+            if item is None:
+                break
+            index, array = item
+            decoded += 1
+            if isinstance(array, Exception):
+                yield InputError(path, _decode_reason(array), "decode", index)
+                continue
+            damage = _damage_warning(caught)
+            if damage is not None:
+                yield InputError(path, f"damaged pixel data, frame refused (decoder: {damage})", "decode", index)
+                continue
+            try:
+                pixels = _to_display(path, dataset, array, palette_peak)
+                _check_pixels(path, pixels, index)
+            except InputError as error:
+                yield error
+                continue
+            except Exception as error:
+                yield InputError(path, _decode_reason(error), "decode", index)
+                continue
+            yield Frame(str(path), index, pixels, region, uid, study, series, tuple(notes))
+    if decoded < len(indices):
+        yield InputError(
+            path,
+            f"only {decoded} of {len(indices)} selected frames could be decoded (pixel data shorter than declared)",
+            "decode",
+            indices[decoded],
+        )
 
 
-def read_frames(path: str | Path, any_modality: bool = False, frames: FrameSelection = ALL_FRAMES) -> Iterator[Frame]:
-    """Frames of a DICOM, PNG or JPEG file (DICOM recognised by content, not by extension)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "no such file")
-    if path.is_dir():
-        raise InputError(path, "is a folder, not a file")
-    if path.suffix.lower() in IMAGE_SUFFIXES and not is_dicom(path):
-        if frames.indices(1):
-            yield read_image_file(path)
-        return
-    yield from read_dicom_frames(path, any_modality, frames)
+def _decode_reason(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    detail = " ".join(lines[:2]) if lines else ""
+    return f"pixel data cannot be decoded ({error.__class__.__name__}{': ' + detail if detail else ''})"
+
+
+def read_dicom_frames(
+    path: Path, any_modality: bool = False, frames: FrameSelection = ALL_FRAMES, max_pixels: int = MAX_PIXELS
+) -> Iterator[Frame]:
+    """Frames of a DICOM file, one at a time (a long cine never sits in memory whole); the first problem raises."""
+    for item in _iter_dicom(Path(path), any_modality, frames, max_pixels):
+        if isinstance(item, InputError):
+            raise item
+        yield item
+
+
+def read_frames(
+    path: str | Path, any_modality: bool = False, frames: FrameSelection = ALL_FRAMES, max_pixels: int = MAX_PIXELS
+) -> Iterator[Frame]:
+    """Frames of a DICOM, PNG or JPEG file (DICOM recognised by content); the first problem raises ``InputError``."""
+    for item in iter_frames(path, any_modality, frames, max_pixels):
+        if isinstance(item, InputError):
+            raise item
+        yield item
