@@ -178,8 +178,13 @@ def analyze_file(
             _record(out, report, error, redact)
         except Exception as error:  # anything else about this input: one row, never the run
             _record(out, report, InputError(path, _describe(error), "analyze"), redact)
-    report.warnings = sorted({redact(message) for message in diagnostics})
+    report.warnings = sorted({redact(_without_links(message)) for message in diagnostics})
     return report
+
+
+def _without_links(message: str) -> str:
+    """pydicom's validation warnings end with "Please see <link> ..."; the first sentence says it all."""
+    return message.split(" Please see <", 1)[0]
 
 
 def _describe(error: BaseException) -> str:
@@ -325,7 +330,7 @@ def captured_diagnostics():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield messages
-            messages.extend(f"{w.category.__name__}: {w.message}" for w in caught)
+            messages.extend(str(w.message) for w in caught)
     finally:
         for logger, (propagate, _) in zip(loggers, saved):
             logger.removeHandler(handler)

@@ -38,7 +38,8 @@ class FolderBusy(OutputError):
 
 
 def _lock_for(path: Path) -> FileLock:
-    return FileLock(str(path) + ".lock")
+    """The lock file guarding ``path`` (hidden beside it: ``.results.csv.lock``)."""
+    return FileLock(str(path.with_name(f".{path.name}.lock")))
 
 
 def inside(out: Path, path: Path) -> Path:
@@ -168,8 +169,7 @@ def safe_stem(frame: Frame) -> str:
     apart while staying the same when the same command is run again.
     """
     source = hashlib.sha1(os.path.abspath(frame.source).encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    base = frame.sop_instance_uid or f"file-{source}"
-    return f"{base}_{source}_f{frame.index:04d}"
+    return f"{frame.sop_instance_uid or 'file'}_{source}_f{frame.index:04d}"
 
 
 def overlay_image(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ outputs of one series sit together.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -141,25 +142,32 @@ def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path | InputError]:
 
 def series_order(paths: list[Path | InputError]) -> list[Path | InputError]:
     """Paths ordered by (study, series, instance number) for DICOM; other files and refusals keep their order after."""
-    import pydicom
 
     keyed = []
-    for position, path in enumerate(paths):
-        key = ("~", "~", 0, position)
-        if isinstance(path, InputError) or regular_file_problem(path) is not None:
-            keyed.append((key, path))
-            continue
-        try:
-            header = pydicom.dcmread(
-                path, stop_before_pixels=True, specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "InstanceNumber"]
-            )
-            key = (
-                str(header.get("StudyInstanceUID", "~")),
-                str(header.get("SeriesInstanceUID", "~")),
-                int(header.get("InstanceNumber", 0) or 0),
-                position,
-            )
-        except Exception:  # not a readable DICOM or a malformed value: keep it, the reader reports why
-            pass
-        keyed.append((key, path))
+    with warnings.catch_warnings():
+        # pydicom's value validation quotes header values; each file's warnings are reported,
+        # scrubbed, when the file itself is analysed
+        warnings.simplefilter("ignore")
+        for position, path in enumerate(paths):
+            keyed.append((_series_key(path, position), path))
     return [path for _, path in sorted(keyed, key=lambda item: item[0])]
+
+
+def _series_key(path: Path | InputError, position: int) -> tuple[str, str, int, int]:
+    import pydicom
+
+    key = ("~", "~", 0, position)
+    if isinstance(path, InputError) or regular_file_problem(path) is not None:
+        return key
+    try:
+        header = pydicom.dcmread(
+            path, stop_before_pixels=True, specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "InstanceNumber"]
+        )
+        return (
+            str(header.get("StudyInstanceUID", "~")),
+            str(header.get("SeriesInstanceUID", "~")),
+            int(header.get("InstanceNumber", 0) or 0),
+            position,
+        )
+    except Exception:  # not a readable DICOM or a malformed value: keep it, the reader reports why
+        return key

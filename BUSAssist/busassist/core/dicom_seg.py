@@ -87,8 +87,20 @@ _REQUIRED_SOURCE_ATTRIBUTES = {
     "Columns": "Columns",
 }
 _MASK_VALUES = (0, 1, 255)
-#: Value representations whose values are checked (and emptied when malformed) before highdicom copies them.
-_VALIDATED_VRS = {"DA", "TM", "DT", "AS", "PN", "LO", "SH", "CS", "DS", "IS"}  # UIDs: checked by the caller
+#: Patient and study attributes highdicom copies from the source into the SEG: checked against their VR
+#: and emptied when malformed, so one bad value costs that value, not the SEG. (UIDs: checked by the caller.)
+_COPIED_SOURCE_ATTRIBUTES = (
+    *_TYPE2_SOURCE_ATTRIBUTES,
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+    "PatientBirthTime",
+    "IssuerOfPatientID",
+    "OtherPatientIDs",
+    "EthnicGroup",
+    "PatientComments",
+    "StudyDescription",
+)
 
 
 def _valid_value(element) -> bool:
@@ -96,9 +108,9 @@ def _valid_value(element) -> bool:
     values = element.value if element.VM > 1 else [element.value]
     try:
         for value in values:
-            if value in (None, ""):
+            if value is None or str(value) == "":
                 continue
-            validate_value(element.VR, value, 2)  # 2 = config.RAISE
+            validate_value(element.VR, str(value), 2)  # 2 = config.RAISE
             if element.VR == "DA":
                 DA(value)
             elif element.VR == "TM":
@@ -291,9 +303,9 @@ def _stand_in(source: Dataset, multi_frame: bool) -> Dataset:
             setattr(stand_in, keyword, "")
     # A value that breaks its VR (Patient's Birth Date "1961-07-23", Patient's Age "45", Sex "X") would
     # make highdicom raise or be copied into an invalid SEG: such values are written empty instead.
-    for element in list(stand_in):
-        if element.VR in _VALIDATED_VRS and not _valid_value(element):
-            stand_in[element.tag].value = ""
+    for keyword in _COPIED_SOURCE_ATTRIBUTES:
+        if keyword in stand_in and not _valid_value(stand_in[keyword]):
+            stand_in[keyword].value = ""
     if stand_in.PatientSex not in ("", None, "M", "F", "O"):
         stand_in.PatientSex = ""
     if multi_frame:

@@ -19,7 +19,7 @@ import numpy as np
 
 from busassist.constants import MAX_PIXELS
 from busassist.core.identifiers import checked_uid
-from busassist.core.limits import BudgetError, check_declared_size
+from busassist.core.limits import BudgetError, check_declared_size, cut_short_frames
 
 #: SOP classes accepted as ultrasound (current and retired) plus secondary capture.
 ULTRASOUND_SOP_CLASSES = {
@@ -352,6 +352,7 @@ def _whole_dataset_frames(path: Path, indices: list[int]) -> Iterator[tuple[int,
     if os.path.getsize(path) > MAX_WHOLE_FILE_BYTES:
         raise InputError(path, f"file over {MAX_WHOLE_FILE_BYTES} bytes cannot be decoded in memory", "decode")
     dataset = pydicom.dcmread(path)
+    _repair_offset_table_tag(dataset)
     try:
         from pydicom.pixels import pixel_array
     except ImportError:  # pydicom 2: the whole array, YBR converted here
@@ -371,6 +372,14 @@ def _whole_dataset_frames(path: Path, indices: list[int]) -> Iterator[tuple[int,
             yield index, pixel_array(dataset, index=index)
         except Exception as error:  # this frame only; the next one may decode
             yield index, error
+
+
+def _repair_offset_table_tag(dataset) -> None:
+    """Read a Basic Offset Table item tagged (0000,0000) (a known writer bug) as the item it stands for."""
+    data = dataset.get("PixelData")
+    transfer_syntax = str(getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", ""))
+    if isinstance(data, bytes) and transfer_syntax.startswith("1.2.840.10008.1.2.4.") and data[:4] == bytes(4):
+        dataset.PixelData = b"\xfe\xff\x00\xe0" + data[4:]
 
 
 def _decoded_frames(
@@ -509,6 +518,7 @@ def _iter_dicom(
         region = tissue_region(dataset, height, width, notes)
         uid, study, series = _uids(dataset, notes)
         indices = frames.indices(count)
+        cut_short = cut_short_frames(path, dataset, count, indices)
         transfer_syntax = str(getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", ""))
         palette = str(getattr(dataset, "PhotometricInterpretation", "")).upper() == "PALETTE COLOR"
         palette_peak = _palette_peak(dataset) if palette else 255.0  # once per file, not per frame
@@ -537,6 +547,9 @@ def _iter_dicom(
             decoded += 1
             if isinstance(array, Exception):
                 yield InputError(path, _decode_reason(array), "decode", index)
+                continue
+            if index in cut_short:
+                yield InputError(path, "compressed frame cut short (no end-of-image marker); refused", "decode", index)
                 continue
             damage = _damage_warning(caught)
             if damage is not None:

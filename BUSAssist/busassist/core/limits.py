@@ -99,6 +99,48 @@ def first_fragment(path: Path, limit: int = _HEADER_BYTES) -> bytes | None:
         return None
 
 
+#: JPEG, JPEG-LS and JPEG 2000 (with HTJ2K): every frame ends with an end-of-image / end-of-codestream
+#: marker (FFD9), perhaps followed by a padding byte. Byte stuffing keeps FFD9 out of the coded data.
+_EOI_FAMILIES = (
+    "1.2.840.10008.1.2.4.5",
+    "1.2.840.10008.1.2.4.7",
+    "1.2.840.10008.1.2.4.8",
+    "1.2.840.10008.1.2.4.9",
+    "1.2.840.10008.1.2.4.20",
+)
+#: How far from a frame's end its end marker may sit (padding bytes after it).
+_EOI_WINDOW = 8
+
+
+def cut_short_frames(path: Path, dataset, frame_count: int, indices: list[int]) -> set[int]:
+    """Indices (of ``indices``) whose compressed frame does not end with its end marker: data cut short.
+
+    JPEG, JPEG-LS and JPEG 2000 streams end with FFD9; libjpeg decodes a stream cut at a third
+    without a word and fills the rest of the picture, which must be a refusal, not a result. Reads
+    the compressed frames once (one in memory at a time); where they cannot be walked, finds none
+    and leaves the judgement to the decoder.
+    """
+    if not _transfer_syntax(dataset).startswith(_EOI_FAMILIES) or not indices:
+        return set()
+    try:
+        from pydicom.encaps import generate_frames
+        from pydicom.pixels.utils import _array_common
+    except ImportError:
+        return set()
+    wanted, damaged = set(indices), set()
+    try:
+        with open(path, "rb") as handle:
+            _array_common(handle, [])
+            for index, frame in enumerate(generate_frames(handle, number_of_frames=frame_count)):
+                if index > max(wanted):
+                    break
+                if index in wanted and b"\xff\xd9" not in frame[-_EOI_WINDOW:]:
+                    damaged.add(index)
+    except Exception:  # an offset table or item the walker refuses: the decoder path reports it
+        return set()
+    return damaged
+
+
 def _transfer_syntax(dataset) -> str:
     return str(getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", ""))
 
