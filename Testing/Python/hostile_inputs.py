@@ -204,6 +204,14 @@ def truncated_jpeg(folder: Path) -> Path:
     return save(jpeg_dataset(pixels, "cut-jpeg", cut + b"\x00" * (len(cut) % 2)), folder / "cut-jpeg.dcm", False)
 
 
+def jpeg_file_cut_short(folder: Path) -> Path:
+    """A JPEG DICOM file cut in the middle of its fragment (no sequence delimiter after it)."""
+    path = save(jpeg_dataset(tissue(96, 128), "cut-file-jpeg"), folder / "cut-file-jpeg.dcm")
+    content = path.read_bytes()
+    path.write_bytes(content[: len(content) - 700])
+    return path
+
+
 def jpeg_zero_offset_item(folder: Path) -> Path:
     """A JPEG file whose Basic Offset Table item is tagged (0000,0000) instead of (FFFE,E000)."""
     path = save(jpeg_dataset(tissue(96, 128), "zero-item-jpeg"), folder / "zero-item-jpeg.dcm")
@@ -298,7 +306,10 @@ CASES: tuple[Case, ...] = (
     Case("frames-negative", _with("frames-negative", _set(NumberOfFrames=-3)), "refused", "check", "NumberOfFrames"),
     Case("frames-billion", _with("frames-billion", _set(NumberOfFrames=10**9)), "refused", "check", "frame"),
     Case("short-cine", fewer_frames_than_declared, "refused", "check", "pixel data"),
-    Case("cut-jpeg", truncated_jpeg, "refused", "decode", ""),
+    Case("cut-jpeg", truncated_jpeg, "refused", "decode", "cut short"),
+    Case("cut-file-jpeg", jpeg_file_cut_short, "refused", "decode", ""),
+    Case("frames-fraction", _with("frames-fraction", _set(NumberOfFrames="2.5")), "refused", "check", "NumberOfFrames"),
+    Case("frames-empty", _with("frames-empty", _set(NumberOfFrames=None)), "analysed"),
     Case("nan-float", nan_float_pixels, "refused", "decode", "NaN"),
     # 6. malformed values and 7. identifiers: analysed, with the birth date nowhere in the outputs
     Case("bad-birth-date", _with("bad-birth-date", _set(PatientBirthDate=BIRTH_DATE)), "analysed"),
@@ -313,8 +324,12 @@ CASES: tuple[Case, ...] = (
 
 def build_all(folder: Path, names: tuple[str, ...] | None = None) -> dict[str, Path]:
     """Write every case (or those named) into ``folder``; returns name -> input path."""
+    import warnings
+
     folder.mkdir(parents=True, exist_ok=True)
-    return {case.name: case.build(folder) for case in CASES if names is None or case.name in names}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the invalid values we write on purpose
+        return {case.name: case.build(folder) for case in CASES if names is None or case.name in names}
 
 
 if __name__ == "__main__":

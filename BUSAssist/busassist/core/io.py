@@ -169,7 +169,8 @@ def read_image_file(path: Path, max_pixels: int = MAX_PIXELS) -> Frame:
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise InputError(path, f"image refused as a decompression bomb ({error.__class__.__name__})", "check") from None
+        reason = f"image exceeds the limit of {max_pixels} pixels (--max-pixels); Pillow: {error.__class__.__name__}"
+        raise InputError(path, reason, "check") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct_error, EOFError) as error:
         raise InputError(path, f"not a readable image ({error.__class__.__name__})") from None
     _check_pixels(path, pixels)
@@ -422,21 +423,31 @@ def _header(path: Path):
         raise InputError(path, f"not a readable DICOM file ({error.__class__.__name__})") from None
 
 
-def _frame_count(path: Path, dataset) -> int:
-    """Number of Frames as a positive integer (1 when absent); anything else is refused."""
+def _frame_count(path: Path, dataset, notes: list[str]) -> int:
+    """Number of Frames as a positive integer; refused when negative or not a whole number.
+
+    Absent means 1. Empty or 0 is read as 1 frame with a note, as pydicom's own decoder does (a
+    refusal there would refuse what ``pixel_array`` decodes).
+    """
     if "NumberOfFrames" not in dataset:
         return 1
     try:
         raw = dataset.NumberOfFrames
-        count = int(raw) if raw not in (None, "") else None
-    except (TypeError, ValueError):
+    except Exception:
+        raise InputError(path, "NumberOfFrames is not a positive whole number", "check") from None
+    if raw is None or str(raw).strip() in ("", "0"):
+        notes.append("NumberOfFrames empty or 0; read as 1 frame")
+        return 1
+    try:
+        count = int(str(raw).strip())
+    except ValueError:
         count = None
     if count is None or count < 1:
         raise InputError(path, "NumberOfFrames is not a positive whole number", "check")
     return count
 
 
-def _checked_header(path: Path, dataset, any_modality: bool, max_pixels: int) -> int:
+def _checked_header(path: Path, dataset, any_modality: bool, max_pixels: int, notes: list[str]) -> int:
     """Check SOP class, dimensions and the size budget; return the frame count."""
     sop_class = str(getattr(dataset, "SOPClassUID", "") or "")
     modality = str(getattr(dataset, "Modality", "") or "")
@@ -453,7 +464,7 @@ def _checked_header(path: Path, dataset, any_modality: bool, max_pixels: int) ->
     rows, columns = _as_int(dataset.Rows), _as_int(dataset.Columns)
     if not rows or not columns or rows < 0 or columns < 0:
         raise InputError(path, "Rows or Columns missing, empty or not positive", "check")
-    count = _frame_count(path, dataset)
+    count = _frame_count(path, dataset, notes)
     try:
         check_declared_size(path, dataset, count, max_pixels)
     except BudgetError as error:
@@ -512,9 +523,9 @@ def _iter_dicom(
 ) -> Iterator[Frame | InputError]:
     dataset = _header(path)
     try:
-        count = _checked_header(path, dataset, any_modality, max_pixels)
-        height, width = int(dataset.Rows), int(dataset.Columns)
         notes: list[str] = []
+        count = _checked_header(path, dataset, any_modality, max_pixels, notes)
+        height, width = int(dataset.Rows), int(dataset.Columns)
         region = tissue_region(dataset, height, width, notes)
         uid, study, series = _uids(dataset, notes)
         indices = frames.indices(count)
