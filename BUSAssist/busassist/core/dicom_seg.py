@@ -64,6 +64,8 @@ DEVICE_SERIAL_NUMBER = "0"  # software: no hardware serial number (Type 1 in the
 CONTENT_LABEL = "BUSASSIST"  # CS, upper case, at most 16 characters
 CONTENT_DESCRIPTION = "EMT-Net predicted breast tumour mask"
 SERIES_DESCRIPTION = "BUSAssist tumour segmentation"
+#: Single-frame image SOP classes: Ultrasound Image Storage (current, retired) and Secondary Capture.
+_SINGLE_FRAME_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.6", "1.2.840.10008.5.1.4.1.1.7"}
 #: The single-frame SOP class the stand-in for a multi-frame source claims (Ultrasound Image Storage).
 _STAND_IN_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.6.1"
 #: Type 2 attributes highdicom reads from the source; written empty where the source lacks them.
@@ -168,7 +170,9 @@ def build_segmentation(
             raise SegmentationError(f"the source has no {name}")
     if not str(model_version).strip():
         raise SegmentationError("the model version is empty")
-    multi_frame = "NumberOfFrames" in source
+    # A single-frame SOP class with a (malformed) Number of Frames is still single-frame: its SEG
+    # must not reference frame numbers.
+    multi_frame = "NumberOfFrames" in source and str(source.SOPClassUID) not in _SINGLE_FRAME_SOP_CLASSES
     frames = _checked_masks(source, masks, multi_frame)
     if multi_frame and hd.spatial.get_image_coordinate_system(source) is not None:
         raise SegmentationError("multi-frame sources with patient or slide coordinates are not supported")
