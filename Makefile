@@ -7,7 +7,7 @@ DATA ?= ../shared/data/busi
 RUN_DIR ?= runs/reproduce
 OUT ?= results/sample
 
-.PHONY: run test lint bench reproduce experiments sample-data clean
+.PHONY: run test lint bench reproduce experiments sample-data clean dicom3tools
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ test: lint
 lint: $(VENV)/.stamp-dev
 	$(VENV)/bin/ruff check BUSAssist Testing
 	$(VENV)/bin/ruff format --check BUSAssist Testing
+
+# dciodvfy (Debian's dicom3tools) checks every DICOM SEG the hostile-input tests write; without it that
+# one test is skipped. Best effort: needs apt-get and root, as on CI.
+dicom3tools:
+	@command -v dciodvfy >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools) >/dev/null 2>&1; } || \
+	  echo "dicom3tools not installed: the dciodvfy test will be skipped"
 
 bench: $(VENV)/.stamp-dev
 	$(PY) -m busassist.apps.bench --out bench/results.json

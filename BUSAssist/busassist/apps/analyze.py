@@ -17,7 +17,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -400,6 +400,23 @@ def _pack(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     return np.packbits(np.asarray(mask) > 0), mask.shape[:2]
 
 
+class _UnpackedMasks(Mapping):
+    """Frame index -> bool mask, unpacked only when asked for: a long cine never holds all its masks unpacked."""
+
+    def __init__(self, packed: dict[int, tuple[np.ndarray, tuple[int, int]]]) -> None:
+        self._packed = packed
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        bits, shape = self._packed[index]
+        return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+
+    def __iter__(self):
+        return iter(self._packed)
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+
 def seg_is_intact(path: Path, frames: int) -> bool:
     """True when ``path`` is a readable SEG with the pixel data of ``frames`` frames (a cut file is not)."""
     import pydicom
@@ -435,11 +452,7 @@ def _write_seg(
         return target
     try:
         source = pydicom.dcmread(path, stop_before_pixels=True)
-        unpacked = {
-            index: np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
-            for index, (bits, shape) in masks.items()
-        }
-        return write_segmentation(source, unpacked, analyzer.metadata.model_version, target)
+        return write_segmentation(source, _UnpackedMasks(masks), analyzer.metadata.model_version, target)
     except SegmentationError as error:
         raise InputError(path, f"DICOM SEG not written: {error}", "seg") from None
     except Exception as error:  # a header value highdicom or pydicom cannot take: the frames stay

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -69,22 +68,71 @@ def torch_end_to_end(network, frame: np.ndarray) -> Callable[[], object]:
     return run
 
 
-def peak_rss_of_cli(model: Path, inputs: Path) -> float:
-    """Peak resident memory (MB) of ``busassist analyze`` on ``inputs``, as a child process."""
+#: Runs the CLI in a child that reports its own peak resident memory. VmHWM, not ru_maxrss: Linux keeps
+#: the forking parent's peak in a child's ru_maxrss across exec, which made earlier figures the bench's own.
+_CLI_WITH_PEAK = (
+    "import sys; from busassist.apps.cli import main; code = main(sys.argv[1:]); "
+    "print('VMHWM_KB', [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]); "
+    "sys.exit(code)"
+)
+
+
+def peak_rss_of_cli(model: Path, *inputs: Path, extra: tuple[str, ...] = ()) -> float:
+    """Peak resident memory (MB) of ``busassist analyze`` (one worker, default outputs) on ``inputs``."""
     with tempfile.TemporaryDirectory() as out:
-        command = [
-            sys.executable,
-            "-m",
-            "busassist.apps.cli",
-            "analyze",
-            str(inputs),
-            "--out",
-            out,
-            "--model",
-            str(model),
-        ]
-        subprocess.run(command, check=False, capture_output=True)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        command = [sys.executable, "-c", _CLI_WITH_PEAK, "analyze", *map(str, inputs), "--out", out]
+        result = subprocess.run([*command, "--model", str(model), "--quiet", *extra], capture_output=True, text=True)
+    line = [line for line in result.stdout.splitlines() if line.startswith("VMHWM_KB")]
+    return int(line[0].split()[1]) / 1024 if line else float("nan")
+
+
+def hostile_figures(model: Path) -> dict:
+    """Peak memory of one worker on inputs made to be hostile, and on the largest frame it accepts.
+
+    The hostile inputs come from ``Testing/Python/hostile_inputs.py`` (files that declare 65535 x 65535
+    frames in a few kilobytes, a PNG decompression bomb, NaN pixels, cut-short streams, ...); the
+    largest accepted frame is an RGB ultrasound frame of exactly ``MAX_PIXELS`` pixels.
+    """
+    from busassist.constants import MAX_PIXELS
+
+    testing = Path(__file__).resolve().parents[3] / "Testing" / "Python"
+    if not (testing / "hostile_inputs.py").exists():
+        return {"hostile_skipped": "Testing/Python/hostile_inputs.py not found (run from a checkout)"}
+    sys.path.insert(0, str(testing))
+    import hostile_inputs
+
+    figures: dict = {}
+    with tempfile.TemporaryDirectory() as work:
+        folder = Path(work)
+        huge = hostile_inputs.build_all(folder / "huge", ("huge-native", "huge-rle", "huge-jpeg", "png-bomb"))
+        figures["declared_huge_peak_rss_mb"] = peak_rss_of_cli(model, *huge.values())
+        hostile_inputs.build_all(folder / "all")
+        figures["hostile_folder_peak_rss_mb"] = peak_rss_of_cli(model, folder / "all")
+        side = int(MAX_PIXELS**0.5)
+        rng = np.random.default_rng(0)
+        pixels = np.repeat(rng.integers(0, 255, (side, side, 1), dtype=np.uint8), 3, axis=2)
+        largest = hostile_inputs.save(hostile_inputs.us_dataset(pixels, "largest"), folder / "largest.dcm")
+        figures["largest_accepted_frame_peak_rss_mb"] = peak_rss_of_cli(model, largest)
+        figures["largest_accepted_frame"] = f"{side} x {side} RGB"
+        cine = hostile_inputs.us_dataset(hostile_inputs.tissue(480, 640), "cine", frames=300)
+        cine_path = hostile_inputs.save(cine, folder / "cine.dcm")
+        figures["cine_300_frames_with_seg_peak_rss_mb"] = peak_rss_of_cli(model, cine_path, extra=("--no-overlays",))
+    return figures
+
+
+def cpu_description() -> dict:
+    """The CPU and the ISA flags that decide onnxruntime's (and int8's) kernels."""
+    model, flags = platform.processor(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not model or line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile")
+    return {"cpu": model, "cpu_isa": " ".join(flag for flag in wanted if flag in flags)}
 
 
 def corpus_file(name: str) -> Path | None:
@@ -129,14 +177,10 @@ def batch_figures(model: Path, copies: int = 10) -> dict:
                 "--no-overlays",
                 "--no-seg",
             ]
-            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             started = time.perf_counter()
             subprocess.run(command, check=True, capture_output=True)
             seconds = time.perf_counter() - started
             figures[f"batch_fps_{workers}_workers"] = frames / seconds
-            figures[f"batch_peak_rss_mb_{workers}_workers"] = (
-                max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-            )
         # Share of time outside the model, measured in-process on two copies.
         from busassist.apps.analyze import analyze_paths
 
@@ -207,12 +251,14 @@ def main(argv: list[str] | None = None) -> int:
         "speedup_network": percentiles(torch_net)[0] / percentiles(ort_net)[0],
         "model_size_mb": model.stat().st_size / 1e6,
         "cli_peak_rss_mb": peak_rss_of_cli(model, SAMPLE_DIR),
+        **hostile_figures(model),
         **({} if args.skip_batch else batch_figures(model)),
         **slicer_figures(analyzer),
         "frame_shape": list(frame.pixels.shape),
         "repeats": args.repeats,
         "threads": args.threads,
-        "machine": f"{platform.machine()} {platform.processor()}".strip(),
+        "machine": platform.machine(),
+        **cpu_description(),
         "python": platform.python_version(),
         "onnxruntime": __import__("onnxruntime").__version__,
         "torch": torch.__version__,

@@ -173,7 +173,7 @@ def build_segmentation(
     # A single-frame SOP class with a (malformed) Number of Frames is still single-frame: its SEG
     # must not reference frame numbers.
     multi_frame = "NumberOfFrames" in source and str(source.SOPClassUID) not in _SINGLE_FRAME_SOP_CLASSES
-    frames = _checked_masks(source, masks, multi_frame)
+    frames = _checked_masks(source, masks, multi_frame)  # bit-packed: a long cine costs 1/8 byte per pixel
     if multi_frame and hd.spatial.get_image_coordinate_system(source) is not None:
         raise SegmentationError("multi-frame sources with patient or slide coordinates are not supported")
     if "PerFrameFunctionalGroupsSequence" in source or "SharedFunctionalGroupsSequence" in source:
@@ -204,10 +204,11 @@ def _build(
     hd, stand_in, frames, order, source, multi_frame, model_version, series_uid, sop_uid, series_number, instance_number
 ):
     """highdicom's Segmentation for the stand-in source, extended to every analysed frame."""
+    shape = (int(source.Rows), int(source.Columns))
     try:
         seg = hd.seg.Segmentation(
             source_images=[stand_in],
-            pixel_array=frames[order[0]],
+            pixel_array=_unpacked(frames[order[0]], shape),
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=[_segment_description(model_version)],
             series_instance_uid=series_uid,
@@ -227,7 +228,7 @@ def _build(
         _fix_pixel_measures(seg, source)
         _fix_patient_orientation(seg, source)
         if multi_frame:
-            _extend_to_source_frames(seg, source, [frames[index] for index in order], order)
+            _extend_to_source_frames(seg, source, [frames[index] for index in order], order, shape)
             # Rebuild highdicom's frame look-up tables for the extended dataset (this also checks
             # that highdicom can read it back).
             seg = hd.seg.Segmentation.from_dataset(seg, copy=False)
@@ -266,8 +267,17 @@ def write_segmentation(
 # ---------------------------------------------------------------------------------------------
 
 
+def _unpacked(bits: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """One frame's bool mask from its little-endian packed bits."""
+    return np.unpackbits(bits, count=shape[0] * shape[1], bitorder="little").reshape(shape).astype(bool)
+
+
 def _checked_masks(source: Dataset, masks: Mapping[int, np.ndarray], multi_frame: bool) -> dict[int, np.ndarray]:
-    """Masks as bool arrays keyed by 0-based frame index, after checking keys, shapes and values."""
+    """Masks bit-packed (DICOM's little-endian bit order) keyed by 0-based frame index, after checking them.
+
+    Packed as they are checked, so a long cine holds one unpacked mask at a time (``masks`` may be
+    a lazy mapping that unpacks on access).
+    """
     if not isinstance(masks, Mapping) or not masks:
         raise SegmentationError("no analysed frames: masks must map frame indices to mask arrays")
     try:
@@ -291,7 +301,7 @@ def _checked_masks(source: Dataset, masks: Mapping[int, np.ndarray], multi_frame
                 raise SegmentationError(f"the mask of frame {index} is {array.dtype}, not bool or integer 0/1 or 0/255")
             if not np.isin(array, _MASK_VALUES).all():
                 raise SegmentationError(f"the mask of frame {index} has values other than 0, 1 and 255")
-        checked[index] = array != 0
+        checked[index] = np.packbits(array != 0, bitorder="little")
     return checked
 
 
@@ -366,7 +376,9 @@ def _fix_patient_orientation(seg: Dataset, source: Dataset) -> None:
     seg.PatientOrientation = value if value is not None and len(value) == 2 else ""
 
 
-def _extend_to_source_frames(seg: Dataset, source: Dataset, masks: list[np.ndarray], order: list[int]) -> None:
+def _extend_to_source_frames(
+    seg: Dataset, source: Dataset, masks: list[np.ndarray], order: list[int], shape: tuple[int, int]
+) -> None:
     """Turn the one-frame SEG of the stand-in into one frame per analysed frame of the multi-frame source."""
     if len(seg.PerFrameFunctionalGroupsSequence) != 1:
         raise ValueError(f"expected one SEG frame from highdicom, got {len(seg.PerFrameFunctionalGroupsSequence)}")
@@ -390,8 +402,13 @@ def _extend_to_source_frames(seg: Dataset, source: Dataset, masks: list[np.ndarr
     seg.SourceImageSequence = references
     _restore_sop_class(seg, str(source.SOPClassUID))
     seg.NumberOfFrames = len(order)
-    # BINARY: one bit per pixel, frames packed back to back (no padding between frames).
-    seg.PixelData = pack_bits(np.stack(masks).astype(np.uint8).ravel())
+    # BINARY: one bit per pixel, frames packed back to back (no padding between frames). Frames of a
+    # whole number of bytes are joined as packed; others are unpacked and packed again as one run.
+    if (shape[0] * shape[1]) % 8 == 0:
+        packed = b"".join(bits.tobytes() for bits in masks)
+        seg.PixelData = packed + b"\x00" * (len(packed) % 2)
+    else:
+        seg.PixelData = pack_bits(np.concatenate([_unpacked(bits, shape).ravel() for bits in masks]).astype(np.uint8))
 
 
 def _restore_sop_class(dataset: Dataset, sop_class_uid: str) -> None:
