@@ -130,7 +130,11 @@ def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path | InputError]:
                     emitted.add(key)
                     yield InputError(candidate, problem, "scan")
                 continue
-            members = dicomdir_members(candidate) if candidate.name.upper() == "DICOMDIR" else None
+            members = None
+            if candidate.name.upper() == "DICOMDIR":
+                with warnings.catch_warnings():  # its patient records' values are not ours to print
+                    warnings.simplefilter("ignore")
+                    members = dicomdir_members(candidate)
             for member in members if members is not None else [candidate]:
                 key = os.path.abspath(member.path if isinstance(member, InputError) else member)
                 if isinstance(member, InputError):
