@@ -52,9 +52,15 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], timeout: float = 240, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", RUN_CLI, *args], capture_output=True, text=True, timeout=timeout, env=child_env()
+        [sys.executable, "-c", RUN_CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+        cwd=cwd,
+        errors="backslashreplace",
     )
 
 
@@ -401,6 +407,101 @@ def test_damaged_outputs_are_recomputed_on_resume(emtnet_onnx: FixtureModel, tmp
         assert path.read_bytes() == intact[path], f"{path.name} not restored"
     rebuilt, original = pydicom.dcmread(seg), pydicom.dcmread(pydicom.filebase.DicomBytesIO(intact[seg]))
     assert rebuilt.SOPInstanceUID == original.SOPInstanceUID and rebuilt.PixelData == original.PixelData
+
+
+def test_a_worker_that_dies_never_hangs_the_run(emtnet_onnx: FixtureModel, tmp_path: Path) -> None:
+    """A worker process killed mid-run (as the OS does when memory runs out): the run finishes, nothing lost."""
+    count = 16
+    good_files(tmp_path / "in", count, frames=3)
+    out = tmp_path / "out"
+    run = start_cli(analyse_args([tmp_path / "in"], out, emtnet_onnx.path, "--workers", "2", "--no-overlays"))
+    deadline, killed = time.monotonic() + 120, False
+    while time.monotonic() < deadline and not killed and run.poll() is None:
+        if (out / "results.csv").exists() and len(rows(out / "results.csv")) >= 1:
+            listing = subprocess.run(
+                ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(run.pid)], capture_output=True, text=True
+            )
+            workers = [int(line.split()[0]) for line in listing.stdout.splitlines() if "spawn_main" in line]
+            if workers:
+                os.kill(workers[0], signal.SIGKILL)
+                killed = True
+        time.sleep(0.02)
+    stdout, stderr = run.communicate(timeout=240)
+    assert killed, "no worker was seen to kill"
+    assert run.returncode in (0, 2), (run.returncode, stdout, stderr)
+    assert "Traceback" not in stderr
+    analysed = {(Path(r["file"]).name, r["frame"]) for r in rows(out / "results.csv")}
+    refused = {Path(r["file"]).name for r in rows(out / "errors.csv")}
+    for i in range(count):  # every file is either fully analysed (retried in a fresh worker) or refused
+        assert {(f"good-{i}.dcm", str(f)) for f in range(3)} <= analysed or f"good-{i}.dcm" in refused
+    assert len(rows(out / "results.csv")) == len(analysed), "no frame twice"
+
+
+def test_relative_out_non_utf8_names_and_out_inside_the_input_folder(emtnet_onnx: FixtureModel, tmp_path: Path) -> None:
+    """``--out out`` from the input folder itself, a file name that is not UTF-8, and a rerun."""
+    folder = tmp_path / "study"
+    (plain,) = good_files(folder, 1)
+    odd = Path(os.fsdecode(bytes(folder) + b"/M\xfcller.dcm"))  # Latin-1 bytes, not UTF-8
+    shutil.copyfile(plain, odd)
+    args = ["analyze", ".", "--out", "out", "--model", str(emtnet_onnx.path), "--quiet", "--threads", "1"]
+    first = run_cli(args, cwd=folder)
+    assert first.returncode == 0, first.stderr
+    results = rows(folder / "out" / "results.csv")
+    assert len(results) == 2, "both files, although they share a SOP Instance UID"
+    assert any("\\xfc" in row["file"] for row in results)
+    again = run_cli(args, cwd=folder)
+    assert again.returncode == 0 and "analysed 0 frame(s)" in again.stdout, "outputs are not taken as inputs"
+    assert rows(folder / "out" / "errors.csv") == []
+
+
+def test_a_deflate_bomb_is_refused_before_it_inflates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
+    import zlib
+
+    from busassist.core import io, limits
+
+    ds = us_dataset(tissue(), "deflated")
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    path = save(ds, tmp_path / "deflated.dcm")  # pydicom deflates the dataset
+    assert limits.inflated_size_problem(path) is None
+    assert next(io.read_frames(path)).pixels.shape == (96, 128)
+    head = path.read_bytes()  # the bomb: the same file meta, then a deflate stream of 4 MB of zeros
+    with open(path, "rb") as handle:
+        pydicom.filereader.read_preamble(handle, False)
+        pydicom.filereader._read_file_meta_info(handle)
+        meta_end = handle.tell()
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    bomb = tmp_path / "bomb.dcm"
+    bomb.write_bytes(head[:meta_end] + deflater.compress(bytes(4 << 20)) + deflater.flush())
+    assert bomb.stat().st_size < 10_000
+    assert "inflates" in limits.inflated_size_problem(bomb, limit=1 << 20)
+    monkeypatch.setattr(io, "inflated_size_problem", functools.partial(limits.inflated_size_problem, limit=1 << 20))
+    with pytest.raises(InputError, match="inflates"):
+        next(io.read_frames(bomb))
+
+
+def test_every_compressed_frame_is_checked_before_decoding(tmp_path: Path) -> None:
+    """A JPEG cine whose second frame's stream declares 65535 x 65535: that frame is refused, the others decode."""
+    import struct
+
+    from hostile_inputs import jpeg_bytes
+    from pydicom.encaps import encapsulate
+
+    from busassist.core.io import iter_frames
+
+    pixels = tissue(64, 64)
+    good = jpeg_bytes(pixels)
+    huge = bytearray(good)
+    sof = huge.find(b"\xff\xc0")
+    huge[sof + 5 : sof + 9] = struct.pack(">HH", 65535, 65535)
+    ds = us_dataset(pixels, "jpeg-cine", frames=3)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
+    ds.PixelData = encapsulate([good, bytes(huge), good])
+    ds["PixelData"].VR = "OB"
+    path = save(ds, tmp_path / "jpeg-cine.dcm")
+    outcome = list(iter_frames(path))
+    assert [type(item).__name__ for item in outcome] == ["Frame", "InputError", "Frame"]
+    assert outcome[1].frame == 1 and "65535 x 65535" in outcome[1].reason
 
 
 def test_the_package_imports_without_fcntl() -> None:

@@ -5,12 +5,14 @@ measurements, model version and SHA-256), the mask as a PNG in the source frame'
 (0 background, 255 lesion), optionally an overlay PNG, and per DICOM instance one DICOM
 Segmentation. A file that cannot be analysed gets a row in ``errors.csv`` and a one-line reason on
 stderr; the run goes on. Rerunning the same command skips frames already in ``results.csv`` for
-the same model (keyed by SOP Instance UID, frame and model SHA-256), so an interrupted run
-finishes the rest, and a kill loses at most the frame in flight.
+the same model (keyed by SOP Instance UID, file, frame and model SHA-256), so an interrupted run
+finishes the rest, and a kill loses at most the frame in flight (for a multi-frame DICOM with SEG
+output, whose rows wait for its SEG, the file in flight).
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import multiprocessing
 import os
@@ -33,8 +35,10 @@ from busassist.apps.outputs import (
     inside,
     load_png,
     overlay_image,
+    path_text,
     png_is_intact,
     read_rows,
+    resolved,
     safe_stem,
     save_png,
 )
@@ -43,6 +47,7 @@ from busassist.constants import MAX_PIXELS
 from busassist.core.identifiers import IDENTIFYING_KEYWORDS, Redactor, is_valid_uid
 from busassist.core.inference import Analyzer, FrameResult
 from busassist.core.io import ALL_FRAMES, Frame, FrameSelection, InputError, is_dicom, iter_frames
+from busassist.core.limits import inflated_size_problem
 from busassist.core.measurements import EMPTY_ROW, as_row, measure_largest
 from busassist.core.model_store import sha256_of
 
@@ -120,7 +125,7 @@ def _result_row(
     spacing = region.spacing_mm if region is not None else None
     measurement = measure_largest(result.mask > 0, spacing)
     row = {
-        "file": frame.source,
+        "file": path_text(frame.source),
         "frame": frame.index,
         "sop_instance_uid": frame.sop_instance_uid or "",
         "study_instance_uid": frame.study_instance_uid or "",
@@ -163,7 +168,7 @@ def analyze_file(
     ``path`` may itself be a refusal from ``expand_inputs``, which is recorded the same way.
     """
     options = options or AnalyzeOptions()
-    out = Path(out)
+    out = resolved(out)
     if isinstance(path, InputError):
         report = FileReport(path.path)
         _record(out, report, path, Redactor())
@@ -178,7 +183,7 @@ def analyze_file(
             _record(out, report, error, redact)
         except Exception as error:  # anything else about this input: one row, never the run
             _record(out, report, InputError(path, _describe(error), "analyze"), redact)
-    report.warnings = sorted({redact(_without_links(message)) for message in diagnostics})
+    report.warnings += sorted({redact(_without_links(message)) for message in diagnostics})
     return report
 
 
@@ -231,15 +236,20 @@ def _analyze_frames(
             _append_result(out, report, row)
     if not (wants_seg and masks and first is not None):
         return
+    seg_path = ""
     try:
-        seg = _write_seg(path, first, masks, analyzer, out, all_skipped=not pending)
-    except InputError as error:  # the frames are analysed and saved; only the SEG is missing
+        seg_path = str(_write_seg(path, first, masks, analyzer, out, all_skipped=not pending).relative_to(out))
+    except Exception as error:  # the frames are analysed and saved; only the SEG is missing
+        if not isinstance(error, InputError):
+            error = InputError(path, f"DICOM SEG not written: {_describe(error)}", "seg")
         report.seg_error = error
         _record(out, report, error, redact, counts_as_refusal=False)
-        seg = None
-    for row in pending:
-        row["seg_path"] = "" if seg is None else str(seg.relative_to(out))
-        _append_result(out, report, row)
+    for row in pending:  # each row on its own: one that cannot be written does not cost the others
+        row["seg_path"] = seg_path
+        try:
+            _append_result(out, report, row)
+        except Exception as error:
+            _record(out, report, InputError(path, _describe(error), "write", int(row["frame"])), redact)
 
 
 def _analyze_frame(
@@ -297,7 +307,10 @@ def _redactor_for(path: Path) -> Redactor:
     import pydicom
 
     try:
-        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(IDENTIFYING_KEYWORDS))
+        if inflated_size_problem(path) is not None:
+            return Redactor()
+        tags = ["SpecificCharacterSet", *IDENTIFYING_KEYWORDS]
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
     except Exception:  # the reader reports an unreadable header
         return Redactor()
     return Redactor.from_dataset(header)
@@ -343,11 +356,11 @@ def _record(out: Path, report: FileReport, error: InputError, redact: Redactor, 
     report.errors.append(error)
     if counts_as_refusal and report.error is None:
         report.error = error
-    row = {"file": error.path, "frame": "" if error.frame is None else error.frame, "stage": error.stage}
-    row["reason"] = error.reason
+    row = {"file": path_text(error.path), "frame": "" if error.frame is None else error.frame, "stage": error.stage}
+    row["reason"] = path_text(error.reason)
     try:
         append_row(out / "errors.csv", ERROR_COLUMNS, row, unique_by=tuple(ERROR_COLUMNS))
-    except OSError as failure:  # errors.csv itself cannot be written: the report and stderr still say it
+    except Exception as failure:  # errors.csv itself cannot be written: the report and stderr still say it
         report.warnings.append(f"errors.csv not written ({failure.__class__.__name__})")
 
 
@@ -465,7 +478,7 @@ def prepare_output(out: Path) -> set[str]:
     An output folder that cannot be used (read-only file system, a file where the folder should
     be, no permission) raises ``OutputError`` with one line.
     """
-    out = Path(out)
+    out = resolved(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         if not out.is_dir():
@@ -473,6 +486,10 @@ def prepare_output(out: Path) -> set[str]:
         ensure_csv(out / "results.csv", RESULT_COLUMNS)
         ensure_csv(out / "errors.csv", ERROR_COLUMNS)
         return {row["resume_key"] for row in read_rows(out / "results.csv") if row.get("resume_key")}
+    except (csv.Error, UnicodeError) as error:
+        raise OutputError(
+            f"{out}: results.csv or errors.csv is damaged ({error}); move it aside to start afresh"
+        ) from None
     except OSError as error:
         raise OutputError(
             f"{out}: output folder cannot be written ({error.strerror or error.__class__.__name__})"
@@ -490,6 +507,58 @@ def _init_worker(model_path: str, threads: int, out: str, options: AnalyzeOption
 def _work(path: Path | InputError) -> FileReport:
     report = analyze_file(path, _WORKER["analyzer"], _WORKER["out"], _WORKER["options"], _WORKER["done"])
     report.rows = []  # already on disk; do not ship them back through the pipe
+    return report
+
+
+#: Files analysed at once per worker process: enough to keep each busy, few enough to retry cheaply.
+_IN_FLIGHT_PER_WORKER = 2
+
+
+def _in_worker_processes(paths: list, workers: int, initargs: tuple, out: Path, account) -> None:
+    """Analyse ``paths`` in ``workers`` spawned processes; a worker that dies never hangs the run.
+
+    A worker killed by the OS (out of memory) or by a crashing decoder breaks the pool: the files
+    it had in flight are then tried again one at a time in a fresh pool, and a file that kills its
+    worker alone is recorded in errors.csv (stage ``analyze``); the rest of the batch goes on.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    context = multiprocessing.get_context("spawn")
+    queue, suspects = list(reversed(paths)), []  # stacks: pop() takes the next file
+    while queue or suspects:
+        alone = bool(suspects)  # suspects run one at a time, so a second death names its file
+        source = suspects if alone else queue
+        limit = 1 if alone else workers * _IN_FLIGHT_PER_WORKER
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=initargs) as pool:
+            in_flight: dict = {}
+            while source or in_flight:
+                while source and len(in_flight) < limit:
+                    path = source.pop()
+                    in_flight[pool.submit(_work, path)] = path
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                broken = []
+                for future in finished:
+                    path = in_flight.pop(future)
+                    try:
+                        account(future.result())
+                    except BrokenProcessPool:
+                        broken.append(path)
+                if broken:
+                    broken.extend(in_flight.values())  # lost with the pool
+                    if alone:
+                        for path in broken:
+                            account(_worker_died(path, out))
+                    else:
+                        suspects.extend(broken)
+                    break  # a fresh pool: for the suspects first, then for the rest of the queue
+
+
+def _worker_died(path, out: Path) -> FileReport:
+    """The report (and errors.csv row) of a file whose worker process died while analysing it."""
+    report = FileReport(str(path.path if isinstance(path, InputError) else path))
+    reason = "the worker process died while analysing this file (killed, out of memory or a decoder crash)"
+    _record(out, report, InputError(report.path, reason, "analyze"), Redactor())
     return report
 
 
@@ -530,7 +599,7 @@ def analyze_paths(
     ``FolderBusy`` before touching anything; ``OutputError`` when ``out`` cannot be written.
     """
     started = time.perf_counter()
-    out = Path(out)
+    out = resolved(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = hold_folder(out)
@@ -565,7 +634,7 @@ def analyze_paths(
 
 def _run(inputs, out, analyzer, log, workers, model_path, progress, started, options) -> Summary:
     done = prepare_output(out)
-    paths = series_order(list(expand_inputs(inputs)))
+    paths = series_order(list(expand_inputs(inputs, exclude=out)))
     summary = Summary()
     bar = _progress(len(paths), progress)
 
@@ -589,10 +658,7 @@ def _run(inputs, out, analyzer, log, workers, model_path, progress, started, opt
             account(analyze_file(path, analyzer, out, options, done))
     else:
         model = str(model_path or (analyzer.model_path if analyzer else Analyzer(None).model_path))
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(workers, _init_worker, (model, 1, str(out), options, done)) as pool:
-            for report in pool.imap_unordered(_work, paths):
-                account(report)
+        _in_worker_processes(paths, workers, (model, 1, str(out), options, done), out, account)
     bar.close()
     summary.seconds = time.perf_counter() - started
     return summary

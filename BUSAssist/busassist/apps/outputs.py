@@ -42,6 +42,16 @@ def _lock_for(path: Path) -> FileLock:
     return FileLock(str(path.with_name(f".{path.name}.lock")))
 
 
+def resolved(out: str | Path) -> Path:
+    """The output folder as an absolute real path: every output path is compared with, and made relative to, it."""
+    return Path(os.path.realpath(out))
+
+
+def path_text(value: str | Path) -> str:
+    """Text for a CSV cell: a file name that is not valid UTF-8 keeps its bytes as backslash escapes."""
+    return os.fsencode(str(value)).decode("utf-8", "backslashreplace") if isinstance(value, (str, Path)) else str(value)
+
+
 def inside(out: Path, path: Path) -> Path:
     """``path`` resolved, or ``OutputError`` when it would land outside ``out`` (``..``, links, absolute parts)."""
     root = Path(os.path.realpath(out))
@@ -70,6 +80,8 @@ def ensure_csv(path: Path, columns: list[str]) -> None:
     version) is rewritten with today's columns, keeping every value it had.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise OSError(f"{path.name} is a link or not a regular file; refusing to write through it")
     with _lock_for(path):
         if not path.exists() or path.stat().st_size == 0:
             _replace(path, (",".join(columns) + "\n").encode())
@@ -77,6 +89,9 @@ def ensure_csv(path: Path, columns: list[str]) -> None:
         content = path.read_bytes()
         if not content.endswith(b"\n"):
             content = content[: content.rfind(b"\n") + 1]
+            _replace(path, content)
+        if b"\x00" in content:  # a power cut can leave NUL bytes; csv on Python < 3.11 refuses them
+            content = content.replace(b"\x00", b"")
             _replace(path, content)
         header = next(csv.reader(io.StringIO(content.decode("utf-8", "replace"))), [])
         if header != columns:
@@ -121,16 +136,18 @@ def row_key(row: dict, columns: tuple[str, ...]) -> str:
     return "\x1f".join(str(row.get(column, "")) for column in columns)
 
 
-#: Keys already read per (CSV file, key columns), and how far: appends by other processes are read incrementally.
-_KEY_CACHE: dict[tuple[str, tuple[str, ...]], tuple[int, set[str]]] = {}
+#: Keys already read per (CSV file, key columns), and how far: appends by other processes are read
+#: incrementally. The file's identity (device, inode) is part of the entry: a replaced file is read anew.
+_KEY_CACHE: dict[tuple[str, tuple[str, ...]], tuple[tuple[int, int], int, set[str]]] = {}
 
 
 def _keys(path: Path, columns: tuple[str, ...]) -> set[str]:
     """Keys of ``path``'s rows, reading only what was appended since the last call (call under the file's lock)."""
     cache_key = (str(path), columns)
-    offset, keys = _KEY_CACHE.get(cache_key, (0, set()))
-    size = path.stat().st_size
-    if size < offset:  # the file was replaced (repaired): read it again
+    status = path.stat()
+    identity, size = (status.st_dev, status.st_ino), status.st_size
+    cached_identity, offset, keys = _KEY_CACHE.get(cache_key, (identity, 0, set()))
+    if cached_identity != identity or size < offset:  # replaced or repaired: read it again
         offset, keys = 0, set()
     if size > offset:
         with open(path, "rb") as handle:
@@ -139,10 +156,11 @@ def _keys(path: Path, columns: tuple[str, ...]) -> set[str]:
             handle.seek(start)
             tail = handle.read()
         complete = tail[: tail.rfind(b"\n") + 1]  # a row still being written is read next time
-        for record in csv.DictReader(io.StringIO(complete.decode("utf-8", "replace")), fieldnames=header):
+        text = complete.replace(b"\x00", b"").decode("utf-8", "replace")
+        for record in csv.DictReader(io.StringIO(text), fieldnames=header):
             keys.add(row_key(record, columns))
         offset = start + len(complete)
-    _KEY_CACHE[cache_key] = (offset, keys)
+    _KEY_CACHE[cache_key] = (identity, offset, keys)
     return keys
 
 
@@ -155,9 +173,12 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def frame_key(frame_source: str, sop_instance_uid: str | None, index: int, model_sha256: str) -> str:
-    """Resume key of a frame: the instance (SOP Instance UID, else the file), the frame and the model."""
-    instance = sop_instance_uid or os.path.abspath(frame_source)
-    return f"{instance}|{index}|{model_sha256}"
+    """Resume key of a frame: its SOP Instance UID and file, the frame and the model.
+
+    The file is part of the key, so two files that share a SOP Instance UID (copies, broken
+    anonymisers) are both analysed and recorded; moving the archive means analysing it again.
+    """
+    return f"{sop_instance_uid or ''}|{path_text(os.path.abspath(frame_source))}|{index}|{model_sha256}"
 
 
 def safe_stem(frame: Frame) -> str:

@@ -17,15 +17,16 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from busassist.core.io import InputError, regular_file_problem
+from busassist.core.limits import inflated_size_problem
 
 #: Files found while scanning a folder that are documentation, not images; skipped silently.
 NOT_IMAGES = {".json", ".txt", ".md", ".csv", ".xml", ".html", ".pdf", ".py"}
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 
-def _walk(folder: Path) -> Iterator[Path | InputError]:
-    """Files below ``folder`` in sorted order, entering each real directory once."""
-    seen: set[str] = set()
+def _walk(folder: Path, skip: str | None = None) -> Iterator[Path | InputError]:
+    """Files below ``folder`` in sorted order, entering each real directory once (and never ``skip``)."""
+    seen: set[str] = {skip} if skip else set()
     stack = [folder]
     while stack:
         current = stack.pop()
@@ -66,7 +67,7 @@ def dicomdir_members(path: Path) -> list[Path | InputError] | None:
     """
     import pydicom
 
-    if regular_file_problem(path) is not None:
+    if regular_file_problem(path) is not None or inflated_size_problem(path) is not None:
         return None
     try:
         meta = pydicom.filereader.read_file_meta_info(path)
@@ -107,18 +108,20 @@ def dicomdir_members(path: Path) -> list[Path | InputError] | None:
     return members
 
 
-def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path | InputError]:
+def expand_inputs(inputs: Iterable[str | Path], exclude: str | Path | None = None) -> Iterator[Path | InputError]:
     """Files named directly, every file below named folders, and the members of DICOMDIRs.
 
     Hidden files and documentation files (``NOT_IMAGES``) found in folders are skipped; every
     other file is tried, so a DICOM without an extension is still found. Each file once. What
     cannot be an input (a named pipe, a symlink loop, a bad DICOMDIR member) is yielded as its
-    ``InputError``, which ``analyze_file`` records like any other refusal.
+    ``InputError``, which ``analyze_file`` records like any other refusal. Nothing below ``exclude``
+    (the output folder, when it lies inside an input folder) is taken: outputs are not inputs.
     """
     emitted: set[str] = set()
+    skip = os.path.realpath(exclude) if exclude is not None else None
     for item in inputs:
         path = Path(item)
-        candidates = _walk(path) if path.is_dir() else iter([path])
+        candidates = _walk(path, skip) if os.path.isdir(path) else iter([path])
         for candidate in candidates:
             if isinstance(candidate, InputError):
                 yield candidate
@@ -161,7 +164,7 @@ def _series_key(path: Path | InputError, position: int) -> tuple[str, str, int, 
     import pydicom
 
     key = ("~", "~", 0, position)
-    if isinstance(path, InputError) or regular_file_problem(path) is not None:
+    if isinstance(path, InputError) or regular_file_problem(path) or inflated_size_problem(path):
         return key
     try:
         header = pydicom.dcmread(

@@ -105,15 +105,25 @@ class Redactor:
 
     @classmethod
     def from_dataset(cls, dataset) -> Redactor:
-        """The identifiers of a pydicom dataset, read raw so that reading them warns about nothing."""
+        """The identifiers of a pydicom dataset: raw (Latin-1) and decoded with its Specific Character Set.
+
+        Both forms, because a message may quote either; read with warnings silenced, since reading
+        an invalid value warns by quoting it.
+        """
+        import warnings
+
         values: list[str] = []
         for keyword in IDENTIFYING_KEYWORDS:
             try:
                 element = dataset.get_item(keyword)
-            except Exception:  # a malformed element: nothing to learn from it
-                continue
-            if element is not None:
+                if element is None:
+                    continue
                 values.extend(_text_values(element.value))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    values.extend(_text_values(dataset[keyword].value))
+            except Exception:  # a malformed element or character set: keep what was read
+                continue
         return cls(values)
 
     def __call__(self, message: str) -> str:

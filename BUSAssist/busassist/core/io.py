@@ -19,7 +19,7 @@ import numpy as np
 
 from busassist.constants import MAX_PIXELS
 from busassist.core.identifiers import checked_uid
-from busassist.core.limits import BudgetError, check_declared_size, cut_short_frames
+from busassist.core.limits import BudgetError, check_declared_size, damaged_frames, inflated_size_problem
 
 #: SOP classes accepted as ultrasound (current and retired) plus secondary capture.
 ULTRASOUND_SOP_CLASSES = {
@@ -339,40 +339,55 @@ _DAMAGE_WORDS = (
 )
 
 
-def _whole_dataset_frames(path: Path, indices: list[int]) -> Iterator[tuple[int, np.ndarray | Exception]]:
-    """Frames decoded from the dataset in memory, one at a time: the fallback where streaming fails.
+class _InMemoryDecoder:
+    """Frames decoded one at a time from the dataset in memory: the fallback where streaming fails.
 
     Used for deflated files (``iter_pixels`` cannot stream them), with pydicom 2 (no ``iter_pixels``;
-    Slicer 5.8) and where pydicom's file streaming refuses what its in-memory decoder accepts (e.g. an
-    offset-table item tagged (0000,0000)). The file's size is bounded by ``MAX_WHOLE_FILE_BYTES``.
+    Slicer 5.8) and for a frame that pydicom's file streaming refuses although its in-memory decoder
+    accepts it (e.g. an offset-table item tagged (0000,0000), repaired here). The file is read once,
+    on first use, and only when it is at most ``MAX_WHOLE_FILE_BYTES``.
     """
-    import pydicom
 
-    from busassist.constants import MAX_WHOLE_FILE_BYTES
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dataset = None
+        self.whole = None  # pydicom 2: every frame, decoded at once
 
-    if os.path.getsize(path) > MAX_WHOLE_FILE_BYTES:
-        raise InputError(path, f"file over {MAX_WHOLE_FILE_BYTES} bytes cannot be decoded in memory", "decode")
-    dataset = pydicom.dcmread(path)
-    _repair_offset_table_tag(dataset)
-    try:
-        from pydicom.pixels import pixel_array
-    except ImportError:  # pydicom 2: the whole array, YBR converted here
-        from pydicom.pixel_data_handlers.util import convert_color_space
-
-        array = dataset.pixel_array
-        photometric = str(dataset.PhotometricInterpretation)
-        if photometric.startswith("YBR") and int(getattr(dataset, "SamplesPerPixel", 1)) == 3:
-            array = convert_color_space(array, photometric, "RGB")
-        if int(getattr(dataset, "NumberOfFrames", 1) or 1) == 1:
-            array = array[None]
-        for index in indices:
-            yield index, array[index]
-        return
-    for index in indices:
+    def frame(self, index: int) -> np.ndarray | Exception:
+        """Frame ``index`` (0-based), or the exception that decoding it raised."""
         try:
-            yield index, pixel_array(dataset, index=index)
+            return self._frame(index)
         except Exception as error:  # this frame only; the next one may decode
-            yield index, error
+            return error
+
+    def _frame(self, index: int) -> np.ndarray:
+        import pydicom
+
+        from busassist.constants import MAX_WHOLE_FILE_BYTES
+
+        if self.dataset is None:
+            if os.path.getsize(self.path) > MAX_WHOLE_FILE_BYTES:
+                raise InputError(self.path, f"file over {MAX_WHOLE_FILE_BYTES} bytes cannot be decoded in memory")
+            self.dataset = pydicom.dcmread(self.path)
+            _repair_offset_table_tag(self.dataset)
+        try:
+            from pydicom.pixels import pixel_array
+        except ImportError:  # pydicom 2: the whole array, YBR converted here
+            return self._whole_pydicom2()[index]
+        return pixel_array(self.dataset, index=index)
+
+    def _whole_pydicom2(self) -> np.ndarray:
+        if self.whole is None:
+            from pydicom.pixel_data_handlers.util import convert_color_space
+
+            array = self.dataset.pixel_array
+            photometric = str(self.dataset.PhotometricInterpretation)
+            if photometric.startswith("YBR") and int(getattr(self.dataset, "SamplesPerPixel", 1)) == 3:
+                array = convert_color_space(array, photometric, "RGB")
+            if int(getattr(self.dataset, "NumberOfFrames", 1) or 1) == 1:
+                array = array[None]
+            self.whole = array
+        return self.whole
 
 
 def _repair_offset_table_tag(dataset) -> None:
@@ -386,35 +401,44 @@ def _repair_offset_table_tag(dataset) -> None:
 def _decoded_frames(
     path: Path, indices: list[int], transfer_syntax: str
 ) -> Iterator[tuple[int, np.ndarray | Exception]]:
-    """``(index, array or the exception that decoding this frame raised)`` for every index, in order.
+    """``(index, array or the exception that decoding this frame raised)``: exactly one per index, in order.
 
-    Streams with pydicom 3's ``iter_pixels`` (one frame in memory at a time); where that fails,
-    the frames not yet decoded are tried again one by one from the dataset in memory, so what
-    ``pixel_array`` can decode is never refused.
+    Streams with pydicom 3's ``iter_pixels`` (one frame in memory at a time). Where streaming fails
+    at a frame, that frame alone is decoded from the dataset in memory, and streaming resumes after
+    it: one bad frame costs that frame, and what ``pixel_array`` can decode is never refused.
     """
     try:
         from pydicom.pixels import iter_pixels
     except ImportError:
         iter_pixels = None
-    done = 0
-    if iter_pixels is not None and transfer_syntax != DEFLATED:
-        try:
-            for array in iter_pixels(path, indices=indices):
-                yield indices[done], array
-                done += 1
+    memory = _InMemoryDecoder(path)
+    remaining = list(indices)
+    while remaining:
+        done = 0
+        if iter_pixels is not None and transfer_syntax != DEFLATED:
+            try:
+                for array in iter_pixels(path, indices=remaining):
+                    yield remaining[done], array
+                    done += 1
+            except Exception:  # noqa: BLE001 - any decoder failure: this frame from memory, then stream on
+                pass
+            if done == len(remaining):
+                return
+            yield remaining[done], memory.frame(remaining[done])
+            remaining = remaining[done + 1 :]
+        else:
+            for index in remaining:
+                yield index, memory.frame(index)
             return
-        except Exception:  # noqa: BLE001 - any decoder failure: try the in-memory path below
-            pass
-    yield from _whole_dataset_frames(path, indices[done:])
 
 
 def _header(path: Path):
     """The DICOM header without pixel data, or ``InputError``."""
     import pydicom
 
-    problem = regular_file_problem(path)
+    problem = regular_file_problem(path) or inflated_size_problem(path)
     if problem is not None:
-        raise InputError(path, problem)
+        raise InputError(path, problem, "read" if "deflated" not in problem else "check")
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except PermissionError:
@@ -529,7 +553,7 @@ def _iter_dicom(
         region = tissue_region(dataset, height, width, notes)
         uid, study, series = _uids(dataset, notes)
         indices = frames.indices(count)
-        cut_short = cut_short_frames(path, dataset, count, indices)
+        damaged = damaged_frames(path, dataset, count, indices, max_pixels)
         transfer_syntax = str(getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", ""))
         palette = str(getattr(dataset, "PhotometricInterpretation", "")).upper() == "PALETTE COLOR"
         palette_peak = _palette_peak(dataset) if palette else 255.0  # once per file, not per frame
@@ -537,52 +561,36 @@ def _iter_dicom(
         raise
     except Exception as error:  # a malformed value anywhere in the header: one line, never a traceback
         raise InputError(path, f"malformed DICOM header ({error.__class__.__name__})", "check") from None
-    decoded = 0
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        stream = _decoded_frames(path, indices, transfer_syntax)
-        while True:
-            del caught[:]
+    stream = _decoded_frames(path, [index for index in indices if index not in damaged], transfer_syntax)
+    for index in indices:  # every selected frame ends as exactly one Frame or one InputError
+        if index in damaged:  # refused before decoding: the decoder never sees it
+            yield InputError(path, damaged[index], "decode", index)
+            continue
+        with warnings.catch_warnings(record=True) as caught:  # only around decoding, never across a yield
+            warnings.simplefilter("always")
             try:
-                item = next(stream, None)
-            except InputError as error:
-                yield error
-                return
-            except Exception as error:  # the fallback itself failed: the remaining frames are lost
-                frame = indices[decoded] if decoded < len(indices) else None
-                yield InputError(path, _decode_reason(error), "decode", frame)
-                return
-            if item is None:
-                break
-            index, array = item
-            decoded += 1
-            if isinstance(array, Exception):
-                yield InputError(path, _decode_reason(array), "decode", index)
-                continue
-            if index in cut_short:
-                yield InputError(path, "compressed frame cut short (no end-of-image marker); refused", "decode", index)
-                continue
-            damage = _damage_warning(caught)
-            if damage is not None:
-                yield InputError(path, f"damaged pixel data, frame refused (decoder: {damage})", "decode", index)
-                continue
-            try:
-                pixels = _to_display(path, dataset, array, palette_peak)
-                _check_pixels(path, pixels, index)
-            except InputError as error:
-                yield error
-                continue
-            except Exception as error:
-                yield InputError(path, _decode_reason(error), "decode", index)
-                continue
-            yield Frame(str(path), index, pixels, region, uid, study, series, tuple(notes))
-    if decoded < len(indices):
-        yield InputError(
-            path,
-            f"only {decoded} of {len(indices)} selected frames could be decoded (pixel data shorter than declared)",
-            "decode",
-            indices[decoded],
-        )
+                _, array = next(stream)
+            except StopIteration:
+                array = RuntimeError("the decoder returned fewer frames than selected")
+            except Exception as error:  # noqa: BLE001 - any decoder failure is this frame's refusal
+                array = error
+        if isinstance(array, Exception):
+            yield InputError(path, _decode_reason(array), "decode", index)
+            continue
+        damage = _damage_warning(caught)
+        if damage is not None:
+            yield InputError(path, f"damaged pixel data, frame refused (decoder: {damage})", "decode", index)
+            continue
+        try:
+            pixels = _to_display(path, dataset, array, palette_peak)
+            _check_pixels(path, pixels, index)
+        except InputError as error:
+            yield error
+            continue
+        except Exception as error:
+            yield InputError(path, _decode_reason(error), "decode", index)
+            continue
+        yield Frame(str(path), index, pixels, region, uid, study, series, tuple(notes))
 
 
 def _decode_reason(error: Exception) -> str:

@@ -112,33 +112,83 @@ _EOI_FAMILIES = (
 _EOI_WINDOW = 8
 
 
-def cut_short_frames(path: Path, dataset, frame_count: int, indices: list[int]) -> set[int]:
-    """Indices (of ``indices``) whose compressed frame does not end with its end marker: data cut short.
+def damaged_frames(
+    path: Path, dataset, frame_count: int, indices: list[int], max_pixels: int = MAX_PIXELS
+) -> dict[int, str]:
+    """Selected compressed frames that must not reach the decoder, with the reason for each.
 
-    JPEG, JPEG-LS and JPEG 2000 streams end with FFD9; libjpeg decodes a stream cut at a third
-    without a word and fills the rest of the picture, which must be a refusal, not a result. Reads
-    the compressed frames once (one in memory at a time); where they cannot be walked, finds none
-    and leaves the judgement to the decoder.
+    - A frame whose stream declares another size than the DICOM header, or more than
+      ``max_pixels`` (the first frame is checked before anything else by ``check_declared_size``;
+      this checks every selected one: decoders allocate what each stream declares).
+    - A JPEG, JPEG-LS or JPEG 2000 frame without its end marker: data cut short, which libjpeg
+      decodes without a word and fills in.
+
+    Reads the compressed frames once (one in memory at a time); where they cannot be walked, finds
+    nothing and leaves the judgement to the decoder.
     """
     if not _transfer_syntax(dataset).startswith(_EOI_FAMILIES) or not indices:
-        return set()
+        return {}
     try:
         from pydicom.encaps import generate_frames
         from pydicom.pixels.utils import _array_common
     except ImportError:
-        return set()
-    wanted, damaged = set(indices), set()
+        return {}
+    rows, columns = int(dataset.Rows), int(dataset.Columns)
+    wanted, damaged = set(indices), {}
     try:
         with open(path, "rb") as handle:
             _array_common(handle, [])
             for index, frame in enumerate(generate_frames(handle, number_of_frames=frame_count)):
                 if index > max(wanted):
                     break
-                if index in wanted and b"\xff\xd9" not in frame[-_EOI_WINDOW:]:
-                    damaged.add(index)
+                if index not in wanted:
+                    continue
+                declared = declared_stream_size(frame[:_HEADER_BYTES])
+                if (
+                    declared is not None
+                    and declared[0]
+                    and (declared[0] * declared[1] > max_pixels or declared[:2] != (rows, columns))
+                ):
+                    damaged[index] = (
+                        f"compressed frame declares {declared[0]} x {declared[1]} pixels, the DICOM header "
+                        f"{rows} x {columns} (limit {max_pixels}); refused before decoding"
+                    )
+                elif b"\xff\xd9" not in frame[-_EOI_WINDOW:]:
+                    damaged[index] = "compressed frame cut short (no end-of-image marker); refused"
     except Exception:  # an offset table or item the walker refuses: the decoder path reports it
-        return set()
+        return {}
     return damaged
+
+
+def inflated_size_problem(path: Path, limit: int = MAX_WHOLE_FILE_BYTES) -> str | None:
+    """Why a deflated file must not be read (it inflates past ``limit``), or None.
+
+    pydicom inflates a deflated dataset whole, even to read its header, so the bound is checked
+    first by inflating into a counter, a megabyte at a time. Other transfer syntaxes: None at once.
+    """
+    import zlib
+
+    try:
+        from pydicom.filereader import _read_file_meta_info, read_preamble
+    except ImportError:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            read_preamble(handle, force=True)
+            meta = _read_file_meta_info(handle)
+            if str(meta.get("TransferSyntaxUID", "")) != DEFLATED:
+                return None
+            inflater, total, step = zlib.decompressobj(-zlib.MAX_WBITS), 0, 1 << 20
+            while total <= limit:
+                chunk = inflater.unconsumed_tail or handle.read(step)
+                if not chunk:
+                    return None
+                total += len(inflater.decompress(chunk, step))
+                if inflater.eof:
+                    return None
+    except Exception:  # not DICOM, or damaged: the reader reports it
+        return None
+    return f"deflated data inflates to more than {limit} bytes; refused before reading"
 
 
 def _transfer_syntax(dataset) -> str:
