@@ -504,6 +504,25 @@ def test_every_compressed_frame_is_checked_before_decoding(tmp_path: Path) -> No
     assert outcome[1].frame == 1 and "65535 x 65535" in outcome[1].reason
 
 
+def test_a_rerun_with_other_frames_grows_the_seg_instead_of_shrinking_it(
+    emtnet_onnx: FixtureModel, tmp_path: Path
+) -> None:
+    (cine,) = good_files(tmp_path / "in", 1, frames=4)
+    out = tmp_path / "out"
+    for frames in ("1-2", "3-4"):
+        assert run_cli(analyse_args([cine], out, emtnet_onnx.path, "--frames", frames)).returncode == 0
+    results = rows(out / "results.csv")
+    assert sorted(r["frame"] for r in results) == ["0", "1", "2", "3"]
+    (seg_path,) = {r["seg_path"] for r in results}
+    seg = pydicom.dcmread(out / seg_path)
+    assert int(seg.NumberOfFrames) == 4
+    numbers = [
+        item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedFrameNumber
+        for item in seg.PerFrameFunctionalGroupsSequence
+    ]
+    assert numbers == [1, 2, 3, 4]
+
+
 def test_the_package_imports_without_fcntl() -> None:
     """Windows has no ``fcntl``: the package must import (and lock) without it."""
     code = (

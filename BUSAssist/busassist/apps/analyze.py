@@ -238,7 +238,8 @@ def _analyze_frames(
         return
     seg_path = ""
     try:
-        seg_path = str(_write_seg(path, first, masks, analyzer, out, all_skipped=not pending).relative_to(out))
+        seg = _write_seg(path, first, masks, analyzer, out, done, all_skipped=not pending)
+        seg_path = str(seg.relative_to(out))
     except Exception as error:  # the frames are analysed and saved; only the SEG is missing
         if not isinstance(error, InputError):
             error = InputError(path, f"DICOM SEG not written: {_describe(error)}", "seg")
@@ -325,6 +326,10 @@ class _Collector(logging.Handler):
         self.sink.append(record.getMessage())
 
 
+#: Warning categories that speak of the program (garbage collection, deprecations), not of the input.
+_NOT_ABOUT_THE_INPUT = (ResourceWarning, DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
 @contextmanager
 def captured_diagnostics():
     """Collect the warnings and library log messages of one input instead of printing them raw.
@@ -343,7 +348,7 @@ def captured_diagnostics():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield messages
-            messages.extend(str(w.message) for w in caught)
+            messages.extend(str(w.message) for w in caught if not issubclass(w.category, _NOT_ABOUT_THE_INPUT))
     finally:
         for logger, (propagate, _) in zip(loggers, saved):
             logger.removeHandler(handler)
@@ -448,28 +453,50 @@ def _write_seg(
     masks: dict[int, tuple[np.ndarray, tuple[int, int]]],
     analyzer: Analyzer,
     out: Path,
+    done: set[str] | frozenset[str] = frozenset(),
     all_skipped: bool = False,
 ) -> Path:
     """One DICOM Segmentation per analysed instance, with every analysed frame of it; returns its path.
 
-    Masks wait for the SEG bit-packed (a 1,000-frame 640 x 480 cine: 38 MB); the SEG of a long
-    cine is still built in memory at the end, so use ``--frames`` or ``--no-seg`` for very long ones.
-    A rerun that found every frame done keeps an intact SEG instead of building it again.
+    "Every analysed frame" includes frames an earlier run into the same folder analysed with another
+    ``--frames`` selection (their masks are read back), so a rerun never shrinks a SEG that earlier
+    rows point to. Masks wait for the SEG bit-packed (a 1,000-frame 640 x 480 cine: 38 MB) and are
+    unpacked one at a time while it is written. A rerun that found every frame done keeps an intact
+    SEG instead of building it again.
     """
     import pydicom
 
     from busassist.core.dicom_seg import SegmentationError, write_segmentation
 
     target = seg_path_for(frame, out)
-    if all_skipped and seg_is_intact(target, len(masks)):
-        return target
     try:
         source = pydicom.dcmread(path, stop_before_pixels=True)
+        masks = {**_earlier_masks(source, frame, masks, analyzer, out, done), **masks}
+        if all_skipped and seg_is_intact(target, len(masks)):
+            return target
         return write_segmentation(source, _UnpackedMasks(masks), analyzer.metadata.model_version, target)
     except SegmentationError as error:
         raise InputError(path, f"DICOM SEG not written: {error}", "seg") from None
     except Exception as error:  # a header value highdicom or pydicom cannot take: the frames stay
         raise InputError(path, f"DICOM SEG not written: {_describe(error)}", "seg") from None
+
+
+def _earlier_masks(source, frame: Frame, masks: dict, analyzer: Analyzer, out: Path, done) -> dict:
+    """Packed masks of this instance's frames that earlier runs analysed but this run did not select."""
+    try:
+        count = int(source.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        return {}
+    model_sha256 = analyzer.sha256 or sha256_of(analyzer.model_path)
+    earlier = {}
+    for index in range(count):
+        if index in masks or frame_key(frame.source, frame.sop_instance_uid, index, model_sha256) not in done:
+            continue
+        stand_in = Frame(frame.source, index, frame.pixels, None, frame.sop_instance_uid)
+        mask = load_png(inside(out, out / "masks" / f"{safe_stem(stand_in)}_mask.png"))
+        if mask is not None and mask.shape[:2] == (int(source.Rows), int(source.Columns)):
+            earlier[index] = _pack(mask)
+    return earlier
 
 
 def prepare_output(out: Path) -> set[str]:
