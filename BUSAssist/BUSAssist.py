@@ -467,14 +467,7 @@ class BUSAssistWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.ui.scoreLabel.text = f"{report.probability:.3f}"
         self.ui.decisionLabel.text = f"{report.decision_text} (threshold {report.threshold:.3f})"
-        m = report.measurements
-        if m.area_px:
-            areaUnit = "mm\u00b2" if m.unit == "mm" else "px"
-            self.ui.measurementsLabel.text = (
-                f"{m.area:.1f} {areaUnit}; width {m.width:.1f} {m.unit}, depth {m.depth:.1f} {m.unit}"
-            )
-        else:
-            self.ui.measurementsLabel.text = "no lesion outlined"
+        self.ui.measurementsLabel.text = report.measurement_text()
         self.ui.frameLabel.text = f"{report.frame_index + 1} of {report.frame_count}"
         self.ui.operatingPointLabel.text = report.operating_point.describe()
 

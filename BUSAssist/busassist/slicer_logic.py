@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from busassist.constants import MASK_THRESHOLD, MIN_LESION_FRACTION, W_P, threshold_for_effective_weight
-from busassist.core.inference import Decision
+from busassist.core.results import DECISION_TEXT, READING_COLUMNS, Decision, decide, read_frame
 
 #: ID and name of the one segment BUSAssist writes.
 SEGMENT_ID = "Tumour"
@@ -76,11 +76,22 @@ OPERATING_TABLE_ATTRIBUTE = "BUSAssist.OperatingTable"
 W_P_ATTRIBUTE = "BUSAssist.WP"
 MIN_LESION_FRACTION_ATTRIBUTE = "BUSAssist.MinLesionFraction"
 
-#: Words the panel shows for each ``Decision`` value.
-DECISION_TEXT = {
-    Decision.SUSPICIOUS: "suspicious for malignancy",
-    Decision.BENIGN: "benign",
-    Decision.NO_LESION: "no lesion found",
+#: Column descriptions shown in Slicer's table view (the names and order are results.csv's).
+READING_DESCRIPTIONS = {
+    "malignancy_probability": "Malignancy probability of the lesion in view",
+    "calibrated_probability": "Posterior probability of malignancy (W_p removed, temperature-scaled)",
+    "threshold": "Decision threshold W_p / (W_p + W')",
+    "decision": "suspicious (for malignancy), benign, or no_lesion",
+    "lesion_detected": "1 when the mask covers at least the model's minimum lesion fraction",
+    "lesion_count": "Separate lesions in the mask (the measurements describe the largest)",
+    "mask_area_px": "All lesion pixels of the mask",
+    "analysed_area_px": "Pixels of the analysed (tissue) region",
+    "measurement_units": "mm when the image is calibrated, else px",
+    "lesion_area": "Largest lesion: area (units^2)",
+    "lesion_max_diameter": "Largest lesion: maximum diameter",
+    "lesion_depth_to_width": "Largest lesion: depth / width (> 1 = taller than wide)",
+    "lesion_principal_axis_deg": "Largest lesion: long (inertia) axis vs skin line, 0..90",
+    "lesion_solidity": "Largest lesion: area / convex-hull area (margin irregularity)",
 }
 #: BUSI class folders an exported frame can go to.
 EXPORT_CLASSES = ("benign", "malignant", "normal")
@@ -89,22 +100,9 @@ EXPORT_MANIFEST = "busassist_exports.jsonl"
 #: Columns of the results table: (name, type, unit label, description).
 TABLE_COLUMNS = (
     ("frame", "int", "", "Frame number (0-based) within the volume or cine"),
-    ("malignancy_probability", "double", "", "Malignancy probability of the lesion in view"),
-    ("threshold", "double", "", "Decision threshold W_p / (W_p + W')"),
-    ("decision", "string", "", "suspicious (for malignancy), benign, or no_lesion"),
-    ("lesion_detected", "int", "", "1 when the mask covers at least the minimum lesion fraction"),
-    ("lesion_area_px", "int", "px", "Lesion area in pixels"),
-    ("lesion_area", "double", "", "Lesion area in unit^2"),
-    ("lesion_width", "double", "", "Lateral extent of the lesion (columns)"),
-    ("lesion_depth", "double", "", "Axial extent of the lesion (rows)"),
-    ("lesion_max_diameter", "double", "", "Largest lesion: maximum diameter (unit)"),
-    ("lesion_perpendicular_diameter", "double", "", "Largest lesion: diameter perpendicular to the maximum"),
-    ("lesion_depth_to_width", "double", "", "Largest lesion: depth / width (> 1 = taller than wide)"),
-    ("lesion_orientation_deg", "double", "deg", "Largest lesion: long (inertia) axis vs skin line, 0..90"),
-    ("lesion_solidity", "double", "", "Largest lesion: area / convex-hull area (margin irregularity)"),
-    ("unit", "string", "", "mm when the image is calibrated, else px"),
+    # the reading every face shows, under results.csv's names (core.results); measurements: largest lesion
+    *((name, kind, unit, READING_DESCRIPTIONS.get(name, name)) for name, kind, unit in READING_COLUMNS),
     ("mask_threshold", "double", "", "Probability above which a pixel is lesion"),
-    ("analysed_area_px", "int", "px", "Pixels of the analysed (tissue) region"),
     ("model_version", "string", "", "Model that produced the row"),
 )
 
@@ -195,62 +193,6 @@ def operating_point(w_effective: float, operating_table: list[dict] | None, w_p:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Measurements:
-    """Lesion area and bounding extent; ``unit`` is "mm" for a calibrated image, else "px"."""
-
-    area_px: int
-    area: float
-    width: float
-    depth: float
-    unit: str
-
-
-def measure(mask: np.ndarray, spacing: tuple[float, float] | None) -> Measurements:
-    """Area and extent of a (H, W) mask; ``spacing`` is the (row, column) pixel size in mm, or None."""
-    mask = np.asarray(mask, dtype=bool)
-    area_px = int(np.count_nonzero(mask))
-    row_mm, col_mm = spacing if spacing is not None else (1.0, 1.0)
-    unit = "mm" if spacing is not None else "px"
-    if area_px == 0:
-        return Measurements(0, 0.0, 0.0, 0.0, unit)
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    return Measurements(
-        area_px,
-        area_px * row_mm * col_mm,
-        float(cols[-1] - cols[0] + 1) * col_mm,
-        float(rows[-1] - rows[0] + 1) * row_mm,
-        unit,
-    )
-
-
-def _shape_values(mask: np.ndarray, spacing: tuple[float, float] | None) -> dict[str, float]:
-    """Shape measurements of the largest lesion, from the same code as the CLI's results.csv."""
-    from busassist.core.measurements import measure_largest
-
-    largest = measure_largest(np.asarray(mask, dtype=bool), spacing)
-    if largest is None:
-        nan = float("nan")
-        return dict.fromkeys(
-            (
-                "lesion_max_diameter",
-                "lesion_perpendicular_diameter",
-                "lesion_depth_to_width",
-                "lesion_orientation_deg",
-                "lesion_solidity",
-            ),
-            nan,
-        )
-    return {
-        "lesion_max_diameter": largest.max_diameter,
-        "lesion_perpendicular_diameter": largest.perpendicular_diameter,
-        "lesion_depth_to_width": largest.depth_to_width,
-        "lesion_orientation_deg": largest.principal_axis_deg,
-        "lesion_solidity": largest.solidity,
-    }
-
-
 # --------------------------------------------------------------------------------------------
 # Per-frame results kept in memory
 # --------------------------------------------------------------------------------------------
@@ -271,6 +213,7 @@ class FrameEntry:
     analysed_area: int
     seconds: float = 0.0
     edited_mask: np.ndarray | None = None  # the annotator's correction, captured when leaving the frame
+    calibrated_probability: float = float("nan")  # posterior estimate (Analyzer.calibrate)
 
     def mask(self, threshold: float) -> np.ndarray:
         if math.isclose(threshold, self.model_mask_threshold, abs_tol=1e-9):
@@ -297,33 +240,56 @@ class VolumeState:
 
 @dataclass(frozen=True)
 class FrameReport:
-    """What the panel shows for one analysed frame."""
+    """What the panel shows for one analysed frame: the table row (``core.results`` names) and context."""
 
     volume_name: str
     frame_index: int
     frame_count: int
-    probability: float
-    threshold: float
-    decision: str
-    lesion_detected: bool
-    measurements: Measurements
+    row: dict  # the results-table row: READING_COLUMNS of core.results, as stored in the scene
     mask_threshold: float
     operating_point: OperatingPoint
     model_version: str
     seconds: float = 0.0
 
     @property
+    def probability(self) -> float:
+        return float(self.row["malignancy_probability"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.row["threshold"])
+
+    @property
+    def decision(self) -> Decision:
+        return Decision(self.row["decision"])
+
+    @property
+    def lesion_detected(self) -> bool:
+        return bool(self.row["lesion_detected"])
+
+    @property
     def decision_text(self) -> str:
-        return DECISION_TEXT.get(self.decision, self.decision)
+        return DECISION_TEXT.get(self.decision, str(self.decision))
+
+    def measurement_text(self) -> str:
+        """The largest lesion in words, with the same numbers as results.csv."""
+        row = self.row
+        if not int(row.get("mask_area_px", 0) or 0):
+            return "no lesion outlined"
+        unit = row.get("measurement_units") or "px"
+        area_unit = "mm\u00b2" if unit == "mm" else "px"
+        count = int(row.get("lesion_count", 1) or 1)
+        largest = f"largest of {count} lesions: " if count > 1 else ""
+        return (
+            f"{largest}{float(row['lesion_area']):.1f} {area_unit}; max diameter "
+            f"{float(row['lesion_max_diameter']):.1f} {unit}, width {float(row['lesion_width']):.1f} {unit}, "
+            f"depth {float(row['lesion_depth']):.1f} {unit}"
+        )
 
     def summary_lines(self) -> list[str]:
-        m = self.measurements
         lines = [f"Malignancy score: {self.probability:.3f}", f"Decision: {self.decision_text}"]
-        if m.area_px:
-            area_unit = "mm\u00b2" if m.unit == "mm" else "px"
-            lines.append(
-                f"Lesion: {m.area:.1f} {area_unit}, {m.width:.1f} \u00d7 {m.depth:.1f} {m.unit} (width \u00d7 depth)"
-            )
+        if self.lesion_detected:
+            lines.append(f"Lesion: {self.measurement_text()}")
         lines.append(self.operating_point.describe())
         if self.frame_count > 1:
             lines.append(f"Frame {self.frame_index + 1} of {self.frame_count}")
@@ -793,6 +759,7 @@ class BUSAssistMRMLLogic:
             float(analyzer.metadata.mask_threshold),
             int(analysed_area),
             time.perf_counter() - start,
+            calibrated_probability=float(result.calibrated_probability),
         )
         state = self._volumes[volume_node.GetID()]
         state.frames[index] = entry
@@ -891,17 +858,7 @@ class BUSAssistMRMLLogic:
             volume_node.GetName(),
             index,
             self.frame_count(volume_node),
-            values["malignancy_probability"],
-            values["threshold"],
-            values["decision"],
-            bool(values["lesion_detected"]),
-            Measurements(
-                int(values["lesion_area_px"]),
-                values["lesion_area"],
-                values["lesion_width"],
-                values["lesion_depth"],
-                values["unit"],
-            ),
+            values,
             values["mask_threshold"],
             self.operating_point(table_node=table),
             values["model_version"],
@@ -1132,27 +1089,19 @@ class BUSAssistMRMLLogic:
     def _write_row(self, volume_node, table_node, index: int, entry: FrameEntry) -> None:
         state = self._volumes[volume_node.GetID()]
         threshold_mask = self.current_mask_threshold(table_node)
-        mask = entry.mask(threshold_mask)
-        measurements = measure(mask, state.source.spacing_mm)
-        lesion_detected = measurements.area_px / max(entry.analysed_area, 1) >= self.current_min_lesion_fraction(
-            table_node
+        reading = read_frame(  # the one function every face uses (core.results)
+            entry.mask(threshold_mask),
+            entry.probability,
+            entry.calibrated_probability,
+            self.operating_point(table_node=table_node).threshold,
+            entry.analysed_area,
+            self.current_min_lesion_fraction(table_node),
+            state.source.spacing_mm,
         )
-        op = self.operating_point(table_node=table_node)
-        decision = _decision(entry.probability, lesion_detected, op.threshold)
         values = {
             "frame": index,
-            "malignancy_probability": entry.probability,
-            "threshold": op.threshold,
-            "decision": decision,
-            "lesion_detected": int(lesion_detected),
-            "lesion_area_px": measurements.area_px,
-            "lesion_area": measurements.area,
-            "lesion_width": measurements.width,
-            "lesion_depth": measurements.depth,
-            **_shape_values(mask, state.source.spacing_mm),
-            "unit": measurements.unit,
+            **reading.columns(),
             "mask_threshold": threshold_mask,
-            "analysed_area_px": entry.analysed_area,
             "model_version": self._model_facts(table_node)[3],
         }
         row = self._find_row(table_node, index)
@@ -1170,8 +1119,8 @@ class BUSAssistMRMLLogic:
             return
         for row in range(table.GetNumberOfRows()):
             values = self._row_values(table_node, row)
-            decision = _decision(values["malignancy_probability"], bool(values["lesion_detected"]), op.threshold)
-            _set_row(table, row, {"threshold": op.threshold, "decision": decision})
+            decision = decide(values["malignancy_probability"], bool(values["lesion_detected"]), op.threshold)
+            _set_row(table, row, {"threshold": round(op.threshold, 6), "decision": decision.value})
         table.Modified()
         table_node.Modified()
 
@@ -1207,12 +1156,6 @@ class BUSAssistMRMLLogic:
 # --------------------------------------------------------------------------------------------
 
 
-def _decision(probability: float, lesion_detected: bool, threshold: float) -> str:
-    if not lesion_detected:
-        return Decision.NO_LESION
-    return Decision.SUSPICIOUS if probability >= threshold else Decision.BENIGN
-
-
 def _create_columns(table_node) -> None:
     import vtk
 
@@ -1234,8 +1177,11 @@ def _set_row(table, row: int, values: dict) -> None:
     import vtk
 
     for name, value in values.items():
-        if table.GetColumnByName(name) is None:
+        column = table.GetColumnByName(name)
+        if column is None:
             continue
+        if value == "" and isinstance(column, vtk.vtkDoubleArray):
+            value = float("nan")  # not measured (no lesion): empty in results.csv, NaN in the table, never 0
         table.SetValueByName(row, name, vtk.vtkVariant(value))
 
 

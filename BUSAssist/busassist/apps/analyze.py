@@ -48,25 +48,18 @@ from busassist.core.identifiers import IDENTIFYING_KEYWORDS, Redactor, is_valid_
 from busassist.core.inference import Analyzer, FrameResult
 from busassist.core.io import ALL_FRAMES, Frame, FrameSelection, InputError, is_dicom, iter_frames
 from busassist.core.limits import inflated_size_problem
-from busassist.core.measurements import EMPTY_ROW, as_row, measure_largest
 from busassist.core.model_store import sha256_of
+from busassist.core.results import READING_COLUMN_NAMES
 
-MEASUREMENT_COLUMNS = list(EMPTY_ROW)
 RESULT_COLUMNS = [
     "file",
     "frame",
     "sop_instance_uid",
     "study_instance_uid",
     "series_instance_uid",
-    "malignancy_probability",
-    "calibrated_probability",
-    "threshold",
-    "decision",
-    "lesion_detected",
-    "mask_area_px",
+    *READING_COLUMN_NAMES,  # scores, decision, lesion count and the largest lesion's measurements
     "region",
     "pixel_spacing_mm",
-    *MEASUREMENT_COLUMNS,
     "mask_path",
     "overlay_path",
     "seg_path",
@@ -123,19 +116,13 @@ def _result_row(
 ) -> dict:
     region = result.region
     spacing = region.spacing_mm if region is not None else None
-    measurement = measure_largest(result.mask > 0, spacing)
     row = {
         "file": path_text(frame.source),
         "frame": frame.index,
         "sop_instance_uid": frame.sop_instance_uid or "",
         "study_instance_uid": frame.study_instance_uid or "",
         "series_instance_uid": frame.series_instance_uid or "",
-        "malignancy_probability": f"{result.probability:.6f}",
-        "calibrated_probability": f"{result.calibrated_probability:.6f}",
-        "threshold": f"{threshold:.6f}",
-        "decision": result.decision(threshold),
-        "lesion_detected": int(result.lesion_detected),
-        "mask_area_px": int(np.count_nonzero(result.mask)),  # all lesion pixels; lesion_* = largest lesion
+        **result.reading(threshold).columns(),  # the row every face shows (core.results)
         "region": "" if region is None else f"{region.x0},{region.y0},{region.x1},{region.y1}",
         "pixel_spacing_mm": "" if spacing is None else f"{spacing[0]:.6g}\\{spacing[1]:.6g}",
         "mask_path": str(mask_path.relative_to(out)),
@@ -146,7 +133,6 @@ def _result_row(
         "notes": "; ".join(frame.notes),
         "resume_key": frame_key(frame.source, frame.sop_instance_uid, frame.index, model_sha256),
     }
-    row.update(EMPTY_ROW if measurement is None else as_row(measurement))
     return row
 
 

@@ -23,6 +23,9 @@ from busassist.constants import (
 from busassist.core.io import Frame, Region
 from busassist.core.model_store import ModelError, ModelMetadata, default_model_path, verify_model
 from busassist.core.preprocessing import preprocess, probability_to_source
+from busassist.core.results import Decision, FrameReading, decide, read_frame
+
+__all__ = ["Analyzer", "Decision", "FrameResult", "create_session", "sigmoid"]
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -34,14 +37,6 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     exp = np.exp(x[~positive])
     out[~positive] = exp / (1.0 + exp)
     return out
-
-
-class Decision:
-    """Values of the ``decision`` column."""
-
-    SUSPICIOUS = "suspicious"  # suspicious for malignancy at the chosen threshold
-    BENIGN = "benign"  # below the threshold: likely benign
-    NO_LESION = "no_lesion"  # the segmentation found no lesion; the score is not acted on
 
 
 @dataclass
@@ -56,15 +51,27 @@ class FrameResult:
     logit: float = float("nan")  # the classifier's raw logit z (probability = sigmoid(z))
     calibrated_probability: float = float("nan")  # posterior estimate, see Analyzer.calibrate
     min_lesion_fraction: float = MIN_LESION_FRACTION  # the model's "no lesion" rule (its metadata)
+    analysed_area_px: int = 0  # pixels of the analysed region (the crop)
 
     @property
     def lesion_detected(self) -> bool:
         return self.lesion_fraction >= self.min_lesion_fraction
 
-    def decision(self, threshold: float) -> str:
-        if not self.lesion_detected:
-            return Decision.NO_LESION
-        return Decision.SUSPICIOUS if self.probability >= threshold else Decision.BENIGN
+    def decision(self, threshold: float) -> Decision:
+        return decide(self.probability, self.lesion_detected, threshold)
+
+    def reading(self, threshold: float) -> FrameReading:
+        """What every face shows for this frame at ``threshold`` (``core.results``)."""
+        spacing = self.region.spacing_mm if self.region is not None else None
+        return read_frame(
+            self.mask,
+            self.probability,
+            self.calibrated_probability,
+            threshold,
+            self.analysed_area_px,
+            self.min_lesion_fraction,
+            spacing,
+        )
 
 
 def create_session(model_path: Path, threads: int | None = None):
@@ -162,4 +169,5 @@ class Analyzer:
             logit,
             float(self.calibrate(logit)),
             float(self.metadata.min_lesion_fraction),
+            int(analysed_area),
         )
