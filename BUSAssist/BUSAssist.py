@@ -119,11 +119,20 @@ def loadSampleVolume():
 
         node = SampleData.downloadSample(SAMPLE_NAME)
         if node is not None:
+            # Sample Data removes the storage node after loading: keep the DICOM reference on the
+            # node, or the ultrasound-region crop is lost and the annotations get analysed.
+            from busassist.slicer_logic import remember_source
+
+            remember_source(node, resource("SampleData", SAMPLE_FILE))
             return node
     except Exception as error:  # noqa: BLE001 - fall back to the bundled file
         logging.info(f"BUSAssist: Sample Data could not provide the sample ({error}); loading the file")
+    from busassist.slicer_logic import remember_source
+
     sample = resource("SampleData", SAMPLE_FILE)
-    return slicer.util.loadVolume(str(sample), {"name": SAMPLE_NAME, "singleFile": True})
+    node = slicer.util.loadVolume(str(sample), {"name": SAMPLE_NAME, "singleFile": True})
+    remember_source(node, sample)
+    return node
 
 
 def ensureDependencies(parent=None):
@@ -470,6 +479,8 @@ class BUSAssistWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.measurementsLabel.text = report.measurement_text()
         self.ui.frameLabel.text = f"{report.frame_index + 1} of {report.frame_count}"
         self.ui.operatingPointLabel.text = report.operating_point.describe()
+        if report.warning:
+            self.ui.statusLabel.text = report.warning
 
 
 #

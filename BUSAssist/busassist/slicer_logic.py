@@ -71,6 +71,14 @@ OUTPUT_CLASSES = {
     ROLE_TABLE: "vtkMRMLTableNode",
 }
 #: Table-node attributes that keep what the threshold slider needs after a scene is reloaded.
+#: The DICOM file a volume came from, kept on the node itself: Sample Data removes the storage node
+#: after loading, and a scene reload keeps node attributes, so the tissue region is never lost.
+SOURCE_FILE_ATTRIBUTE = "BUSAssist.SourceFile"
+#: Shown in the panel when a frame is analysed whole.
+NO_REGION_WARNING = (
+    "No ultrasound region is known for this volume (no DICOM source, or the DICOM declares none): "
+    "the whole frame is analysed, including any burned-in text and rulers."
+)
 MODEL_VERSION_ATTRIBUTE = "BUSAssist.ModelVersion"
 OPERATING_TABLE_ATTRIBUTE = "BUSAssist.OperatingTable"
 W_P_ATTRIBUTE = "BUSAssist.WP"
@@ -230,6 +238,11 @@ class SourceInfo:
     region: object | None = None  # busassist.core.io.Region
     spacing_mm: tuple[float, float] | None = None  # (row, column)
 
+    @property
+    def warning(self) -> str:
+        """What the panel must say about this source ("" when the tissue region is known)."""
+        return "" if self.region is not None else NO_REGION_WARNING
+
 
 @dataclass
 class VolumeState:
@@ -250,6 +263,7 @@ class FrameReport:
     operating_point: OperatingPoint
     model_version: str
     seconds: float = 0.0
+    warning: str = ""  # e.g. NO_REGION_WARNING: the frame was analysed whole
 
     @property
     def probability(self) -> float:
@@ -293,6 +307,8 @@ class FrameReport:
         lines.append(self.operating_point.describe())
         if self.frame_count > 1:
             lines.append(f"Frame {self.frame_index + 1} of {self.frame_count}")
+        if self.warning:
+            lines.append(f"Warning: {self.warning}")
         return lines
 
 
@@ -472,12 +488,18 @@ def load_volume_file(path: str | Path, scene=None, name: str | None = None):
             scene.RemoveNode(volume)
             raise ValueError(f"{path}: ITK could not read the file as a volume")
         volume.CreateDefaultDisplayNodes()
+        remember_source(volume, path)
         return volume
     from PIL import Image
 
     with Image.open(path) as image:
         pixels = np.asarray(image if image.mode in ("L", "RGB") else image.convert("RGB"))
     return add_volume_from_frame(pixels, scene, name)
+
+
+def remember_source(volume_node, path: str | Path) -> None:
+    """Keep the DICOM file behind ``volume_node`` on the node (see ``SOURCE_FILE_ATTRIBUTE``)."""
+    volume_node.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(Path(path).resolve()))
 
 
 def add_volume_from_frame(pixels: np.ndarray, scene=None, name: str = "frame", spacing=(1.0, 1.0)):
@@ -700,10 +722,15 @@ class BUSAssistMRMLLogic:
             candidates.append(sequence)
             if sequence.GetNumberOfDataNodes():
                 candidates.append(sequence.GetNthDataNode(0))
+        for node in candidates:  # the reference kept on the node survives a removed storage node
+            name = node.GetAttribute(SOURCE_FILE_ATTRIBUTE)
+            if name and Path(name).is_file() and is_dicom(Path(name)):
+                return name, None
         for node in candidates:
             storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
             name = storage.GetFileName() if storage is not None else None
             if name and Path(name).is_file() and is_dicom(Path(name)):
+                volume_node.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(Path(name).resolve()))
                 return name, None
         for node in candidates:
             uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
@@ -863,6 +890,7 @@ class BUSAssistMRMLLogic:
             self.operating_point(table_node=table),
             values["model_version"],
             entry.seconds if entry is not None else 0.0,
+            self.source_info(volume_node).warning,
         )
 
     def segment_mask(self, volume_node, frame_index: int | None = None, segmentation_node=None) -> np.ndarray | None:

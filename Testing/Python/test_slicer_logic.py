@@ -592,3 +592,23 @@ def test_logic_click_to_segment_is_fast(analyzer):
     """One frame through the logic, click to segment (loose bound here; `make bench` reports it)."""
     timing = sl.bench_click_to_segment(SAMPLE_DICOM, repeats=3, analyzer=analyzer)
     assert timing["median_ms"] < 1000
+
+
+def test_source_survives_a_removed_storage_node_and_a_missing_region_is_said(headless, analyzer):
+    """Sample Data removes the storage node after loading: the region crop must not be lost with it."""
+    volume = sl.load_volume_file(SAMPLE_DICOM, headless.scene)
+    storage = volume.GetStorageNode()
+    volume.SetAndObserveStorageNodeID(None)  # what SampleDataLogic.loadNode does
+    headless.scene.RemoveNode(storage)
+    logic = sl.BUSAssistMRMLLogic(analyzer)
+    report = logic.analyze_volume(volume)
+    core = core_result(analyzer, SAMPLE_DICOM)
+    assert logic.source_info(volume).region == core.region
+    assert np.array_equal(logic.segment_mask(volume), core.mask > 0)
+    assert report.warning == "" and report.row["mask_area_px"] == int(np.count_nonzero(core.mask))
+
+    frame = grey_frame(SAMPLE_DICOM)  # the same pixels without any DICOM behind them
+    bare = sl.add_volume_from_frame(frame, headless.scene, "bare")
+    bare_report = sl.BUSAssistMRMLLogic(analyzer).analyze_volume(bare)
+    assert bare_report.warning == sl.NO_REGION_WARNING
+    assert any(line.startswith("Warning:") for line in bare_report.summary_lines())
