@@ -221,6 +221,12 @@ class BUSAssistWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._appliedWeight = None
         self._appliedMaskThreshold = None
+        #: Re-cuts all unedited frames once the mask-threshold slider has rested (a cine would freeze
+        #: the panel if every frame were re-cut on every step of a drag).
+        self._maskThresholdTimer = qt.QTimer()
+        self._maskThresholdTimer.setSingleShot(True)
+        self._maskThresholdTimer.setInterval(400)
+        self._maskThresholdTimer.connect("timeout()", self._applyMaskThresholdToAllFrames)
         self._appliedShowProbability = None
         self._observedVolume = None
         self._observedFrameSource = None
@@ -250,6 +256,12 @@ class BUSAssistWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.hide()
         self.ui.cancelButton.hide()
         self.initializeParameterNode()
+
+    def _applyMaskThresholdToAllFrames(self):
+        node = self._parameterNode
+        if node is not None and node.inputVolume is not None:
+            self.logic.mrml.set_mask_threshold(node.maskThreshold, node.inputVolume)
+            self._updateResults(node.inputVolume)
 
     def cleanup(self):
         self._stopRun()
@@ -309,8 +321,10 @@ class BUSAssistWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._appliedWeight = node.effectiveWeight
             mrml.set_effective_weight(node.effectiveWeight, volume)
         if self._appliedMaskThreshold != node.maskThreshold:
+            # Live on the shown frame while the slider moves; every other unedited frame once it rests.
             self._appliedMaskThreshold = node.maskThreshold
-            mrml.set_mask_threshold(node.maskThreshold, volume)
+            mrml.set_mask_threshold(node.maskThreshold, volume, shown_only=True)
+            self._maskThresholdTimer.start()
         if self._appliedShowProbability != node.showProbability:
             self._appliedShowProbability = node.showProbability
             self._showProbability(volume)

@@ -841,21 +841,31 @@ class BUSAssistMRMLLogic:
             self._refresh_decisions(table)
         return self._current_report(volume_node)
 
-    def set_mask_threshold(self, threshold: float, volume_node=None) -> FrameReport | None:
-        """Re-threshold the stored probability maps into the segments; the model is not run.
+    def set_mask_threshold(self, threshold: float, volume_node=None, shown_only: bool = False) -> FrameReport | None:
+        """Re-threshold the stored probability maps (the model is not run); manual corrections are kept.
 
-        This replaces manual corrections of the shown frame by the re-thresholded mask.
+        A frame an annotator corrected keeps its correction, including the shown frame's (captured
+        first). With ``shown_only`` only the shown frame is re-cut: live feedback while a slider is
+        dragged, cheap for a long cine; call again without it when the drag ends to re-cut the
+        other unedited frames and their table rows.
         """
-        self.mask_threshold = float(threshold)
         scene = getattr(_slicer(), "mrmlScene", None) if volume_node is None else _node_scene(volume_node)
+        volumes = []
         for volume_id, state in list(self._volumes.items()):
             volume = scene.GetNodeByID(volume_id) if scene is not None else None
-            if volume is None or not state.frames:
+            if volume is None or not state.frames or (volume_node is not None and volume is not volume_node):
                 continue
+            if state.shown_frame is not None:
+                self._capture_edits(volume, state)  # at the old threshold, before it changes
+            volumes.append((volume, state))
+        self.mask_threshold = float(threshold)
+        for volume, state in volumes:
             table = self._output(volume, ROLE_TABLE)
-            for index, entry in state.frames.items():
-                entry.edited_mask = None
-                self._write_row(volume, table, index, entry)
+            indices = [state.shown_frame] if shown_only else list(state.frames)
+            for index in indices:
+                entry = state.frames.get(index)
+                if entry is not None and entry.edited_mask is None:
+                    self._write_row(volume, table, index, entry)
             if state.shown_frame is not None:
                 self.show_frame(volume, state.shown_frame, capture_edits=False)
         return self._current_report(volume_node)

@@ -612,3 +612,36 @@ def test_source_survives_a_removed_storage_node_and_a_missing_region_is_said(hea
     bare_report = sl.BUSAssistMRMLLogic(analyzer).analyze_volume(bare)
     assert bare_report.warning == sl.NO_REGION_WARNING
     assert any(line.startswith("Warning:") for line in bare_report.summary_lines())
+
+
+def test_mask_threshold_keeps_every_manual_correction_and_can_recut_the_shown_frame_only(headless, analyzer):
+    frames = cine_frames()
+    volume = sl.add_volume_from_frame(frames[0], headless.scene, "cine volume")
+    sl.update_volume_from_array(volume, np.stack(frames))
+    logic = sl.BUSAssistMRMLLogic(analyzer)
+    list(logic.iter_analyze_frames(volume))
+    logic.show_frame(volume, 0)
+    table = logic.find_output(volume, sl.ROLE_TABLE)
+    corrected = np.zeros(frames[0].shape[:2], dtype=bool)
+    corrected[100:140, 200:260] = True  # an annotator's correction of frame 0, still on screen
+    segmentation = logic.find_output(volume, sl.ROLE_SEGMENTATION)
+    matrix, k = logic._frame_geometry(volume, 0)
+    logic._write_segment(segmentation, volume, corrected, matrix, k)
+    def row(i: int) -> dict:  # NaN (not measured) compared as a word
+        values = sl.BUSAssistMRMLLogic._row_values(table, i)
+        return {k: "nan" if isinstance(v, float) and np.isnan(v) else v for k, v in values.items()}
+
+    row_before = {i: row(i) for i in range(3)}
+
+    logic.set_mask_threshold(0.3, volume, shown_only=True)  # while dragging
+    assert np.array_equal(logic.segment_mask(volume, 0), corrected), "the shown frame's correction survives"
+    after_drag = {i: row(i) for i in range(3)}
+    assert after_drag[1] == row_before[1] and after_drag[2] == row_before[2], "other frames wait for the release"
+
+    logic.set_mask_threshold(0.3, volume)  # released
+    rows = {i: row(i) for i in range(3)}
+    assert rows[0] == row_before[0], "the corrected frame's row is not re-cut"
+    assert all(rows[i]["mask_threshold"] == pytest.approx(0.3) for i in (1, 2))
+    logic.show_frame(volume, 1)
+    logic.show_frame(volume, 0)
+    assert np.array_equal(logic.segment_mask(volume, 0), corrected), "and it is still there after a frame change"
