@@ -114,6 +114,9 @@ TABLE_COLUMNS = (
     ("model_version", "string", "", "Model that produced the row"),
 )
 
+#: Lesion probability from which the probability overlay is drawn; lower values are transparent.
+PROBABILITY_SHOWN_FROM = 0.1
+
 #: Colour maps tried, in order, for the probability map (the first present in the scene is used).
 PROBABILITY_COLOR_NODE_IDS = (
     "vtkMRMLColorTableNodeFileInferno.txt",
@@ -1115,6 +1118,13 @@ class BUSAssistMRMLLogic:
                     if scene.GetNodeByID(color_id) is not None:
                         display.SetAndObserveColorNodeID(color_id)
                         break
+        display = node.GetDisplayNode()
+        if display is not None and not display.GetApplyThreshold():
+            # Below PROBABILITY_SHOWN_FROM the overlay is transparent, so it tints the suspect tissue
+            # instead of darkening the whole image.
+            display.SetLowerThreshold(PROBABILITY_SHOWN_FROM)
+            display.SetUpperThreshold(1.0)
+            display.ApplyThresholdOn()
 
     # ---- results table ------------------------------------------------------------------
 

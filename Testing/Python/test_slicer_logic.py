@@ -627,6 +627,7 @@ def test_mask_threshold_keeps_every_manual_correction_and_can_recut_the_shown_fr
     segmentation = logic.find_output(volume, sl.ROLE_SEGMENTATION)
     matrix, k = logic._frame_geometry(volume, 0)
     logic._write_segment(segmentation, volume, corrected, matrix, k)
+
     def row(i: int) -> dict:  # NaN (not measured) compared as a word
         values = sl.BUSAssistMRMLLogic._row_values(table, i)
         return {k: "nan" if isinstance(v, float) and np.isnan(v) else v for k, v in values.items()}
@@ -645,3 +646,13 @@ def test_mask_threshold_keeps_every_manual_correction_and_can_recut_the_shown_fr
     logic.show_frame(volume, 1)
     logic.show_frame(volume, 0)
     assert np.array_equal(logic.segment_mask(volume, 0), corrected), "and it is still there after a frame change"
+
+
+def test_low_probabilities_are_transparent_in_the_overlay(headless, analyzer):
+    volume = sl.load_volume_file(SAMPLE_DICOM, headless.scene)
+    logic = sl.BUSAssistMRMLLogic(analyzer)
+    logic.analyze_volume(volume)
+    display = logic.find_output(volume, sl.ROLE_PROBABILITY).GetDisplayNode()
+    assert display.GetApplyThreshold()
+    assert display.GetLowerThreshold() == pytest.approx(sl.PROBABILITY_SHOWN_FROM)
+    assert display.GetUpperThreshold() == pytest.approx(1.0)
