@@ -459,8 +459,7 @@ class BUSAssistWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             result = self.logic.mrml.export_for_training(
                 volume, folder, self._parameterNode.exportClass, self.shownFrameIndex(volume)
             )
-            edited = "corrected mask" if result.edited else "model mask"
-            self.ui.statusLabel.text = f"Exported {result.key} ({edited}) to {folder}."
+            self.ui.statusLabel.text = result.describe(folder)
 
     # ---- display --------------------------------------------------------------------------
 

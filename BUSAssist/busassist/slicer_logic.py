@@ -324,6 +324,12 @@ class ExportResult:
     seg_path: Path | None = None  # DICOM SEG of the corrected mask, when the frame came from DICOM
     seg_error: str | None = None  # why no SEG was written (no DICOM source, highdicom missing, ...)
 
+    def describe(self, folder: str | Path) -> str:
+        """One line for the panel: what was written where, the DICOM SEG included (or why not)."""
+        mask = "corrected mask" if self.edited else "model mask"
+        seg = f"DICOM SEG {self.seg_path}" if self.seg_path is not None else f"no DICOM SEG ({self.seg_error})"
+        return f"Exported {self.key} ({mask}) to {folder}; {seg}."
+
 
 # --------------------------------------------------------------------------------------------
 # Small VTK / MRML helpers
@@ -939,6 +945,9 @@ class BUSAssistMRMLLogic:
 
         if class_name not in EXPORT_CLASSES:
             raise ValueError(f"class must be one of {', '.join(EXPORT_CLASSES)}, not {class_name!r}")
+        if not str(out_dir or "").strip() or not Path(out_dir).is_absolute():
+            # an empty or relative folder would land in Slicer's working directory
+            raise ValueError("choose an export folder first (a full path)")
         index = self.current_frame_index(volume_node) if frame_index is None else int(frame_index)
         pixels = self.frame_from_volume(volume_node, index)
         state = self._volumes.get(volume_node.GetID())

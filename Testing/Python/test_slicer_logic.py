@@ -485,6 +485,15 @@ def test_export_for_training_busi_layout(headless, analyzer, tmp_path):
         source.SOPInstanceUID
     )
     assert np.array_equal(seg.pixel_array.reshape(corrected.shape) > 0, corrected)
+    assert f"DICOM SEG {second.seg_path}" in second.describe(out)  # the panel reports the SEG
+
+    for nowhere in ("", "relative/folder"):  # would land in Slicer's working directory
+        with pytest.raises(ValueError, match="export folder"):
+            logic.export_for_training(volume, nowhere, "malignant")
+    bare = sl.add_volume_from_frame(grey_frame(SAMPLE_DICOM), headless.scene, "bare")
+    logic.analyze_volume(bare)
+    without_dicom = logic.export_for_training(bare, tmp_path / "bare-export", "benign")
+    assert without_dicom.seg_path is None and "no DICOM SEG (" in without_dicom.describe(tmp_path)
 
     with pytest.raises(ValueError, match="normal"):
         logic.export_for_training(volume, out, "normal")
