@@ -136,10 +136,11 @@ def loadSampleVolume():
 
 
 def ensureDependencies(parent=None):
-    """True when onnxruntime can be imported; otherwise ask, install from Resources/requirements.txt.
+    """True when onnxruntime can be imported; otherwise ask, install Resources/requirements.txt, offer a restart.
 
-    Slicer >= 5.12 has ``slicer.packaging.pip_ensure`` (earlier previews: ``slicer.pydeps``), which
-    asks and installs; older versions get a confirmation here and ``slicer.util.pip_install``.
+    requirements.txt lists onnxruntime only: a package Slicer ships is never upgraded. Released
+    Slicer 5.12 has ``slicer.packaging.pip_ensure`` (which asks, and reports its own failures: no
+    second dialog here); older versions get a confirmation here and ``slicer.util.pip_install``.
     """
     try:
         import onnxruntime  # noqa: F401
@@ -149,7 +150,7 @@ def ensureDependencies(parent=None):
         pass
     requirements = str(resource("requirements.txt"))
     packaging = None
-    for name in ("slicer.packaging", "slicer.pydeps"):
+    for name in ("slicer.packaging", "slicer.pydeps"):  # pydeps: the name in some 5.11 previews
         try:
             candidate = importlib.import_module(name)
         except ImportError:
@@ -170,15 +171,23 @@ def ensureDependencies(parent=None):
                 return False
             with slicer.util.WaitCursor():
                 slicer.util.pip_install(["-r", requirements])
-    except RuntimeError as error:  # pip_ensure: the user declined
-        slicer.util.warningDisplay(f"BUSAssist cannot analyse without onnxruntime ({error}).", parent=parent)
+    except Exception as error:  # noqa: BLE001 - declined, or pip failed
+        if packaging is not None:  # pip_ensure has shown its own message: one dialog per failure
+            logging.warning(f"BUSAssist: onnxruntime not installed ({error})")
+        else:
+            slicer.util.errorDisplay(
+                "Installing onnxruntime failed. Check the network connection, or install it from Slicer's "
+                f"Python console with: slicer.util.pip_install('onnxruntime')\n\nDetails: {error}",
+                parent=parent,
+            )
         return False
-    except Exception as error:  # noqa: BLE001 - pip failures come in several types
-        slicer.util.errorDisplay(
-            "Installing onnxruntime failed. Check the network connection, or install it from Slicer's "
-            f"Python console with: slicer.util.pip_install('onnxruntime')\n\nDetails: {error}",
-            parent=parent,
-        )
+    if slicer.util.confirmYesNoDisplay(
+        "onnxruntime was installed. Restart Slicer now? (recommended: a package installed into a running "
+        "application is only reliable after a restart; your scene will be closed)",
+        "BUSAssist - restart Slicer",
+        parent=parent,
+    ):
+        slicer.util.restart()
         return False
     importlib.invalidate_caches()
     try:

@@ -366,3 +366,16 @@ def test_multiframe_frame_index_out_of_range() -> None:
 def _without(ds: Dataset, keyword: str) -> Dataset:
     delattr(ds, keyword)
     return ds
+
+
+def test_an_older_highdicom_or_pydicom_skips_the_seg_and_names_the_versions(monkeypatch) -> None:
+    """Inside Slicer the module never upgrades pydicom/highdicom: with older ones the SEG says why it is skipped."""
+    import pydicom
+
+    from busassist.core import dicom_seg
+
+    monkeypatch.setattr(dicom_seg, "hd", None)
+    reason = dicom_seg.unavailable_reason()
+    assert "highdicom >= 0.28" in reason and f"pydicom {pydicom.__version__}" in reason
+    with pytest.raises(dicom_seg.SegmentationError, match="highdicom >= 0.28"):
+        dicom_seg.build_segmentation(pydicom.Dataset(), {0: np.zeros((4, 4), bool)}, "m")

@@ -218,12 +218,21 @@ def test_icon_is_a_128_png():
         assert icon.format == "PNG" and icon.size == (128, 128)
 
 
-def test_requirements_need_onnxruntime_and_no_torch():
+def test_requirements_install_onnxruntime_and_never_a_package_slicer_ships():
+    """pip would upgrade a package Slicer ships (pydicom, highdicom, ...) under the running application."""
     lines = [
         line.split("#")[0].strip() for line in (REPO_ROOT / "Resources" / "requirements.txt").read_text().splitlines()
     ]
-    names = {re.split(r"[<>=!~ ]", line)[0].lower() for line in lines if line}
-    assert {"onnxruntime", "pydicom", "pillow"} <= names and "torch" not in names
+    names = {re.split(r"[<>=!~ ;]", line)[0].lower() for line in lines if line}
+    assert names == {"onnxruntime"}
+
+
+def test_extension_urls_into_this_repository_name_files_that_exist():
+    text = (REPO_ROOT / "CMakeLists.txt").read_text()
+    paths = re.findall(r"raw\.githubusercontent\.com/[^/]+/[^/]+/main/([^\s\"]+)", text)
+    assert paths, "the extension names its icon and screenshot"
+    for path in paths:
+        assert (REPO_ROOT / path).is_file(), path
 
 
 def test_sample_checksum_matches_the_bundled_study():

@@ -49,12 +49,36 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pydicom.valuerep import DA, TM, validate_value
 
+#: The highdicom this module is written against. Inside Slicer the module uses whatever highdicom and
+#: pydicom the running Slicer has (it never upgrades them); with older ones the SEG is skipped, saying why.
+HIGHDICOM_MINIMUM = (0, 28)
 try:  # highdicom needs pydicom >= 3 and Python >= 3.10; the rest of the package does not need it.
     import highdicom as hd
     from pydicom.pixels import pack_bits
     from pydicom.sr.codedict import codes
-except ImportError:  # pragma: no cover - exercised only where highdicom is missing
+
+    if tuple(int(part) for part in hd.__version__.split(".")[:2]) < HIGHDICOM_MINIMUM:
+        raise ImportError(f"highdicom {hd.__version__} is older than {'.'.join(map(str, HIGHDICOM_MINIMUM))}")
+except (ImportError, ValueError, AttributeError):  # pragma: no cover - exercised only where highdicom is missing
     hd = None
+
+
+def unavailable_reason() -> str:
+    """Why DICOM SEG output is unavailable here (names the installed versions), or "" when it is available."""
+    if hd is not None:
+        return ""
+    import pydicom
+
+    try:
+        import highdicom
+
+        found = f"highdicom {highdicom.__version__}"
+    except ImportError:
+        found = "no highdicom"
+    needed = ".".join(map(str, HIGHDICOM_MINIMUM))
+    have = f"{found}, pydicom {pydicom.__version__}"
+    return f"DICOM SEG needs highdicom >= {needed} with pydicom >= 3; this Python has {have}"
+
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 SEGMENT_LABEL = "Tumour"
@@ -160,9 +184,7 @@ def build_segmentation(
     Returns a ``highdicom.seg.Segmentation`` (a ``pydicom.Dataset``) with file meta information.
     """
     if hd is None:
-        raise SegmentationError(
-            "highdicom is not installed (pip install highdicom; it needs pydicom >= 3, Python >= 3.10)"
-        )
+        raise SegmentationError(unavailable_reason())
     if not isinstance(source, Dataset):
         raise SegmentationError(f"the source is a {type(source).__name__}, not a pydicom Dataset")
     for keyword, name in _REQUIRED_SOURCE_ATTRIBUTES.items():
