@@ -75,6 +75,13 @@ OUTPUT_CLASSES = {
 #: after loading, and a scene reload keeps node attributes, so the tissue region is never lost.
 SOURCE_FILE_ATTRIBUTE = "BUSAssist.SourceFile"
 #: Shown in the panel when a frame is analysed whole.
+#: The frame the Tumour segment was last written for, on the segmentation node (saved with the scene).
+SEGMENT_FRAME_ATTRIBUTE = "BUSAssist.SegmentFrame"
+#: Shown after a scene reload for a frame whose outline is no longer in memory.
+RELOADED_WARNING = (
+    "Scores and measurements come from the saved results table; this frame's outline is not in memory "
+    "after the scene was loaded: press Analyze to see (and edit or re-threshold) it again."
+)
 NO_REGION_WARNING = (
     "No ultrasound region is known for this volume (no DICOM source, or the DICOM declares none): "
     "the whole frame is analysed, including any burned-in text and rulers."
@@ -814,7 +821,7 @@ class BUSAssistMRMLLogic:
         """
         state = self._volumes.get(volume_node.GetID())
         if state is None:
-            return None
+            return self._show_reloaded_frame(volume_node, frame_index)
         if capture_edits and state.shown_frame is not None and state.shown_frame != frame_index:
             self._capture_edits(volume_node, state)
         entry = state.frames.get(frame_index)
@@ -828,9 +835,30 @@ class BUSAssistMRMLLogic:
             mask = entry.edited_mask if entry.edited_mask is not None else entry.mask(threshold)
             probability_map = entry.probability_map.astype(np.float32)
         self._write_segment(segmentation, volume_node, mask, matrix, k)
+        segmentation.SetAttribute(SEGMENT_FRAME_ATTRIBUTE, str(frame_index))
         self._write_probability(volume_node, probability_map, matrix, k)
         state.shown_frame = frame_index
         return None if entry is None else self.report(volume_node, frame_index)
+
+    def _show_reloaded_frame(self, volume_node, frame_index: int) -> FrameReport | None:
+        """A volume analysed before the scene was loaded: its table rows are in the scene, its masks are not.
+
+        The segment is cleared when it was saved for another frame, so an outline never sits beside
+        another frame's score; the report says how to get the outline back.
+        """
+        segmentation = self.find_output(volume_node, ROLE_SEGMENTATION)
+        if segmentation is None:
+            return None
+        if segmentation.GetAttribute(SEGMENT_FRAME_ATTRIBUTE) != str(frame_index):
+            matrix, k = self._frame_geometry(volume_node, frame_index)
+            self._write_segment(segmentation, volume_node, np.zeros(_frame_shape(volume_node), bool), matrix, k)
+            segmentation.SetAttribute(SEGMENT_FRAME_ATTRIBUTE, str(frame_index))
+        report = self.report(volume_node, frame_index)
+        if report is None:
+            return None
+        from dataclasses import replace
+
+        return replace(report, warning=RELOADED_WARNING)
 
     def _capture_edits(self, volume_node, state: VolumeState) -> None:
         entry = state.frames.get(state.shown_frame)

@@ -665,3 +665,27 @@ def test_low_probabilities_are_transparent_in_the_overlay(headless, analyzer):
     assert display.GetApplyThreshold()
     assert display.GetLowerThreshold() == pytest.approx(sl.PROBABILITY_SHOWN_FROM)
     assert display.GetUpperThreshold() == pytest.approx(1.0)
+
+
+def test_after_a_scene_reload_no_outline_sits_beside_another_frames_score(headless, analyzer):
+    """File > Load scene: the results table comes back, the per-frame masks do not; never mix two frames."""
+    frames = cine_frames()
+    volume = sl.add_volume_from_frame(frames[0], headless.scene, "cine volume")
+    sl.update_volume_from_array(volume, np.stack(frames))
+    logic = sl.BUSAssistMRMLLogic(analyzer)
+    list(logic.iter_analyze_frames(volume))
+    logic.show_frame(volume, 0)
+    shown = logic.segment_mask(volume, 0)
+    assert shown.any()
+    scores = {i: logic.report(volume, i).probability for i in range(3)}
+
+    # A reloaded scene has the nodes, their attributes and the table, and no per-frame memory: a
+    # fresh logic on the same scene is that state (slicer-core has no readers for a full .mrb round trip).
+    reloaded = volume
+    fresh = sl.BUSAssistMRMLLogic(analyzer)  # nothing in memory, as after a restart
+    report = fresh.show_frame(reloaded, 2)
+    assert report is not None and report.probability == pytest.approx(scores[2])
+    assert report.warning == sl.RELOADED_WARNING
+    assert not fresh.segment_mask(reloaded, 2).any(), "frame 0's outline must not stay beside frame 2's score"
+    segmentation = fresh.find_output(reloaded, sl.ROLE_SEGMENTATION)
+    assert segmentation.GetAttribute(sl.SEGMENT_FRAME_ATTRIBUTE) == "2"
