@@ -1076,6 +1076,9 @@ class BUSAssistMRMLLogic:
                 node.CreateDefaultDisplayNodes()
             elif role == ROLE_TABLE:
                 _create_columns(node)
+            elif role == ROLE_PROBABILITY:
+                # a display layer of this module, not an input: kept out of volume selectors (ours included)
+                node.SetHideFromEditors(True)
             self._place_beside(volume_node, node)
         elif node.GetNodeReference(SOURCE_REFERENCE_ROLE) is None:
             node.SetNodeReferenceID(SOURCE_REFERENCE_ROLE, volume_node.GetID())

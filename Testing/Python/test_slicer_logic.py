@@ -689,3 +689,12 @@ def test_after_a_scene_reload_no_outline_sits_beside_another_frames_score(headle
     assert not fresh.segment_mask(reloaded, 2).any(), "frame 0's outline must not stay beside frame 2's score"
     segmentation = fresh.find_output(reloaded, sl.ROLE_SEGMENTATION)
     assert segmentation.GetAttribute(sl.SEGMENT_FRAME_ATTRIBUTE) == "2"
+
+
+def test_the_probability_map_is_not_offered_as_an_input(headless, analyzer):
+    volume = sl.load_volume_file(SAMPLE_DICOM, headless.scene)
+    logic = sl.BUSAssistMRMLLogic(analyzer)
+    logic.analyze_volume(volume)
+    probability = logic.find_output(volume, sl.ROLE_PROBABILITY)
+    assert probability.GetHideFromEditors()  # node selectors (the input selector too) do not list it
+    assert not volume.GetHideFromEditors()
