@@ -32,8 +32,8 @@ test: lint
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.stamp-dev
-	$(VENV)/bin/ruff check BUSAssist Testing
-	$(VENV)/bin/ruff format --check BUSAssist Testing
+	$(VENV)/bin/ruff check BUSAssist Testing bench
+	$(VENV)/bin/ruff format --check BUSAssist Testing bench
 
 # dciodvfy (Debian's dicom3tools) checks every DICOM SEG the hostile-input tests write; without it that
 # one test is skipped. Best effort: needs apt-get and root, as on CI.
@@ -43,7 +43,7 @@ dicom3tools:
 	  echo "dicom3tools not installed: the dciodvfy test will be skipped"
 
 bench: $(VENV)/.stamp-dev
-	$(PY) -m busassist.apps.bench --out bench/results.json
+	$(PY) bench/benchmark.py --out bench/results.json
 
 # Retrain the shipped model from scratch (resumes an interrupted run), export, evaluate and
 # compare with the shipped model card. `busassist-train publish $(RUN_DIR)` then replaces it.

@@ -2,7 +2,7 @@
 
 Public API (imported lazily so that ``import busassist`` stays cheap inside Slicer)::
 
-    from busassist import Analyzer, analyze_file, read_frames
+    from busassist import Analyzer, analyze_file, expand_inputs, prepare_output, read_frames
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "Analyzer": "busassist.core.inference",
     "read_frames": "busassist.core.io",
-    "analyze_file": "busassist.apps.analyze",
-    "AnalyzeOptions": "busassist.apps.analyze",
-    "prepare_output": "busassist.apps.analyze",
+    "analyze_file": "busassist.core.batch",
+    "AnalyzeOptions": "busassist.core.batch",
+    "prepare_output": "busassist.core.batch",
+    "expand_inputs": "busassist.core.scan",
 }
 
 

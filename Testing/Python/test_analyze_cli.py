@@ -20,13 +20,14 @@ from model_fixtures import FixtureModel, sample_frames  # noqa: E402
 from PIL import Image  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
-from busassist.apps.analyze import RESULT_COLUMNS, expand_inputs  # noqa: E402
 from busassist.apps.cli import main  # noqa: E402
 from busassist.constants import MIN_LESION_FRACTION  # noqa: E402
+from busassist.core.batch import RESULT_COLUMNS  # noqa: E402
 from busassist.core.inference import Analyzer, Decision, FrameResult  # noqa: E402
 from busassist.core.io import Region, read_frames  # noqa: E402
 from busassist.core.model_store import checksum_path  # noqa: E402
 from busassist.core.preprocessing import to_grey  # noqa: E402
+from busassist.core.scan import expand_inputs  # noqa: E402
 from busassist.training.sample_study import US_IMAGE_STORAGE, framed, ultrasound_dataset  # noqa: E402
 
 pytest_plugins = ["model_fixtures"]

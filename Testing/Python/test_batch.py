@@ -19,8 +19,8 @@ pytest.register_assert_rewrite("model_fixtures")
 
 from model_fixtures import FixtureModel, sample_frames  # noqa: E402
 
-from busassist.apps.analyze import RESULT_COLUMNS, AnalyzeOptions, analyze_file, prepare_output  # noqa: E402
 from busassist.apps.cli import main  # noqa: E402
+from busassist.core.batch import RESULT_COLUMNS, AnalyzeOptions, analyze_file, prepare_output  # noqa: E402
 from busassist.core.inference import Analyzer  # noqa: E402
 from busassist.training.sample_study import framed, ultrasound_dataset  # noqa: E402
 

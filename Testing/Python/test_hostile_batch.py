@@ -25,13 +25,13 @@ pytest.register_assert_rewrite("model_fixtures")
 from hostile_inputs import CASES, SECRETS, build_all, save, tissue, us_dataset  # noqa: E402
 from model_fixtures import FixtureModel  # noqa: E402
 
-from busassist.apps.analyze import AnalyzeOptions, analyze_file, prepare_output  # noqa: E402
-from busassist.apps.outputs import OutputError, inside  # noqa: E402
-from busassist.apps.scan import expand_inputs  # noqa: E402
+from busassist.core.batch import AnalyzeOptions, analyze_file, prepare_output  # noqa: E402
 from busassist.core.identifiers import Redactor, checked_uid, is_valid_uid  # noqa: E402
 from busassist.core.inference import Analyzer  # noqa: E402
 from busassist.core.io import FrameSelection, InputError, regular_file_problem  # noqa: E402
 from busassist.core.limits import declared_stream_size  # noqa: E402
+from busassist.core.outputs import OutputError, inside  # noqa: E402
+from busassist.core.scan import expand_inputs  # noqa: E402
 
 pytest_plugins = ["model_fixtures"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -527,7 +527,7 @@ def test_the_package_imports_without_fcntl() -> None:
     """Windows has no ``fcntl``: the package must import (and lock) without it."""
     code = (
         "import sys; sys.modules['fcntl'] = None\n"
-        "import busassist.apps.analyze, busassist.apps.cli, busassist.apps.outputs, busassist.core.io\n"
+        "import busassist.apps.analyze, busassist.apps.cli, busassist.core.outputs, busassist.core.io\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), timeout=60)
     assert result.returncode == 0, result.stderr

@@ -563,7 +563,7 @@ def test_one_two_lesion_mask_gives_the_same_row_in_results_csv_and_the_slicer_ta
 
     import pydicom
 
-    from busassist.apps.analyze import AnalyzeOptions, analyze_file, prepare_output
+    from busassist.core.batch import AnalyzeOptions, analyze_file, prepare_output
     from busassist.core.results import READING_COLUMNS
 
     calibrated = tmp_path / "calibrated.dcm"

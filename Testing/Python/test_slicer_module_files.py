@@ -224,7 +224,9 @@ def test_requirements_install_onnxruntime_and_never_a_package_slicer_ships():
         line.split("#")[0].strip() for line in (REPO_ROOT / "Resources" / "requirements.txt").read_text().splitlines()
     ]
     names = {re.split(r"[<>=!~ ;]", line)[0].lower() for line in lines if line}
-    assert names == {"onnxruntime"}
+    assert "onnxruntime" in names
+    shipped_by_slicer = {"numpy", "pydicom", "pillow", "highdicom", "vtk", "simpleitk", "scipy", "requests", "torch"}
+    assert not names & shipped_by_slicer
 
 
 def test_extension_urls_into_this_repository_name_files_that_exist():

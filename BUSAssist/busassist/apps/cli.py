@@ -36,8 +36,8 @@ def _frames(text: str) -> FrameSelection:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from busassist.apps.outputs import OutputError
     from busassist.core.inference import Analyzer
+    from busassist.core.outputs import OutputError
 
     if args.workers < 1:
         print("busassist: --workers must be at least 1", file=sys.stderr)

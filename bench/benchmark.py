@@ -1,4 +1,7 @@
-"""``make bench``: latency of onnxruntime vs PyTorch eager, model size, peak RSS of the CLI.
+"""``make bench`` (``python bench/benchmark.py``): latency of onnxruntime vs PyTorch eager, model size, peak memory.
+
+A script beside the package, not part of it: it measures the shipped package from outside and
+may import the trainer (PyTorch eager) and the Slicer logic, which the package itself never does.
 
 All figures come from one run on one machine, so their ratios are meaningful even on a noisy,
 shared machine; absolute milliseconds are not. Results go to ``bench/results.json`` and a table
@@ -24,7 +27,8 @@ from busassist.core.io import read_frames
 from busassist.core.model_store import default_model_path
 from busassist.core.preprocessing import preprocess, probability_to_source
 
-SAMPLE_DIR = Path(__file__).resolve().parents[3] / "Resources" / "SampleData"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = REPO_ROOT / "Resources" / "SampleData"
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -95,7 +99,7 @@ def hostile_figures(model: Path) -> dict:
     """
     from busassist.constants import MAX_PIXELS
 
-    testing = Path(__file__).resolve().parents[3] / "Testing" / "Python"
+    testing = REPO_ROOT / "Testing" / "Python"
     if not (testing / "hostile_inputs.py").exists():
         return {"hostile_skipped": "Testing/Python/hostile_inputs.py not found (run from a checkout)"}
     sys.path.insert(0, str(testing))
