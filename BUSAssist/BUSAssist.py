@@ -2,7 +2,7 @@
 
 This file is kept thin: the module description, the panel and the Slicer-only glue (dependency
 installation, sample data, observers). Everything that touches MRML lives in
-``busassist.slicer_logic`` (Qt-free, tested against the ``slicer-core`` wheel); the model runs in
+``busassist.slicer`` (Qt-free, tested against the ``slicer-core`` wheel); the model runs in
 ``busassist.core.inference`` (numpy + onnxruntime on the CPU).
 
 No ``from __future__ import annotations`` here: ``parameterNodeWrapper`` reads the annotations.
@@ -27,7 +27,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from busassist import slicer_logic
+from busassist import slicer as slicer_logic
 from busassist.constants import EFFECTIVE_WEIGHT_MAX, EFFECTIVE_WEIGHT_MIN, MASK_THRESHOLD, MODEL_FILENAME, W_P
 
 MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -121,13 +121,13 @@ def loadSampleVolume():
         if node is not None:
             # Sample Data removes the storage node after loading: keep the DICOM reference on the
             # node, or the ultrasound-region crop is lost and the annotations get analysed.
-            from busassist.slicer_logic import remember_source
+            from busassist.slicer import remember_source
 
             remember_source(node, resource("SampleData", SAMPLE_FILE))
             return node
     except Exception as error:  # noqa: BLE001 - fall back to the bundled file
         logging.info(f"BUSAssist: Sample Data could not provide the sample ({error}); loading the file")
-    from busassist.slicer_logic import remember_source
+    from busassist.slicer import remember_source
 
     sample = resource("SampleData", SAMPLE_FILE)
     node = slicer.util.loadVolume(str(sample), {"name": SAMPLE_NAME, "singleFile": True})

@@ -97,7 +97,7 @@ def test_slicer_files_import_no_torch_training_or_apps():
 
 def test_importing_the_slicer_logic_loads_no_heavy_modules():
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import busassist.slicer_logic; "
+        "import sys; sys.path.insert(0, sys.argv[1]); import busassist.slicer; "
         "print(','.join(m for m in ('torch', 'onnxruntime', 'slicer', 'vtk', 'qt') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code, str(MODULE_DIR)], capture_output=True, text=True, check=True)

@@ -1,217 +1,65 @@
-"""The MRML side of the BUSAssist Slicer module, free of Qt so it runs against ``slicer-core``.
+"""Per-volume analysis sessions: each frame's result and edits, the segment, the map and the table.
 
-``BUSAssistMRMLLogic`` takes the volume Slicer made from an ultrasound DICOM (scalar or RGB
-vector volume, single frame, multi-frame volume, or the proxy volume of a sequence browser
-over a cine) or from a PNG, runs the core ``Analyzer`` on the frame that is shown, and writes:
-
-- a segmentation node ``"<volume> BUSAssist"`` with one segment ``Tumour`` (DICOM terminology
-  Morphologically Altered Structure / Mass, anatomic region Breast), its reference geometry
-  taken from the input volume, placed beside the volume in the subject hierarchy (same study);
-- a probability-map volume ``"<volume> BUSAssist probability"`` for display;
-- a table node ``"<volume> BUSAssist results"`` with one row per analysed frame (score,
-  threshold, decision, lesion area and extent in mm when the DICOM is calibrated, else pixels).
-
-Re-running updates the same nodes (found through a node reference to the input volume and a
-role attribute). The decision threshold (effective weight W') and the mask threshold can be
-changed afterwards without running the model again: the decision is recomputed from the stored
-score, the mask from the stored probability map.
-
-Nothing here imports Qt, torch or onnxruntime at import time, and ``slicer`` / ``vtk`` are only
-imported inside functions, so the rest of the ``busassist`` package never depends on Slicer.
-The module must stay Python 3.9 compatible (Slicer 5.x before 5.7 ships Python 3.9).
+``BUSAssistMRMLLogic`` takes the volume Slicer made from an ultrasound DICOM (scalar or RGB vector
+volume, single frame, multi-frame volume, or the proxy volume of a sequence browser over a cine)
+or from a PNG, runs the core ``Analyzer`` on the frame that is shown and writes the output nodes
+(``slicer.nodes``). Thresholds change without running the model again; corrections an annotator
+makes are kept per frame; after a scene reload the table's rows come back and no outline is ever
+shown beside another frame's score.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from busassist.constants import MASK_THRESHOLD, MIN_LESION_FRACTION, W_P, threshold_for_effective_weight
-from busassist.core.results import DECISION_TEXT, READING_COLUMNS, Decision, decide, read_frame
-
-#: ID and name of the one segment BUSAssist writes.
-SEGMENT_ID = "Tumour"
-SEGMENT_NAME = "Tumour"
-SEGMENT_COLOR = (0.93, 0.26, 0.21)
-#: Slicer terminology entry (vtkSlicerTerminologyEntry serialisation): context ~ category ~ type ~
-#: type modifier ~ anatomic context ~ anatomic region ~ region modifier, codes as scheme^value^meaning.
-TERMINOLOGY_ENTRY = (
-    "Segmentation category and type - DICOM master list"
-    "~SCT^49755003^Morphologically Altered Structure"
-    "~SCT^4147007^Mass"
-    "~^^"
-    "~Anatomic codes - DICOM master list"
-    "~SCT^76752008^Breast"
-    "~^^"
+from busassist.constants import MASK_THRESHOLD, MIN_LESION_FRACTION, W_P
+from busassist.core.results import DECISION_TEXT, Decision, decide, read_frame
+from busassist.slicer.export import ExportResult
+from busassist.slicer.nodes import (
+    MIN_LESION_FRACTION_ATTRIBUTE,
+    MODEL_VERSION_ATTRIBUTE,
+    NO_REGION_WARNING,
+    OPERATING_TABLE_ATTRIBUTE,
+    OUTPUT_CLASSES,
+    OUTPUT_SUFFIXES,
+    PROBABILITY_COLOR_NODE_IDS,
+    PROBABILITY_SHOWN_FROM,
+    RELOADED_WARNING,
+    ROLE_ATTRIBUTE,
+    ROLE_PROBABILITY,
+    ROLE_SEGMENTATION,
+    ROLE_TABLE,
+    SEGMENT_FRAME_ATTRIBUTE,
+    SEGMENT_ID,
+    SEGMENT_NAME,
+    SOURCE_FILE_ATTRIBUTE,
+    SOURCE_REFERENCE_ROLE,
+    TABLE_COLUMNS,
+    W_P_ATTRIBUTE,
+    _create_columns,
+    _ensure_segment,
+    _frame_shape,
+    _node_scene,
+    _nodes_by_class,
+    _segment_on_grid,
+    _sequence_item,
+    _set_row,
+    _slicer,
+    _vtk_matrix,
+    array_from_image_data,
+    find_sequence,
+    ijk_to_ras,
+    update_volume_from_array,
 )
-TERMINOLOGY_TAG = "TerminologyEntry"
+from busassist.slicer.operating_point import OperatingPoint, operating_point
 
-#: Output nodes carry this attribute (value: one of the roles) and a reference to their input volume.
-ROLE_ATTRIBUTE = "BUSAssist.Role"
-SOURCE_REFERENCE_ROLE = "BUSAssistSourceVolume"
-ROLE_SEGMENTATION = "segmentation"
-ROLE_PROBABILITY = "probability"
-ROLE_TABLE = "results"
-OUTPUT_SUFFIXES = {
-    ROLE_SEGMENTATION: " BUSAssist",
-    ROLE_PROBABILITY: " BUSAssist probability",
-    ROLE_TABLE: " BUSAssist results",
-}
-OUTPUT_CLASSES = {
-    ROLE_SEGMENTATION: "vtkMRMLSegmentationNode",
-    ROLE_PROBABILITY: "vtkMRMLScalarVolumeNode",
-    ROLE_TABLE: "vtkMRMLTableNode",
-}
-#: Table-node attributes that keep what the threshold slider needs after a scene is reloaded.
-#: The DICOM file a volume came from, kept on the node itself: Sample Data removes the storage node
-#: after loading, and a scene reload keeps node attributes, so the tissue region is never lost.
-SOURCE_FILE_ATTRIBUTE = "BUSAssist.SourceFile"
-#: Shown in the panel when a frame is analysed whole.
-#: The frame the Tumour segment was last written for, on the segmentation node (saved with the scene).
-SEGMENT_FRAME_ATTRIBUTE = "BUSAssist.SegmentFrame"
-#: Shown after a scene reload for a frame whose outline is no longer in memory.
-RELOADED_WARNING = (
-    "Scores and measurements come from the saved results table; this frame's outline is not in memory "
-    "after the scene was loaded: press Analyze to see (and edit or re-threshold) it again."
-)
-NO_REGION_WARNING = (
-    "No ultrasound region is known for this volume (no DICOM source, or the DICOM declares none): "
-    "the whole frame is analysed, including any burned-in text and rulers."
-)
-MODEL_VERSION_ATTRIBUTE = "BUSAssist.ModelVersion"
-OPERATING_TABLE_ATTRIBUTE = "BUSAssist.OperatingTable"
-W_P_ATTRIBUTE = "BUSAssist.WP"
-MIN_LESION_FRACTION_ATTRIBUTE = "BUSAssist.MinLesionFraction"
-
-#: Column descriptions shown in Slicer's table view (the names and order are results.csv's).
-READING_DESCRIPTIONS = {
-    "malignancy_probability": "Malignancy probability of the lesion in view",
-    "calibrated_probability": "Posterior probability of malignancy (W_p removed, temperature-scaled)",
-    "threshold": "Decision threshold W_p / (W_p + W')",
-    "decision": "suspicious (for malignancy), benign, or no_lesion",
-    "lesion_detected": "1 when the mask covers at least the model's minimum lesion fraction",
-    "lesion_count": "Separate lesions in the mask (the measurements describe the largest)",
-    "mask_area_px": "All lesion pixels of the mask",
-    "analysed_area_px": "Pixels of the analysed (tissue) region",
-    "measurement_units": "mm when the image is calibrated, else px",
-    "lesion_area": "Largest lesion: area (units^2)",
-    "lesion_max_diameter": "Largest lesion: maximum diameter",
-    "lesion_depth_to_width": "Largest lesion: depth / width (> 1 = taller than wide)",
-    "lesion_principal_axis_deg": "Largest lesion: long (inertia) axis vs skin line, 0..90",
-    "lesion_solidity": "Largest lesion: area / convex-hull area (margin irregularity)",
-}
-#: BUSI class folders an exported frame can go to.
-EXPORT_CLASSES = ("benign", "malignant", "normal")
-EXPORT_MANIFEST = "busassist_exports.jsonl"
-
-#: Columns of the results table: (name, type, unit label, description).
-TABLE_COLUMNS = (
-    ("frame", "int", "", "Frame number (0-based) within the volume or cine"),
-    # the reading every face shows, under results.csv's names (core.results); measurements: largest lesion
-    *((name, kind, unit, READING_DESCRIPTIONS.get(name, name)) for name, kind, unit in READING_COLUMNS),
-    ("mask_threshold", "double", "", "Probability above which a pixel is lesion"),
-    ("model_version", "string", "", "Model that produced the row"),
-)
-
-#: Lesion probability from which the probability overlay is drawn; lower values are transparent.
-PROBABILITY_SHOWN_FROM = 0.1
-
-#: Colour maps tried, in order, for the probability map (the first present in the scene is used).
-PROBABILITY_COLOR_NODE_IDS = (
-    "vtkMRMLColorTableNodeFileInferno.txt",
-    "vtkMRMLColorTableNodeFileColdToHotRainbow.txt",
-    "vtkMRMLPETProceduralColorNodePET-Heat",
-    "vtkMRMLColorTableNodeRainbow",
-)
-
-
-# --------------------------------------------------------------------------------------------
-# Operating points (validation SEN/SPE per effective weight)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OperatingPoint:
-    """The decision threshold for an effective weight W' and the validation figures that go with it.
-
-    ``table_w`` is the tabulated W' whose validation figures are reported: the row of the model's
-    operating table nearest to ``w_effective`` (figures are ``None`` when the model has no table).
-    """
-
-    w_effective: float
-    threshold: float
-    table_w: float | None = None
-    sen: float | None = None
-    spe: float | None = None
-    ppv: float | None = None
-    npv: float | None = None
-    sen_ci: tuple[float, float] | None = None
-    spe_ci: tuple[float, float] | None = None
-
-    @property
-    def exact(self) -> bool:
-        return self.table_w is not None and math.isclose(self.table_w, self.w_effective, abs_tol=1e-6)
-
-    def describe(self) -> str:
-        """One line for the panel, e.g. ``W' 3 → threshold 0.500 · validation SEN 85.2 % [70.8–96.6], SPE …``."""
-        text = f"W' {self.w_effective:g} \u2192 threshold {self.threshold:.3f}"
-        if self.sen is None or self.spe is None:
-            return text + " (no validation figures in the model)"
-        parts = [_percent_with_ci("SEN", self.sen, self.sen_ci), _percent_with_ci("SPE", self.spe, self.spe_ci)]
-        where = "" if self.exact else f" (at W' {self.table_w:g})"
-        return f"{text} \u00b7 validation {', '.join(parts)}{where}"
-
-
-def _percent_with_ci(name: str, value: float, ci: tuple[float, float] | None) -> str:
-    text = f"{name} {100 * value:.1f} %"
-    if ci is not None:
-        text += f" [{100 * ci[0]:.1f}\u2013{100 * ci[1]:.1f}]"
-    return text
-
-
-def operating_point(w_effective: float, operating_table: list[dict] | None, w_p: float = W_P) -> OperatingPoint:
-    """Threshold for ``w_effective`` and the validation row nearest to it in ``operating_table``."""
-    threshold = threshold_for_effective_weight(float(w_effective), float(w_p))
-    rows = [row for row in operating_table or [] if "w_effective" in row]
-    if not rows:
-        return OperatingPoint(float(w_effective), threshold)
-    row = min(rows, key=lambda r: abs(float(r["w_effective"]) - float(w_effective)))
-
-    def ci(name: str) -> tuple[float, float] | None:
-        value = row.get(name)
-        return (float(value[0]), float(value[1])) if value is not None and len(value) == 2 else None
-
-    def number(name: str) -> float | None:
-        value = row.get(name)
-        return None if value is None else float(value)
-
-    return OperatingPoint(
-        float(w_effective),
-        threshold,
-        float(row["w_effective"]),
-        number("sen"),
-        number("spe"),
-        number("ppv"),
-        number("npv"),
-        ci("sen_ci"),
-        ci("spe_ci"),
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Measurements
-# --------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------
 # Per-frame results kept in memory
 # --------------------------------------------------------------------------------------------
 
@@ -322,225 +170,6 @@ class FrameReport:
         return lines
 
 
-@dataclass(frozen=True)
-class ExportResult:
-    key: str  # "<class>/images/<class> (n).png", as the BUSI loader names cases
-    image_path: Path
-    mask_path: Path
-    edited: bool  # the exported mask differs from the model's
-    seg_path: Path | None = None  # DICOM SEG of the corrected mask, when the frame came from DICOM
-    seg_error: str | None = None  # why no SEG was written (no DICOM source, highdicom missing, ...)
-
-    def describe(self, folder: str | Path) -> str:
-        """One line for the panel: what was written where, the DICOM SEG included (or why not)."""
-        mask = "corrected mask" if self.edited else "model mask"
-        seg = f"DICOM SEG {self.seg_path}" if self.seg_path is not None else f"no DICOM SEG ({self.seg_error})"
-        return f"Exported {self.key} ({mask}) to {folder}; {seg}."
-
-
-# --------------------------------------------------------------------------------------------
-# Small VTK / MRML helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _slicer():
-    import slicer
-
-    return slicer
-
-
-def array_from_image_data(image_data) -> np.ndarray:
-    """(K, J, I) or (K, J, I, C) numpy view of a vtkImageData's scalars (C > 1 only)."""
-    from vtk.util import numpy_support
-
-    scalars = image_data.GetPointData().GetScalars()
-    if scalars is None:
-        raise ValueError("the volume has no voxels")
-    shape = tuple(reversed(image_data.GetDimensions()))
-    components = scalars.GetNumberOfComponents()
-    if components > 1:
-        shape = shape + (components,)
-    return numpy_support.vtk_to_numpy(scalars).reshape(shape)
-
-
-def update_volume_from_array(volume_node, array: np.ndarray) -> None:
-    """Replace a volume's voxels by a (K, J, I) array (deep copy) and notify observers."""
-    import vtk
-    from vtk.util import numpy_support
-
-    array = np.ascontiguousarray(array)
-    image = volume_node.GetImageData()
-    if image is None:
-        image = vtk.vtkImageData()
-        volume_node.SetAndObserveImageData(image)
-    image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
-    image.AllocateScalars(numpy_support.get_vtk_array_type(array.dtype), 1)
-    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = array.ravel()
-    image.Modified()
-    volume_node.StorableModified()
-    volume_node.Modified()
-    volume_node.InvokeEvent(_slicer().vtkMRMLVolumeNode.ImageDataModifiedEvent, volume_node)
-
-
-def ijk_to_ras(volume_node) -> np.ndarray:
-    import vtk
-
-    matrix = vtk.vtkMatrix4x4()
-    volume_node.GetIJKToRASMatrix(matrix)
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-
-
-def _vtk_matrix(array: np.ndarray):
-    import vtk
-
-    matrix = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            matrix.SetElement(r, c, float(array[r, c]))
-    return matrix
-
-
-def frame_index_at_ras(volume_node, ras: tuple[float, float, float]) -> int:
-    """The slice (frame) of a multi-frame volume that contains the RAS point, clamped to the volume."""
-    ijk = np.linalg.solve(ijk_to_ras(volume_node), np.array([*ras, 1.0]))
-    depth = volume_node.GetImageData().GetDimensions()[2]
-    return int(min(max(round(float(ijk[2])), 0), depth - 1))
-
-
-def _node_scene(node):
-    scene = node.GetScene()
-    if scene is None:
-        raise ValueError(f"{node.GetName()}: node is not in a scene")
-    return scene
-
-
-def _nodes_by_class(scene, class_name: str) -> list:
-    return [scene.GetNthNodeByClass(i, class_name) for i in range(scene.GetNumberOfNodesByClass(class_name))]
-
-
-def find_sequence(volume_node):
-    """(browser, sequence) when the volume is the proxy node of a sequence browser, else (None, None)."""
-    scene = volume_node.GetScene()
-    if scene is None:
-        return None, None
-    for browser in _nodes_by_class(scene, "vtkMRMLSequenceBrowserNode"):
-        sequence = browser.GetSequenceNode(volume_node)
-        if sequence is not None:
-            return browser, sequence
-    return None, None
-
-
-def _sequence_item(browser, sequence, item: int) -> int:
-    """Index into ``sequence`` of the browser's item number ``item`` (the master sequence's index)."""
-    master = browser.GetMasterSequenceNode()
-    if master is None or master is sequence or master.GetID() == sequence.GetID():
-        return item
-    value = master.GetNthIndexValue(item)
-    found = sequence.GetItemNumberFromIndexValue(value, False)
-    return item if found < 0 else found
-
-
-# --------------------------------------------------------------------------------------------
-# Headless helpers (tests, benchmarks): a scene with the logics Slicer would create
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class HeadlessSlicer:
-    """A scene with application, segmentations, subject hierarchy and sequences logic (no Qt)."""
-
-    scene: object
-    application_logic: object
-    segmentations_logic: object
-    subject_hierarchy_logic: object
-    sequences_logic: object
-
-
-def create_headless_scene() -> HeadlessSlicer:
-    """Build a scene like Slicer's core does and make it ``slicer.mrmlScene`` (as trame-slicer does)."""
-    slicer = _slicer()
-    scene = slicer.vtkMRMLScene()
-    app = slicer.vtkSlicerApplicationLogic()
-    app.SetMRMLScene(scene)
-    app.GetColorLogic().SetMRMLScene(scene)
-    app.GetColorLogic().AddDefaultColorNodes()
-    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()
-    segmentations.SetMRMLScene(scene)
-    segmentations.SetMRMLApplicationLogic(app)
-    app.SetModuleLogic("Segmentations", segmentations)
-    subject_hierarchy = slicer.vtkSlicerSubjectHierarchyModuleLogic()
-    subject_hierarchy.SetMRMLScene(scene)
-    subject_hierarchy.SetMRMLApplicationLogic(app)
-    app.SetModuleLogic("SubjectHierarchy", subject_hierarchy)
-    sequences = slicer.vtkSlicerSequencesLogic()
-    sequences.SetMRMLScene(scene)
-    sequences.SetMRMLApplicationLogic(app)
-    app.SetModuleLogic("Sequences", sequences)
-    slicer.mrmlScene = scene
-    return HeadlessSlicer(scene, app, segmentations, subject_hierarchy, sequences)
-
-
-def load_volume_file(path: str | Path, scene=None, name: str | None = None):
-    """Load a DICOM or PNG/JPEG file into a volume node the way Slicer's volume reader does.
-
-    DICOM goes through ITK (``vtkMRMLVolumeArchetypeStorageNode``), as drag-and-drop does. The
-    ``slicer-core`` wheel has no ITK PNG reader, so images are read with Pillow and given the
-    geometry ITK gives them in Slicer (LPS identity → IJKToRAS diag(-1, -1, 1)); colour images
-    become vector volumes, as in Slicer.
-    """
-    slicer = _slicer()
-    scene = scene or slicer.mrmlScene
-    path = Path(path)
-    name = name or path.stem
-    from busassist.core.io import is_dicom
-
-    if is_dicom(path):
-        volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-        storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
-        storage.SetFileName(str(path))
-        storage.SetSingleFile(1)
-        volume.SetAndObserveStorageNodeID(storage.GetID())
-        if not storage.ReadData(volume):
-            scene.RemoveNode(volume)
-            raise ValueError(f"{path}: ITK could not read the file as a volume")
-        volume.CreateDefaultDisplayNodes()
-        remember_source(volume, path)
-        return volume
-    from PIL import Image
-
-    with Image.open(path) as image:
-        pixels = np.asarray(image if image.mode in ("L", "RGB") else image.convert("RGB"))
-    return add_volume_from_frame(pixels, scene, name)
-
-
-def remember_source(volume_node, path: str | Path) -> None:
-    """Keep the DICOM file behind ``volume_node`` on the node (see ``SOURCE_FILE_ATTRIBUTE``)."""
-    volume_node.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(Path(path).resolve()))
-
-
-def add_volume_from_frame(pixels: np.ndarray, scene=None, name: str = "frame", spacing=(1.0, 1.0)):
-    """A single-slice volume node holding a (H, W) grey or (H, W, 3) colour frame, Slicer geometry."""
-    import vtk
-    from vtk.util import numpy_support
-
-    slicer = _slicer()
-    scene = scene or slicer.mrmlScene
-    pixels = np.ascontiguousarray(pixels)
-    colour = pixels.ndim == 3
-    volume = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode" if colour else "vtkMRMLScalarVolumeNode", name)
-    image = vtk.vtkImageData()
-    image.SetDimensions(pixels.shape[1], pixels.shape[0], 1)
-    components = pixels.shape[2] if colour else 1
-    image.AllocateScalars(numpy_support.get_vtk_array_type(pixels.dtype), components)
-    target = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
-    target[:] = pixels.reshape(target.shape)
-    volume.SetAndObserveImageData(image)
-    volume.SetIJKToRASMatrix(_vtk_matrix(np.diag([-spacing[1], -spacing[0], 1.0, 1.0])))
-    volume.CreateDefaultDisplayNodes()
-    return volume
-
-
-# --------------------------------------------------------------------------------------------
 # The logic
 # --------------------------------------------------------------------------------------------
 
@@ -856,7 +485,6 @@ class BUSAssistMRMLLogic:
         report = self.report(volume_node, frame_index)
         if report is None:
             return None
-        from dataclasses import replace
 
         return replace(report, warning=RELOADED_WARNING)
 
@@ -960,90 +588,10 @@ class BUSAssistMRMLLogic:
     def export_for_training(
         self, volume_node, out_dir: str | Path, class_name: str, frame_index: int | None = None
     ) -> ExportResult:
-        """Write the shown (or given) frame and its current segment as a BUSI image/mask pair.
+        """The shown (or given) frame and its current segment as a BUSI pair and a DICOM SEG (``slicer.export``)."""
+        from busassist.slicer.export import export_for_training
 
-        Layout ``<out>/<class>/images/<class> (n).png`` and ``<out>/<class>/mask/<class> (n)_mask.png``
-        (0 background, 255 lesion), n the next free number; the three class folders are created so
-        the trainer's BUSI reader accepts the folder. A line per export goes to
-        ``busassist_exports.jsonl`` (SOP Instance UID, frame, model version; no patient data).
-        """
-        from PIL import Image
-
-        from busassist.core.preprocessing import to_uint8_range
-
-        if class_name not in EXPORT_CLASSES:
-            raise ValueError(f"class must be one of {', '.join(EXPORT_CLASSES)}, not {class_name!r}")
-        if not str(out_dir or "").strip() or not Path(out_dir).is_absolute():
-            # an empty or relative folder would land in Slicer's working directory
-            raise ValueError("choose an export folder first (a full path)")
-        index = self.current_frame_index(volume_node) if frame_index is None else int(frame_index)
-        pixels = self.frame_from_volume(volume_node, index)
-        state = self._volumes.get(volume_node.GetID())
-        entry = state.frames.get(index) if state is not None else None
-        shown = state is None or state.shown_frame in (None, index)
-        if shown:
-            mask = self.segment_mask(volume_node, index)
-        else:
-            mask = entry.edited_mask if entry is not None and entry.edited_mask is not None else None
-            if mask is None and entry is not None:
-                mask = entry.mask(self.current_mask_threshold())
-        if mask is None:
-            mask = np.zeros(pixels.shape[:2], dtype=bool)
-        if class_name == "normal" and mask.any():
-            raise ValueError("a 'normal' image has no lesion: erase the segment or choose benign / malignant")
-        if class_name != "normal" and not mask.any():
-            raise ValueError(f"a '{class_name}' image needs the lesion outlined: the segment is empty")
-        if pixels.dtype != np.uint8:
-            grey_or_rgb = pixels[..., :3] if pixels.ndim == 3 else pixels
-            pixels = np.rint(np.clip(to_uint8_range(grey_or_rgb.astype(np.float32)), 0, 255)).astype(np.uint8)
-        elif pixels.ndim == 3:
-            pixels = pixels[..., :3]
-
-        out = Path(out_dir)
-        for name in EXPORT_CLASSES:
-            (out / name / "images").mkdir(parents=True, exist_ok=True)
-            (out / name / "mask").mkdir(parents=True, exist_ok=True)
-        number = _next_case_number(out / class_name / "images", class_name)
-        stem = f"{class_name} ({number})"
-        image_path = out / class_name / "images" / f"{stem}.png"
-        mask_path = out / class_name / "mask" / f"{stem}_mask.png"
-        _save_png(mask_path, np.where(mask, 255, 0).astype(np.uint8), Image)
-        _save_png(image_path, pixels, Image)
-        edited = entry is not None and not np.array_equal(mask, entry.mask(self.current_mask_threshold()))
-        source = self.source_info(volume_node)
-        record = {
-            "key": f"{class_name}/images/{stem}.png",
-            "sop_instance_uid": source.sop_instance_uid,
-            "frame": index,
-            "model_version": self._model_facts(self.find_output(volume_node, ROLE_TABLE))[3],
-            "malignancy_probability": None if entry is None else round(entry.probability, 6),
-            "edited": bool(edited),
-            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        seg_path, seg_error = self._export_seg(
-            volume_node, index, mask, out / "seg" / f"{stem}.seg.dcm", f"{record['model_version']}+annotator"
-        )
-        record["seg_path"] = None if seg_path is None else str(seg_path.relative_to(out))
-        with open(out / EXPORT_MANIFEST, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-        return ExportResult(record["key"], image_path, mask_path, bool(edited), seg_path, seg_error)
-
-    def _export_seg(self, volume_node, index: int, mask: np.ndarray, path: Path, version: str):
-        """The corrected mask as a DICOM Segmentation referencing the source frame, if there is one."""
-        source_path, _ = self._source_dicom(volume_node)
-        if source_path is None:
-            return None, "the volume was not loaded from a DICOM file"
-        try:
-            import pydicom
-
-            from busassist.core.dicom_seg import SegmentationError, write_segmentation
-        except ImportError as error:
-            return None, f"DICOM SEG export needs highdicom ({error})"
-        try:
-            source = pydicom.dcmread(source_path, stop_before_pixels=True)
-            return write_segmentation(source, {index: mask}, version, path), None
-        except (SegmentationError, OSError, ValueError) as error:
-            return None, str(error)
+        return export_for_training(self, volume_node, out_dir, class_name, frame_index)
 
     # ---- output nodes -------------------------------------------------------------------
 
@@ -1240,163 +788,3 @@ class BUSAssistMRMLLogic:
 
 
 # --------------------------------------------------------------------------------------------
-# Module-level helpers of the logic
-# --------------------------------------------------------------------------------------------
-
-
-def _create_columns(table_node) -> None:
-    import vtk
-
-    table = table_node.GetTable()
-    arrays = {"int": vtk.vtkIntArray, "double": vtk.vtkDoubleArray, "string": vtk.vtkStringArray}
-    for name, kind, unit, description in TABLE_COLUMNS:
-        if table.GetColumnByName(name) is not None:
-            continue
-        column = arrays[kind]()
-        column.SetName(name)
-        table.AddColumn(column)
-        if hasattr(table_node, "SetColumnDescription"):
-            table_node.SetColumnDescription(name, description)
-        if unit and hasattr(table_node, "SetColumnUnitLabel"):
-            table_node.SetColumnUnitLabel(name, unit)
-
-
-def _set_row(table, row: int, values: dict) -> None:
-    import vtk
-
-    for name, value in values.items():
-        column = table.GetColumnByName(name)
-        if column is None:
-            continue
-        if value == "" and isinstance(column, vtk.vtkDoubleArray):
-            value = float("nan")  # not measured (no lesion): empty in results.csv, NaN in the table, never 0
-        table.SetValueByName(row, name, vtk.vtkVariant(value))
-
-
-def _ensure_segment(segmentation_node) -> None:
-    """Create the Tumour segment (fixed ID, name, colour, terminology) if the user removed it."""
-    segmentation = segmentation_node.GetSegmentation()
-    segment = segmentation.GetSegment(SEGMENT_ID)
-    if segment is None:
-        segmentation.AddEmptySegment(SEGMENT_ID, SEGMENT_NAME, list(SEGMENT_COLOR))
-        segment = segmentation.GetSegment(SEGMENT_ID)
-        if hasattr(segment, "SetNameAutoGenerated"):
-            segment.SetNameAutoGenerated(False)
-            segment.SetColorAutoGenerated(False)
-        segment.SetTag(TERMINOLOGY_TAG, TERMINOLOGY_ENTRY)
-    elif not segment.HasTag(TERMINOLOGY_TAG):
-        segment.SetTag(TERMINOLOGY_TAG, TERMINOLOGY_ENTRY)
-
-
-def _frame_shape(volume_node) -> tuple[int, int]:
-    """(rows, columns) of the volume's frames."""
-    image = volume_node.GetImageData()
-    if image is None:
-        raise ValueError(f"{volume_node.GetName()}: the volume has no voxels")
-    columns, rows, _ = image.GetDimensions()
-    return rows, columns
-
-
-def _segment_on_grid(segmentation_node, segment_id: str, volume_node, matrix: np.ndarray, k: int, shape) -> np.ndarray:
-    """A segment as a (H, W) bool array on slice ``k`` of the grid ``matrix`` (the frame's grid).
-
-    Fast path: the internal labelmap already lies on that grid (it does unless someone changed
-    the segmentation geometry), so its extent is pasted into the frame. Otherwise the segment is
-    exported through a temporary labelmap node resampled to the volume.
-    """
-    import vtk
-
-    slicer = _slicer()
-    height, width = shape
-    internal = segmentation_node.GetBinaryLabelmapInternalRepresentation(segment_id)
-    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
-    if internal is not None:
-        internal_matrix = vtk.vtkMatrix4x4()
-        internal.GetImageToWorldMatrix(internal_matrix)
-        same_grid = np.allclose(
-            [[internal_matrix.GetElement(r, c) for c in range(4)] for r in range(4)], matrix, atol=1e-6
-        )
-        if same_grid:
-            mask = np.zeros((height, width), dtype=bool)
-            x0, x1, y0, y1, z0, z1 = internal.GetExtent()
-            if x1 < x0 or y1 < y0 or z1 < z0 or not z0 <= k <= z1 or internal.GetPointData().GetScalars() is None:
-                return mask
-            voxels = array_from_image_data(internal)[k - z0] == segment.GetLabelValue()
-            xa, xb = max(x0, 0), min(x1, width - 1)
-            ya, yb = max(y0, 0), min(y1, height - 1)
-            if xb >= xa and yb >= ya:
-                mask[ya : yb + 1, xa : xb + 1] = voxels[ya - y0 : yb - y0 + 1, xa - x0 : xb - x0 + 1]
-            return mask
-    scene = _node_scene(volume_node)
-    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__BUSAssist_temp__")
-    try:
-        ids = vtk.vtkStringArray()
-        ids.InsertNextValue(segment_id)
-        logic = slicer.vtkSlicerSegmentationsModuleLogic
-        if not logic.ExportSegmentsToLabelmapNode(segmentation_node, ids, labelmap, volume_node):
-            raise RuntimeError(f"{segmentation_node.GetName()}: could not read the segment back")
-        array = array_from_image_data(labelmap.GetImageData())
-        return np.array(array[k if array.shape[0] > k else 0] > 0)
-    finally:
-        display = labelmap.GetDisplayNode()
-        color = display.GetColorNode() if display is not None else None
-        scene.RemoveNode(labelmap)
-        if display is not None:
-            scene.RemoveNode(display)
-        if color is not None and color.GetName().startswith("__BUSAssist_temp__"):
-            scene.RemoveNode(color)
-
-
-_CASE_NAME = re.compile(r"^(?P<cls>benign|malignant|normal) \((?P<n>\d+)\)\.png$")
-
-
-def _next_case_number(image_dir: Path, class_name: str) -> int:
-    numbers = [
-        int(match.group("n"))
-        for path in image_dir.glob("*.png")
-        if (match := _CASE_NAME.match(path.name)) and match.group("cls") == class_name
-    ]
-    return max(numbers, default=0) + 1
-
-
-def _save_png(path: Path, array: np.ndarray, image_module) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    image_module.fromarray(array).save(temporary, format="PNG")
-    temporary.replace(path)
-
-
-def module_resource(module_dir: str | Path, *parts: str) -> Path:
-    """A resource of the Slicer module: ``<module>/Resources/...`` in an installed extension,
-    ``<module>/../Resources/...`` in the source tree (the module folder is ``BUSAssist/``)."""
-    module_dir = Path(module_dir)
-    installed = module_dir.joinpath("Resources", *parts)
-    if installed.exists():
-        return installed
-    source_tree = module_dir.parent.joinpath("Resources", *parts)
-    return source_tree if source_tree.exists() else installed
-
-
-def bench_click_to_segment(path: str | Path, repeats: int = 5, analyzer=None) -> dict:
-    """Median and worst milliseconds from "Analyze" to the segment for one frame, through this logic.
-
-    Builds a headless scene (``slicer-core``), loads ``path`` as Slicer would, and times
-    ``analyze_volume`` after one warm-up call (the first call also verifies and loads the model).
-    """
-    headless = create_headless_scene()
-    volume = load_volume_file(path, headless.scene)
-    logic = BUSAssistMRMLLogic(analyzer)
-    start = time.perf_counter()
-    logic.analyze_volume(volume)
-    first = time.perf_counter() - start
-    timings = []
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        logic.analyze_volume(volume)
-        timings.append(time.perf_counter() - start)
-    return {
-        "file": str(path),
-        "first_call_ms": round(first * 1000, 1),
-        "median_ms": round(float(np.median(timings)) * 1000, 1),
-        "max_ms": round(max(timings) * 1000, 1),
-        "repeats": len(timings),
-    }
