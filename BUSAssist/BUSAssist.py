@@ -1,19 +1,17 @@
 """BUSAssist: breast-ultrasound tumour outline and malignancy score (EMT-Net) in 3D Slicer.
 
-This file is kept thin: the module description, the panel and the Slicer-only glue (dependency
-installation, sample data, observers). Everything that touches MRML lives in
-``busassist.slicer`` (Qt-free, tested against the ``slicer-core`` wheel); the model runs in
-``busassist.core.inference`` (numpy + onnxruntime on the CPU).
+A thin shell: the module description, the panel's wiring and drawing. What each control does and
+what the panel shows is decided by ``busassist.presenter.Presenter`` (Qt-free); the MRML work by
+``busassist.slicer`` (tested against the ``slicer-core`` wheel); the numbers by the core's result
+model (``busassist.core.results``), the same as the command line's results.csv.
 
 No ``from __future__ import annotations`` here: ``parameterNodeWrapper`` reads the annotations.
-Must stay importable on Python 3.9 (Slicer before 5.7).
+Must stay importable on Python 3.9 (Slicer 5.8).
 """
 
-import importlib
-import logging
 import os
 import pathlib
-from typing import Annotated, Optional
+from typing import Annotated
 
 import qt
 import slicer
@@ -27,28 +25,22 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from busassist import slicer as slicer_logic
+from busassist import slicer as busassist_slicer
 from busassist.constants import EFFECTIVE_WEIGHT_MAX, EFFECTIVE_WEIGHT_MIN, MASK_THRESHOLD, MODEL_FILENAME, W_P
+from busassist.presenter import Presenter
+from busassist.slicer.install import ensure_dependencies
+from busassist.slicer.sample import SAMPLE_FILE, load_sample_volume, register_sample_data
 
 MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
-SAMPLE_NAME = "BUSAssistSample"
-SAMPLE_FILE = "sample_1_benign.dcm"  # a frame on which the shipped model outlines a lesion
-#: SHA-256 of the bundled sample study (Resources/SampleData); Testing/Python checks it.
-SAMPLE_SHA256 = "bd86dffcc3f14d7259101ea60949aa7c5d21958629d90859d24725200e3c8ac3"
 
 
 def resource(*parts):
     """A file of Resources/: beside the module when installed, at the repository root in a checkout."""
-    return slicer_logic.module_resource(MODULE_DIR, *parts)
+    return busassist_slicer.module_resource(MODULE_DIR, *parts)
 
 
-def modelPath():
-    return resource("Models", MODEL_FILENAME)
-
-
-#
-# BUSAssist
-#
+def registerSampleData():
+    register_sample_data(resource("SampleData", SAMPLE_FILE), resource("Icons", "BUSAssist.png"))
 
 
 class BUSAssist(ScriptedLoadableModule):
@@ -85,210 +77,72 @@ class BUSAssist(ScriptedLoadableModule):
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
-_sampleRegistered = False
-
-
-def registerSampleData():
-    """Register the bundled sample study with the Sample Data module (a local file: works offline)."""
-    global _sampleRegistered
-    if _sampleRegistered:
-        return
-    import SampleData
-
-    sample = resource("SampleData", SAMPLE_FILE)
-    if not sample.exists():
-        logging.warning(f"BUSAssist: sample study {sample} is missing")
-        return
-    _sampleRegistered = True
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(
-        category="BUSAssist",
-        sampleName=SAMPLE_NAME,
-        thumbnailFileName=str(resource("Icons", "BUSAssist.png")),
-        uris=sample.as_uri(),
-        fileNames=SAMPLE_FILE,
-        checksums="SHA256:" + SAMPLE_SHA256,
-        nodeNames=SAMPLE_NAME,
-        loadFileType="VolumeFile",
-    )
-
-
-def loadSampleVolume():
-    """The sample study as a volume: through Sample Data when registered, else straight from the file."""
-    try:
-        import SampleData
-
-        node = SampleData.downloadSample(SAMPLE_NAME)
-        if node is not None:
-            # Sample Data removes the storage node after loading: keep the DICOM reference on the
-            # node, or the ultrasound-region crop is lost and the annotations get analysed.
-            from busassist.slicer import remember_source
-
-            remember_source(node, resource("SampleData", SAMPLE_FILE))
-            return node
-    except Exception as error:  # noqa: BLE001 - fall back to the bundled file
-        logging.info(f"BUSAssist: Sample Data could not provide the sample ({error}); loading the file")
-    from busassist.slicer import remember_source
-
-    sample = resource("SampleData", SAMPLE_FILE)
-    node = slicer.util.loadVolume(str(sample), {"name": SAMPLE_NAME, "singleFile": True})
-    remember_source(node, sample)
-    return node
-
-
-def ensureDependencies(parent=None):
-    """True when onnxruntime can be imported; otherwise ask, install Resources/requirements.txt, offer a restart.
-
-    requirements.txt lists onnxruntime only: a package Slicer ships is never upgraded. Released
-    Slicer 5.12 has ``slicer.packaging.pip_ensure`` (which asks, and reports its own failures: no
-    second dialog here); older versions get a confirmation here and ``slicer.util.pip_install``.
-    """
-    try:
-        import onnxruntime  # noqa: F401
-
-        return True
-    except ImportError:
-        pass
-    requirements = str(resource("requirements.txt"))
-    packaging = None
-    for name in ("slicer.packaging", "slicer.pydeps"):  # pydeps: the name in some 5.11 previews
-        try:
-            candidate = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(candidate, "pip_ensure") and hasattr(candidate, "load_requirements"):
-            packaging = candidate
-            break
-    try:
-        if packaging is not None:
-            packaging.pip_ensure(packaging.load_requirements(requirements), requester="BUSAssist")
-        else:
-            if not slicer.util.confirmOkCancelDisplay(
-                "BUSAssist runs its model with onnxruntime, which is not installed in Slicer's Python.\n\n"
-                "Install it now (about 15 MB download)?",
-                "BUSAssist - install Python packages",
-                parent=parent,
-            ):
-                return False
-            with slicer.util.WaitCursor():
-                slicer.util.pip_install(["-r", requirements])
-    except Exception as error:  # noqa: BLE001 - declined, or pip failed
-        if packaging is not None:  # pip_ensure has shown its own message: one dialog per failure
-            logging.warning(f"BUSAssist: onnxruntime not installed ({error})")
-        else:
-            slicer.util.errorDisplay(
-                "Installing onnxruntime failed. Check the network connection, or install it from Slicer's "
-                f"Python console with: slicer.util.pip_install('onnxruntime')\n\nDetails: {error}",
-                parent=parent,
-            )
-        return False
-    if slicer.util.confirmYesNoDisplay(
-        "onnxruntime was installed. Restart Slicer now? (recommended: a package installed into a running "
-        "application is only reliable after a restart; your scene will be closed)",
-        "BUSAssist - restart Slicer",
-        parent=parent,
-    ):
-        slicer.util.restart()
-        return False
-    importlib.invalidate_caches()
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as error:
-        slicer.util.errorDisplay(
-            f"onnxruntime was installed but cannot be loaded in this session ({error}). Restart Slicer.",
-            parent=parent,
-        )
-        return False
-    return True
-
-
-#
-# Parameter node (saved with the scene)
-#
-
-
 @parameterNodeWrapper
 class BUSAssistParameterNode:
+    """The panel's settings, saved with the scene."""
+
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     effectiveWeight: Annotated[float, WithinRange(EFFECTIVE_WEIGHT_MIN, EFFECTIVE_WEIGHT_MAX)] = W_P
     maskThreshold: Annotated[float, WithinRange(0.05, 0.95)] = MASK_THRESHOLD
     showProbability: bool = True
-    exportClass: Annotated[str, Choice(list(slicer_logic.EXPORT_CLASSES))] = "benign"
+    exportClass: Annotated[str, Choice(list(busassist_slicer.EXPORT_CLASSES))] = "benign"
     exportFolder: pathlib.Path = pathlib.Path.home() / "BUSAssist-training"
 
 
-#
-# Widget
-#
-
-
 class BUSAssistWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Wires the panel's controls to the presenter and draws its readout; decides nothing itself."""
+
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
-        self._appliedWeight = None
-        self._appliedMaskThreshold = None
-        #: Re-cuts all unedited frames once the mask-threshold slider has rested (a cine would freeze
-        #: the panel if every frame were re-cut on every step of a drag).
-        self._maskThresholdTimer = qt.QTimer()
-        self._maskThresholdTimer.setSingleShot(True)
-        self._maskThresholdTimer.setInterval(400)
-        self._maskThresholdTimer.connect("timeout()", self._applyMaskThresholdToAllFrames)
-        self._appliedShowProbability = None
-        self._observedVolume = None
-        self._observedFrameSource = None
-        self._shownFrame = None
-        self._run = None
-        self._runTimer = None
-        self._cancelRequested = False
+        self.logic = self.presenter = self._parameterNode = self._guiTag = None
+        self._frameSource = None
+        self._applied = {}
+        self._maskTimer = self._timer(400, self._releaseMaskThreshold, singleShot=True)  # the slider rested
+        self._runTimer = self._timer(0, self._runStep)  # one frame per tick: the panel stays responsive
 
-    def resourcePath(self, filename):
-        return str(resource(*filename.split("/")))
+    @staticmethod
+    def _timer(interval, slot, singleShot=False):
+        timer = qt.QTimer()
+        timer.setSingleShot(singleShot)
+        timer.setInterval(interval)
+        timer.connect("timeout()", slot)
+        return timer
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/BUSAssist.ui"))
+        uiWidget = slicer.util.loadUI(str(resource("UI", "BUSAssist.ui")))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = BUSAssistLogic()
-
+        self.presenter = Presenter(self.logic.mrml, lambda: load_sample_volume(resource("SampleData", SAMPLE_FILE)))
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.ui.analyzeButton.connect("clicked(bool)", self.onAnalyze)
-        self.ui.analyzeAllButton.connect("clicked(bool)", self.onAnalyzeAll)
-        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
-        self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
-        self.ui.exportButton.connect("clicked(bool)", self.onExport)
-        self.ui.progressBar.hide()
-        self.ui.cancelButton.hide()
+        for button, slot in (
+            (self.ui.analyzeButton, self.onAnalyze),
+            (self.ui.analyzeAllButton, self.onAnalyzeAll),
+            (self.ui.cancelButton, lambda: self._draw(self.presenter.cancel_all())),
+            (self.ui.loadSampleButton, self.onLoadSample),
+            (self.ui.exportButton, self.onExport),
+        ):
+            button.connect("clicked(bool)", slot)
         self.initializeParameterNode()
 
-    def _applyMaskThresholdToAllFrames(self):
-        node = self._parameterNode
-        if node is not None and node.inputVolume is not None:
-            self.logic.mrml.set_mask_threshold(node.maskThreshold, node.inputVolume)
-            self._updateResults(node.inputVolume)
-
     def cleanup(self):
-        self._stopRun()
+        self._runTimer.stop()
         self.removeObservers()
 
     def enter(self):
         self.initializeParameterNode()
 
     def exit(self):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event):
-        self._stopRun()
+        self._runTimer.stop()
+        self.presenter.select_volume(None)
         self.setParameterNode(None)
-        self._observeFrames(None)
         self.logic.mrml.forget()
 
     def onSceneEndClose(self, caller, event):
@@ -299,190 +153,132 @@ class BUSAssistWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
             volume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if volume and not volume.GetAttribute(slicer_logic.ROLE_ATTRIBUTE):
+            if volume and not volume.GetAttribute(busassist_slicer.ROLE_ATTRIBUTE):
                 self._parameterNode.inputVolume = volume
 
-    def setParameterNode(self, inputParameterNode):
+    def setParameterNode(self, node):
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNode.disconnectGui(self._guiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self._parameterNode, self._applied = node, {}
+        if node:
+            self._guiTag = node.connectGui(self.ui)
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
             self.onParameterNodeModified()
 
-    # ---- parameter changes: thresholds live, no inference ----------------------------------
+    # ---- controls -> presenter ----------------------------------------------------------------
 
     def onParameterNodeModified(self, caller=None, event=None):
         node = self._parameterNode
         if node is None:
             return
-        volume = node.inputVolume
-        running = self._run is not None
-        self.ui.analyzeButton.enabled = bool(volume) and not running
-        self.ui.analyzeAllButton.enabled = bool(volume) and not running and self.logic.mrml.frame_count(volume) > 1
-        self.ui.exportButton.enabled = bool(volume) and not running
-        if volume is not self._observedVolume:
-            self._observeFrames(volume)
-        mrml = self.logic.mrml
-        if self._appliedWeight != node.effectiveWeight:
-            self._appliedWeight = node.effectiveWeight
-            mrml.set_effective_weight(node.effectiveWeight, volume)
-        if self._appliedMaskThreshold != node.maskThreshold:
-            # Live on the shown frame while the slider moves; every other unedited frame once it rests.
-            self._appliedMaskThreshold = node.maskThreshold
-            mrml.set_mask_threshold(node.maskThreshold, volume, shown_only=True)
-            self._maskThresholdTimer.start()
-        if self._appliedShowProbability != node.showProbability:
-            self._appliedShowProbability = node.showProbability
-            self._showProbability(volume)
-        self.ui.operatingPointLabel.text = mrml.operating_point(node.effectiveWeight).describe()
-        self._updateResults(volume)
+        if node.inputVolume is not self.presenter.volume:
+            self._observeFrames(node.inputVolume)
+            self.presenter.select_volume(node.inputVolume, self.shownFrameIndex(node.inputVolume))
+        if self._changed("weight", node.effectiveWeight):
+            self.presenter.set_effective_weight(node.effectiveWeight)
+        if self._changed("mask", node.maskThreshold):
+            self.presenter.set_mask_threshold(node.maskThreshold, dragging=True)
+            self._maskTimer.start()
+        if self._changed("probability", node.showProbability):
+            self._showProbability()
+        self._draw(self.presenter.readout())
 
-    # ---- frame following (sequence browser item, or slice of a multi-frame volume) ----------
+    def _changed(self, key, value):
+        changed = self._applied.get(key) != value
+        self._applied[key] = value
+        return changed
+
+    def _releaseMaskThreshold(self):
+        self._draw(self.presenter.set_mask_threshold(self._parameterNode.maskThreshold))
 
     def _observeFrames(self, volume):
-        if self._observedFrameSource is not None:
-            self.removeObserver(self._observedFrameSource, vtk.vtkCommand.ModifiedEvent, self.onFrameSourceModified)
-        self._observedVolume = volume
-        self._observedFrameSource = None
-        self._shownFrame = None
+        if self._frameSource is not None:
+            self.removeObserver(self._frameSource, vtk.vtkCommand.ModifiedEvent, self.onFrameSourceModified)
+        self._frameSource = None
         if volume is None:
             return
-        browser, _ = slicer_logic.find_sequence(volume)
+        browser, _ = busassist_slicer.find_sequence(volume)
+        if browser is None and self.logic.mrml.frame_count(volume) > 1:
+            browser = slicer.mrmlScene.GetNodeByID("vtkMRMLSliceNodeRed")
         if browser is not None:
-            self._observedFrameSource = browser
-        elif self.logic.mrml.frame_count(volume) > 1:
-            self._observedFrameSource = slicer.mrmlScene.GetNodeByID("vtkMRMLSliceNodeRed")
-        if self._observedFrameSource is not None:
-            self.addObserver(self._observedFrameSource, vtk.vtkCommand.ModifiedEvent, self.onFrameSourceModified)
+            self._frameSource = browser
+            self.addObserver(browser, vtk.vtkCommand.ModifiedEvent, self.onFrameSourceModified)
 
     def shownFrameIndex(self, volume):
         """The frame on screen: the sequence browser's item, or the red slice through a multi-frame volume."""
-        browser, _ = slicer_logic.find_sequence(volume)
-        if browser is not None or self.logic.mrml.frame_count(volume) <= 1:
-            return self.logic.mrml.current_frame_index(volume) if browser is not None else 0
-        sliceNode = slicer.mrmlScene.GetNodeByID("vtkMRMLSliceNodeRed")
-        if sliceNode is None:
+        if volume is None:
             return 0
-        sliceToRAS = sliceNode.GetSliceToRAS()
-        center = tuple(sliceToRAS.GetElement(row, 3) for row in range(3))
-        return slicer_logic.frame_index_at_ras(volume, center)
+        browser, _ = busassist_slicer.find_sequence(volume)
+        if browser is not None:
+            return self.logic.mrml.current_frame_index(volume)
+        sliceNode = slicer.mrmlScene.GetNodeByID("vtkMRMLSliceNodeRed")
+        if self.logic.mrml.frame_count(volume) <= 1 or sliceNode is None:
+            return 0
+        center = tuple(sliceNode.GetSliceToRAS().GetElement(row, 3) for row in range(3))
+        return busassist_slicer.frame_index_at_ras(volume, center)
 
     def onFrameSourceModified(self, caller=None, event=None):
-        volume = self._observedVolume
-        if volume is None or self._run is not None:
-            return
-        index = self.shownFrameIndex(volume)
-        if index != self._shownFrame:
-            self._shownFrame = index
-            self.logic.mrml.show_frame(volume, index)
-            self._updateResults(volume)
-
-    # ---- actions ------------------------------------------------------------------------
+        if self.presenter.volume is not None:
+            self._draw(self.presenter.frame_changed(self.shownFrameIndex(self.presenter.volume)))
 
     def onLoadSample(self):
         with slicer.util.tryWithErrorDisplay("Could not load the BUSAssist sample.", waitCursor=True):
-            volume = loadSampleVolume()
-            self._parameterNode.inputVolume = volume
-            slicer.util.setSliceViewerLayers(background=volume, fit=True)
+            readout = self.presenter.load_sample()
+            self._parameterNode.inputVolume = self.presenter.volume
+            slicer.util.setSliceViewerLayers(background=self.presenter.volume, fit=True)
+            self._draw(readout)
 
     def onAnalyze(self):
-        volume = self._parameterNode.inputVolume
-        if not volume or not self.logic.prepare(parent=slicer.util.mainWindow()):
+        if self.presenter.volume is None or not self.logic.prepare(parent=slicer.util.mainWindow()):
             return
         with slicer.util.tryWithErrorDisplay("BUSAssist analysis failed.", waitCursor=True):
-            index = self.shownFrameIndex(volume)
-            self._shownFrame = index
-            report = self.logic.analyze(volume, index)
-            self.ui.statusLabel.text = f"Analysed in {1000 * report.seconds:.0f} ms."
-            self._afterResults(volume)
+            self._draw(self.presenter.analyze(self.shownFrameIndex(self.presenter.volume)))
+            self._showResults()
 
     def onAnalyzeAll(self):
-        volume = self._parameterNode.inputVolume
-        if not volume or not self.logic.prepare(parent=slicer.util.mainWindow()):
+        if self.presenter.volume is None or not self.logic.prepare(parent=slicer.util.mainWindow()):
             return
-        count = self.logic.mrml.frame_count(volume)
-        self._cancelRequested = False
-        self._run = self.logic.mrml.iter_analyze_frames(volume)
-        self.ui.progressBar.maximum = count
+        self.ui.progressBar.maximum = self.logic.mrml.frame_count(self.presenter.volume)
         self.ui.progressBar.value = 0
-        self.ui.progressBar.show()
-        self.ui.cancelButton.show()
-        self.ui.statusLabel.text = f"Analysing {count} frames..."
-        self.onParameterNodeModified()
-        # One frame per timer tick: the event loop keeps running between frames (UI responsive).
-        self._runTimer = qt.QTimer()
-        self._runTimer.setInterval(0)
-        self._runTimer.connect("timeout()", self._runStep)
+        self._draw(self.presenter.start_all())
         self._runTimer.start()
 
     def _runStep(self):
-        if self._run is None:
-            return
-        if self._cancelRequested:
-            self._finishRun("Cancelled.")
-            return
-        try:
-            done, total = next(self._run)
-        except StopIteration:
-            self._finishRun("All frames analysed.")
-            return
-        except Exception as error:  # noqa: BLE001 - shown to the user, the run stops
-            self._finishRun("Stopped by an error.")
-            slicer.util.errorDisplay(f"BUSAssist analysis failed: {error}")
-            return
-        self.ui.progressBar.value = done
-        self.ui.statusLabel.text = f"Analysed {done} of {total} frames."
-
-    def onCancel(self):
-        self._cancelRequested = True
-
-    def _stopRun(self):
-        if self._runTimer is not None:
+        readout, done, _ = self.presenter.step_all()
+        if readout.running:
+            self.ui.progressBar.value = done
+        else:
             self._runTimer.stop()
-            self._runTimer = None
-        if self._run is not None:
-            self._run.close()  # the logic puts the segment back on the frame that is shown
-            self._run = None
+            self._showResults()
+            self._showTable()
+        self._draw(readout)
 
-    def _finishRun(self, message):
-        self._stopRun()
-        self.ui.progressBar.hide()
-        self.ui.cancelButton.hide()
-        self.ui.statusLabel.text = message
-        volume = self._parameterNode.inputVolume if self._parameterNode else None
-        if volume is not None:
-            self._shownFrame = self.shownFrameIndex(volume)
-            self.logic.mrml.show_frame(volume, self._shownFrame)
-            self._afterResults(volume)
-        self.onParameterNodeModified()
+    def _showTable(self):
+        """A whole cine analysed: its per-frame results table in a table view of the layout."""
+        table = self.logic.mrml.find_output(self.presenter.volume, busassist_slicer.ROLE_TABLE)
+        if table is None or slicer.app.layoutManager() is None:
+            return
+        slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+        slicer.app.applicationLogic().PropagateTableSelection()
 
     def onExport(self):
-        volume = self._parameterNode.inputVolume
-        if not volume:
-            return
-        folder = self._parameterNode.exportFolder
+        node = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Export for training failed.", waitCursor=True):
-            result = self.logic.mrml.export_for_training(
-                volume, folder, self._parameterNode.exportClass, self.shownFrameIndex(volume)
-            )
-            self.ui.statusLabel.text = result.describe(folder)
+            self._draw(self.presenter.export(node.exportFolder, node.exportClass))
 
-    # ---- display --------------------------------------------------------------------------
+    # ---- drawing --------------------------------------------------------------------------------
 
-    def _afterResults(self, volume):
-        segmentation = self.logic.mrml.find_output(volume, slicer_logic.ROLE_SEGMENTATION)
+    def _showResults(self):
+        segmentation = self.logic.mrml.find_output(self.presenter.volume, busassist_slicer.ROLE_SEGMENTATION)
         if segmentation is not None and segmentation.GetDisplayNode() is not None:
             segmentation.GetDisplayNode().SetVisibility(True)
-        self._showProbability(volume)
-        self._updateResults(volume)
+        self._showProbability()
 
-    def _showProbability(self, volume):
-        if volume is None:
-            return
-        probability = self.logic.mrml.find_output(volume, slicer_logic.ROLE_PROBABILITY)
+    def _showProbability(self):
+        volume = self.presenter.volume
+        probability = self.logic.mrml.find_output(volume, busassist_slicer.ROLE_PROBABILITY) if volume else None
         if probability is None:
             return
         show = bool(self._parameterNode.showProbability)
@@ -490,24 +286,15 @@ class BUSAssistWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             background=volume, foreground=probability if show else None, foregroundOpacity=0.35 if show else 0.0
         )
 
-    def _updateResults(self, volume):
-        report = self.logic.mrml.report(volume, self._shownFrame) if volume is not None else None
-        if report is None:
-            for label in (self.ui.scoreLabel, self.ui.decisionLabel, self.ui.measurementsLabel, self.ui.frameLabel):
-                label.text = "-"
-            return
-        self.ui.scoreLabel.text = f"{report.probability:.3f}"
-        self.ui.decisionLabel.text = f"{report.decision_text} (threshold {report.threshold:.3f})"
-        self.ui.measurementsLabel.text = report.measurement_text()
-        self.ui.frameLabel.text = f"{report.frame_index + 1} of {report.frame_count}"
-        self.ui.operatingPointLabel.text = report.operating_point.describe()
-        if report.warning:
-            self.ui.statusLabel.text = report.warning
-
-
-#
-# Logic
-#
+    def _draw(self, readout):
+        ui = self.ui
+        ui.scoreLabel.text, ui.decisionLabel.text = readout.score, readout.decision
+        ui.measurementsLabel.text, ui.frameLabel.text = readout.measurements, readout.frame
+        ui.operatingPointLabel.text = readout.operating_point
+        ui.statusLabel.text = "\n".join(text for text in (readout.status, readout.warning, readout.model) if text)
+        ui.analyzeButton.enabled, ui.exportButton.enabled = readout.can_analyze, readout.can_export
+        ui.analyzeAllButton.enabled = readout.can_analyze_all
+        ui.progressBar.visible = ui.cancelButton.visible = readout.running
 
 
 def _dicomFileForInstance(uid):
@@ -520,8 +307,8 @@ class BUSAssistLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        self.mrml = slicer_logic.BUSAssistMRMLLogic(
-            model_path=modelPath(), dicom_file_for_instance=_dicomFileForInstance
+        self.mrml = busassist_slicer.BUSAssistMRMLLogic(
+            model_path=resource("Models", MODEL_FILENAME), dicom_file_for_instance=_dicomFileForInstance
         )
 
     def getParameterNode(self):
@@ -529,7 +316,7 @@ class BUSAssistLogic(ScriptedLoadableModuleLogic):
 
     def prepare(self, parent=None):
         """Install onnxruntime if needed (asking first) and load the checksum-verified model once."""
-        if not ensureDependencies(parent):
+        if not ensure_dependencies(str(resource("requirements.txt")), parent):
             return False
         if self.mrml.has_analyzer:
             return True
@@ -543,13 +330,8 @@ class BUSAssistLogic(ScriptedLoadableModuleLogic):
             return False
         return True
 
-    def analyze(self, volumeNode, frameIndex: Optional[int] = None):
+    def analyze(self, volumeNode, frameIndex=None):
         return self.mrml.analyze_volume(volumeNode, frameIndex)
-
-
-#
-# Test (runs inside Slicer)
-#
 
 
 class BUSAssistTest(ScriptedLoadableModuleTest):
@@ -567,16 +349,16 @@ class BUSAssistTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Loading the BUSAssist sample")
         registerSampleData()
-        volume = loadSampleVolume()
+        volume = load_sample_volume(resource("SampleData", SAMPLE_FILE))
         self.assertIsNotNone(volume)
         logic = BUSAssistLogic()
         self.assertTrue(logic.prepare(), "onnxruntime or the model is not available")
 
         self.delayDisplay("Analysing")
         report = logic.analyze(volume)
-        segmentation = logic.mrml.find_output(volume, slicer_logic.ROLE_SEGMENTATION)
+        segmentation = logic.mrml.find_output(volume, busassist_slicer.ROLE_SEGMENTATION)
         self.assertEqual(segmentation.GetName(), volume.GetName() + " BUSAssist")
-        segment = segmentation.GetSegmentation().GetSegment(slicer_logic.SEGMENT_ID)
+        segment = segmentation.GetSegmentation().GetSegment(busassist_slicer.SEGMENT_ID)
         self.assertIsNotNone(segment)
         self.assertEqual(segment.GetName(), "Tumour")
         mask = logic.mrml.segment_mask(volume)

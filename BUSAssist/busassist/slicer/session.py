@@ -234,6 +234,19 @@ class BUSAssistMRMLLogic:
             )
         return self._card_facts()
 
+    def model_description(self) -> str:
+        """The model the panel names: its version and SHA-256 (shortened), from the model file's own facts."""
+        version = self._model_facts()[3]
+        sha = getattr(self._analyzer, "sha256", None) if self._analyzer is not None else None
+        if not sha:
+            from busassist.core.model_store import checksum_path, default_model_path
+
+            try:
+                sha = checksum_path(self.model_path or default_model_path()).read_text().split()[0]
+            except (OSError, IndexError):
+                sha = None
+        return f"Model {version}" + (f", SHA-256 {sha[:12]}" if sha else "")
+
     def _card_facts(self) -> tuple[float, float, list[dict], str]:
         """The model card beside the model: lets the slider show SEN/SPE before the model is loaded."""
         if self._card is None:
@@ -554,8 +567,11 @@ class BUSAssistMRMLLogic:
         if row is None:
             return None
         values = self._row_values(table, row)
+        source_warning = self.source_info(volume_node).warning
         state = self._volumes.get(volume_node.GetID())
         entry = state.frames.get(index) if state is not None else None
+        # A row without a result in memory: the scene was loaded; the outline is gone until Analyze.
+        warning = " ".join(w for w in (RELOADED_WARNING if entry is None else "", source_warning) if w)
         return FrameReport(
             volume_node.GetName(),
             index,
@@ -565,7 +581,7 @@ class BUSAssistMRMLLogic:
             self.operating_point(table_node=table),
             values["model_version"],
             entry.seconds if entry is not None else 0.0,
-            self.source_info(volume_node).warning,
+            warning,
         )
 
     def segment_mask(self, volume_node, frame_index: int | None = None, segmentation_node=None) -> np.ndarray | None:
