@@ -14,28 +14,14 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
 
 from busassist import slicer as sl  # noqa: E402
-from busassist.core.inference import Analyzer  # noqa: E402
 from busassist.core.io import read_frames  # noqa: E402
-from busassist.core.model_store import ModelError, default_model_path  # noqa: E402
 from busassist.presenter import NOTHING, Presenter  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[2] / "Resources" / "SampleData"
 SAMPLE = SAMPLES / "sample_1_benign.dcm"
 
 
-@pytest.fixture(scope="module")
-def analyzer() -> Analyzer:
-    try:
-        return Analyzer(default_model_path(), threads=1)
-    except ModelError as error:
-        pytest.skip(f"bundled model unavailable: {error}")
-
-
-@pytest.fixture()
-def headless():
-    scene = sl.create_headless_scene()
-    yield scene
-    scene.scene.Clear(1)
+pytest_plugins = ["slicer_fixtures"]
 
 
 def sample_as_sample_data_loads_it(scene):

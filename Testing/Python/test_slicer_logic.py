@@ -20,7 +20,6 @@ pytest.importorskip("onnxruntime")
 from busassist import slicer as sl  # noqa: E402
 from busassist.core.inference import Analyzer, Decision  # noqa: E402
 from busassist.core.io import read_frames  # noqa: E402
-from busassist.core.model_store import ModelError, default_model_path  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = REPO_ROOT / "Resources" / "SampleData"
@@ -49,19 +48,7 @@ class CountingAnalyzer:
         return result
 
 
-@pytest.fixture(scope="module")
-def analyzer() -> Analyzer:
-    try:
-        return Analyzer(default_model_path(), threads=1)  # a training run may be using the CPU
-    except ModelError as error:
-        pytest.skip(f"bundled model unavailable: {error}")
-
-
-@pytest.fixture()
-def headless():
-    scene = sl.create_headless_scene()
-    yield scene
-    scene.scene.Clear(1)
+pytest_plugins = ["slicer_fixtures"]
 
 
 def core_result(analyzer: Analyzer, path: Path):
