@@ -87,3 +87,15 @@ def test_bundled_model_on_sample_data(tmp_path: Path, capsys: pytest.CaptureFixt
         else:
             assert row["decision"] == (Decision.SUSPICIOUS if probability >= threshold else Decision.BENIGN)
         assert row["model_version"] not in ("", "unversioned", "test")
+
+
+def test_the_model_files_facts_are_read_without_onnxruntime(tmp_path):
+    """The panel reads W_p, the operating table and the lesion rule from the ONNX file before loading the model."""
+    from busassist.core.inference import Analyzer
+    from busassist.core.model_store import ModelError, default_model_path, read_metadata
+
+    assert read_metadata(default_model_path()) == Analyzer(None).metadata
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\xff\xff\xff\xff not protobuf")
+    with pytest.raises(ModelError, match="not a readable ONNX model"):
+        read_metadata(broken)

@@ -77,6 +77,31 @@ def verify_model(model_path: Path) -> str:
     return actual
 
 
+#: ModelProto field numbers (onnx/onnx.proto): metadata_props = 14, StringStringEntryProto key = 1, value = 2.
+_ONNX_METADATA_PROPS, _ENTRY_KEY, _ENTRY_VALUE = 14, 1, 2
+
+
+def read_metadata(model_path: Path) -> ModelMetadata:
+    """The model's own facts (W_p, operating table, lesion rule, version) read from the ONNX file itself.
+
+    A protobuf scan of the file's top-level fields: no onnxruntime and no onnx package, so a panel
+    can show the model's operating table before the model is loaded. ``ModelError`` when the file
+    is not a readable ONNX model.
+    """
+    from busassist.core.protobuf import ProtobufFormatError, iter_fields
+
+    try:
+        data = memoryview(Path(model_path).read_bytes())
+        properties = {}
+        for field_number, wire, value in iter_fields(data):
+            if field_number == _ONNX_METADATA_PROPS and wire == 2:
+                entry = {f: bytes(v).decode("utf-8") for f, w, v in iter_fields(value) if w == 2}
+                properties[entry.get(_ENTRY_KEY, "")] = entry.get(_ENTRY_VALUE, "")
+    except (OSError, ProtobufFormatError, UnicodeDecodeError) as error:
+        raise ModelError(f"{model_path}: not a readable ONNX model ({error.__class__.__name__})") from None
+    return ModelMetadata.from_properties(properties)
+
+
 @dataclass
 class ModelMetadata:
     """What the exported model says about itself (ONNX metadata_props, JSON values)."""

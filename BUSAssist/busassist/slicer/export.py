@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from busassist.slicer.nodes import EXPORT_CLASSES, EXPORT_MANIFEST, ROLE_TABLE
+from busassist.slicer.nodes import EXPORT_CLASSES, EXPORT_MANIFEST
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def export_for_training(
         "key": f"{class_name}/images/{stem}.png",
         "sop_instance_uid": source.sop_instance_uid,
         "frame": index,
-        "model_version": logic._model_facts(logic.find_output(volume_node, ROLE_TABLE))[3],
+        "model_version": logic._model_facts()[3],
         "malignancy_probability": None if entry is None else round(entry.probability, 6),
         "edited": bool(edited),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

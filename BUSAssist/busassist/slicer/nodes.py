@@ -65,9 +65,6 @@ NO_REGION_WARNING = (
     "the whole frame is analysed, including any burned-in text and rulers."
 )
 MODEL_VERSION_ATTRIBUTE = "BUSAssist.ModelVersion"
-OPERATING_TABLE_ATTRIBUTE = "BUSAssist.OperatingTable"
-W_P_ATTRIBUTE = "BUSAssist.WP"
-MIN_LESION_FRACTION_ATTRIBUTE = "BUSAssist.MinLesionFraction"
 
 #: Column descriptions shown in Slicer's table view (the names and order are results.csv's).
 READING_DESCRIPTIONS = {

@@ -10,7 +10,6 @@ shown beside another frame's score.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -19,14 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from busassist.constants import MASK_THRESHOLD, MIN_LESION_FRACTION, W_P
 from busassist.core.results import DECISION_TEXT, Decision, decide, read_frame
 from busassist.slicer.export import ExportResult
 from busassist.slicer.nodes import (
-    MIN_LESION_FRACTION_ATTRIBUTE,
     MODEL_VERSION_ATTRIBUTE,
     NO_REGION_WARNING,
-    OPERATING_TABLE_ATTRIBUTE,
     OUTPUT_CLASSES,
     OUTPUT_SUFFIXES,
     PROBABILITY_COLOR_NODE_IDS,
@@ -42,7 +38,6 @@ from busassist.slicer.nodes import (
     SOURCE_FILE_ATTRIBUTE,
     SOURCE_REFERENCE_ROLE,
     TABLE_COLUMNS,
-    W_P_ATTRIBUTE,
     _create_columns,
     _ensure_segment,
     _frame_shape,
@@ -196,7 +191,7 @@ class BUSAssistMRMLLogic:
         self.effective_weight: float | None = None  # None: the model's W_p
         self.mask_threshold: float | None = None  # None: the model's mask threshold
         self._volumes: dict[str, VolumeState] = {}
-        self._card: tuple[float, float, list[dict], str] | None = None
+        self._metadata = None  # the model file's facts, read once (model_metadata)
 
     def forget(self, volume_node=None) -> None:
         """Drop results kept in memory for one volume, or for all (call when the scene closes)."""
@@ -220,19 +215,26 @@ class BUSAssistMRMLLogic:
     def has_analyzer(self) -> bool:
         return self._analyzer is not None
 
-    def _model_facts(self, table_node=None) -> tuple[float, float, list[dict], str]:
-        """(W_p, mask threshold, operating table, model version) from the model, else the table node."""
+    @property
+    def model_metadata(self):
+        """The model's facts (W_p, operating table, lesion rule, mask threshold, version): from the model file.
+
+        One place: the loaded analyzer's metadata, or, before the model is loaded (so the slider can
+        show its operating table at once), the same metadata read from the ONNX file without
+        onnxruntime (``core.model_store.read_metadata``).
+        """
         if self._analyzer is not None:
-            meta = self._analyzer.metadata
-            return float(meta.w_p), float(meta.mask_threshold), list(meta.operating_table), str(meta.model_version)
-        if table_node is not None and table_node.GetAttribute(OPERATING_TABLE_ATTRIBUTE):
-            return (
-                float(table_node.GetAttribute(W_P_ATTRIBUTE) or W_P),
-                MASK_THRESHOLD,
-                json.loads(table_node.GetAttribute(OPERATING_TABLE_ATTRIBUTE)),
-                table_node.GetAttribute(MODEL_VERSION_ATTRIBUTE) or "unknown",
-            )
-        return self._card_facts()
+            return self._analyzer.metadata
+        if self._metadata is None:
+            from busassist.core.model_store import default_model_path, read_metadata
+
+            self._metadata = read_metadata(self.model_path or default_model_path())
+        return self._metadata
+
+    def _model_facts(self) -> tuple[float, float, list[dict], str]:
+        """(W_p, mask threshold, operating table, model version) of the model."""
+        meta = self.model_metadata
+        return float(meta.w_p), float(meta.mask_threshold), list(meta.operating_table), str(meta.model_version)
 
     def model_description(self) -> str:
         """The model the panel names: its version and SHA-256 (shortened), from the model file's own facts."""
@@ -247,43 +249,19 @@ class BUSAssistMRMLLogic:
                 sha = None
         return f"Model {version}" + (f", SHA-256 {sha[:12]}" if sha else "")
 
-    def _card_facts(self) -> tuple[float, float, list[dict], str]:
-        """The model card beside the model: lets the slider show SEN/SPE before the model is loaded."""
-        if self._card is None:
-            from busassist.constants import MODEL_CARD_JSON
-            from busassist.core.model_store import default_model_path
+    def current_effective_weight(self) -> float:
+        return self._model_facts()[0] if self.effective_weight is None else float(self.effective_weight)
 
-            model = self.model_path or default_model_path()
-            self._card = (W_P, MASK_THRESHOLD, [], "unknown")
-            try:
-                card = json.loads(model.with_name(MODEL_CARD_JSON).read_text(encoding="utf-8"))
-                self._card = (
-                    float(card.get("model", {}).get("w_p", W_P)),
-                    MASK_THRESHOLD,
-                    list(card.get("operating_table_validation") or []),
-                    str(card.get("model", {}).get("version", "unknown")),
-                )
-            except (OSError, ValueError, TypeError, AttributeError):
-                pass
-        return self._card
-
-    def current_effective_weight(self, table_node=None) -> float:
-        return self._model_facts(table_node)[0] if self.effective_weight is None else float(self.effective_weight)
-
-    def current_min_lesion_fraction(self, table_node=None) -> float:
+    def current_min_lesion_fraction(self) -> float:
         """The model's "no lesion" rule: smallest lesion area as a fraction of the analysed region."""
-        if self._analyzer is not None:
-            return float(self._analyzer.metadata.min_lesion_fraction)
-        if table_node is not None and table_node.GetAttribute(MIN_LESION_FRACTION_ATTRIBUTE):
-            return float(table_node.GetAttribute(MIN_LESION_FRACTION_ATTRIBUTE))
-        return MIN_LESION_FRACTION
+        return float(self.model_metadata.min_lesion_fraction)
 
-    def current_mask_threshold(self, table_node=None) -> float:
-        return self._model_facts(table_node)[1] if self.mask_threshold is None else float(self.mask_threshold)
+    def current_mask_threshold(self) -> float:
+        return self._model_facts()[1] if self.mask_threshold is None else float(self.mask_threshold)
 
-    def operating_point(self, w_effective: float | None = None, table_node=None) -> OperatingPoint:
-        w_p, _, table, _ = self._model_facts(table_node)
-        weight = self.current_effective_weight(table_node) if w_effective is None else w_effective
+    def operating_point(self, w_effective: float | None = None) -> OperatingPoint:
+        w_p, _, table, _ = self._model_facts()
+        weight = self.current_effective_weight() if w_effective is None else w_effective
         return operating_point(weight, table, w_p)
 
     # ---- frames -------------------------------------------------------------------------
@@ -578,7 +556,7 @@ class BUSAssistMRMLLogic:
             self.frame_count(volume_node),
             values,
             values["mask_threshold"],
-            self.operating_point(table_node=table),
+            self.operating_point(),
             values["model_version"],
             entry.seconds if entry is not None else 0.0,
             warning,
@@ -652,12 +630,7 @@ class BUSAssistMRMLLogic:
             node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
             _ensure_segment(node)
         elif role == ROLE_TABLE:
-            w_p, _, table, version = self._model_facts()
-            if self._analyzer is not None:
-                node.SetAttribute(W_P_ATTRIBUTE, repr(w_p))
-                node.SetAttribute(OPERATING_TABLE_ATTRIBUTE, json.dumps(table))
-                node.SetAttribute(MODEL_VERSION_ATTRIBUTE, version)
-                node.SetAttribute(MIN_LESION_FRACTION_ATTRIBUTE, repr(self.current_min_lesion_fraction()))
+            node.SetAttribute(MODEL_VERSION_ATTRIBUTE, self._model_facts()[3])  # provenance of the rows
         return node
 
     def _place_beside(self, volume_node, node) -> None:
@@ -740,21 +713,21 @@ class BUSAssistMRMLLogic:
 
     def _write_row(self, volume_node, table_node, index: int, entry: FrameEntry) -> None:
         state = self._volumes[volume_node.GetID()]
-        threshold_mask = self.current_mask_threshold(table_node)
+        threshold_mask = self.current_mask_threshold()
         reading = read_frame(  # the one function every face uses (core.results)
             entry.mask(threshold_mask),
             entry.probability,
             entry.calibrated_probability,
-            self.operating_point(table_node=table_node).threshold,
+            self.operating_point().threshold,
             entry.analysed_area,
-            self.current_min_lesion_fraction(table_node),
+            self.current_min_lesion_fraction(),
             state.source.spacing_mm,
         )
         values = {
             "frame": index,
             **reading.columns(),
             "mask_threshold": threshold_mask,
-            "model_version": self._model_facts(table_node)[3],
+            "model_version": self._model_facts()[3],
         }
         row = self._find_row(table_node, index)
         table = table_node.GetTable()
@@ -765,7 +738,7 @@ class BUSAssistMRMLLogic:
         table_node.Modified()
 
     def _refresh_decisions(self, table_node) -> None:
-        op = self.operating_point(table_node=table_node)
+        op = self.operating_point()
         table = table_node.GetTable()
         if table.GetColumnByName("decision") is None:
             return

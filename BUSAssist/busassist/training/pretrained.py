@@ -8,12 +8,12 @@ does not drag TensorFlow in. Field numbers are those of tensorflow/core/framewor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from busassist.core.protobuf import ProtobufFormatError, iter_fields
 from busassist.training.model import MobileNetV1Encoder
 
 _TF_DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 9: np.int64}
@@ -22,43 +22,8 @@ HEAD_WEIGHTS = "MobilenetV1/Logits/Conv2d_1c_1x1/weights"
 HEAD_BIASES = "MobilenetV1/Logits/Conv2d_1c_1x1/biases"
 
 
-class GraphFormatError(ValueError):
+class GraphFormatError(ProtobufFormatError):
     """The file is not a GraphDef with the MobileNetV1 constants this port expects."""
-
-
-def _varint(buffer: memoryview, position: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if position >= len(buffer):
-            raise GraphFormatError("truncated varint")
-        byte = buffer[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, position
-        shift += 7
-
-
-def iter_fields(buffer: memoryview) -> Iterator[tuple[int, int, object]]:
-    """Yield (field number, wire type, value) of one protobuf message; values stay raw."""
-    position = 0
-    while position < len(buffer):
-        key, position = _varint(buffer, position)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, position = _varint(buffer, position)
-        elif wire == 1:
-            value, position = bytes(buffer[position : position + 8]), position + 8
-        elif wire == 2:
-            length, position = _varint(buffer, position)
-            value, position = buffer[position : position + length], position + length
-        elif wire == 5:
-            value, position = bytes(buffer[position : position + 4]), position + 4
-        else:
-            raise GraphFormatError(f"unsupported protobuf wire type {wire}")
-        if position > len(buffer):
-            raise GraphFormatError("truncated message")
-        yield field, wire, value
 
 
 def _parse_tensor(buffer: memoryview) -> np.ndarray:
@@ -93,7 +58,7 @@ def read_constants(path: Path, prefix: str = PREFIX) -> dict[str, np.ndarray]:
     """All ``Const`` tensors of a frozen GraphDef whose node name starts with ``prefix``."""
     try:
         return _read_constants(memoryview(Path(path).read_bytes()), path, prefix)
-    except GraphFormatError as error:
+    except ProtobufFormatError as error:
         raise GraphFormatError(f"{path}: {error}") from None
     except (TypeError, ValueError, UnicodeDecodeError) as error:  # well-formed varints, wrong structure
         raise GraphFormatError(f"{path}: malformed GraphDef ({error.__class__.__name__}: {error})") from None
