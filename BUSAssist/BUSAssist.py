@@ -82,6 +82,7 @@ class BUSAssistParameterNode:
     """The panel's settings, saved with the scene."""
 
     inputVolume: slicer.vtkMRMLScalarVolumeNode
+    outputSegmentation: slicer.vtkMRMLSegmentationNode  # None: BUSAssist creates "<volume> BUSAssist"
     effectiveWeight: Annotated[float, WithinRange(EFFECTIVE_WEIGHT_MIN, EFFECTIVE_WEIGHT_MAX)] = W_P
     maskThreshold: Annotated[float, WithinRange(0.05, 0.95)] = MASK_THRESHOLD
     showProbability: bool = True
@@ -175,6 +176,8 @@ class BUSAssistWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node.inputVolume is not self.presenter.volume:
             self._observeFrames(node.inputVolume)
             self.presenter.select_volume(node.inputVolume, self.shownFrameIndex(node.inputVolume))
+        if self._changed("output", node.outputSegmentation):
+            self.presenter.choose_output(node.outputSegmentation)
         if self._changed("weight", node.effectiveWeight):
             self.presenter.set_effective_weight(node.effectiveWeight)
         if self._changed("mask", node.maskThreshold):
@@ -295,6 +298,8 @@ class BUSAssistWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.analyzeButton.enabled, ui.exportButton.enabled = readout.can_analyze, readout.can_export
         ui.analyzeAllButton.enabled = readout.can_analyze_all
         ui.progressBar.visible = ui.cancelButton.visible = readout.running
+        if ui.logTextEdit.toPlainText() != "\n".join(readout.log):
+            ui.logTextEdit.setPlainText("\n".join(readout.log))
 
 
 def _dicomFileForInstance(uid):

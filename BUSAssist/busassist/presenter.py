@@ -11,10 +11,13 @@ another session. The numbers in the readout come from the core's result model
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 NOTHING = "-"
+#: Lines the panel's log keeps (oldest dropped first).
+LOG_LINES = 200
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class Readout:
     status: str = ""  # what the last action did
     warning: str = ""  # what the reader must know about the shown result (no region, reloaded scene)
     model: str = ""  # model version and the first 12 hex digits of its SHA-256
+    log: tuple[str, ...] = ()  # this session's actions and warnings, oldest first, time-stamped
     can_analyze: bool = False
     can_analyze_all: bool = False
     can_export: bool = False
@@ -45,8 +49,24 @@ class Presenter:
         self.shown_frame: int | None = None
         self.effective_weight: float | None = None
         self.mask_threshold: float | None = None
-        self.status = ""
+        self._status = ""
+        self.log: list[str] = []
         self._run: Iterator[tuple[int, int]] | None = None
+
+    @property
+    def status(self) -> str:
+        return self._status
+
+    @status.setter
+    def status(self, message: str) -> None:
+        """What the last action did; every new message also goes to the log."""
+        self._status = message
+        self._log(message)
+
+    def _log(self, message: str) -> None:
+        if message and (not self.log or not self.log[-1].endswith(message)):
+            self.log.append(f"{time.strftime('%H:%M:%S')} {message}")
+            del self.log[:-LOG_LINES]
 
     # ---- controls -----------------------------------------------------------------------------
 
@@ -95,6 +115,14 @@ class Presenter:
             return self.readout()
         self.shown_frame = int(index)
         self.session.show_frame(self.volume, self.shown_frame)
+        return self.readout()
+
+    def choose_output(self, segmentation) -> Readout:
+        """*Output segmentation*: the node the Tumour segment is written to (None: BUSAssist's own)."""
+        if self.volume is not None:
+            self.session.use_segmentation(self.volume, segmentation)
+            name = segmentation.GetName() if segmentation is not None else "a new BUSAssist segmentation"
+            self.status = f"Tumour segment goes to {name}."
         return self.readout()
 
     def export(self, folder, class_name: str) -> Readout:
@@ -159,7 +187,8 @@ class Presenter:
         model = self._model_text()
         report = self.session.report(volume, self.shown_frame) if volume is not None else None
         if report is None:
-            return Readout(operating_point=operating, status=self.status, model=model, **enabled)
+            return Readout(operating_point=operating, status=self.status, model=model, log=tuple(self.log), **enabled)
+        self._log(report.warning)
         return Readout(
             score=f"{report.probability:.3f}",
             decision=f"{report.decision_text} (threshold {report.threshold:.3f})",
@@ -169,6 +198,7 @@ class Presenter:
             status=self.status,
             warning=report.warning,
             model=model,
+            log=tuple(self.log),
             **enabled,
         )
 

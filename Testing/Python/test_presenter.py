@@ -70,6 +70,14 @@ def test_walk_through_load_analyze_weight_edit_threshold(headless, analyzer):
     with pytest.raises(ValueError, match="export folder"):  # the face shows the refusal in one dialog
         presenter.export("", "benign")
 
+    own = session.find_output(presenter.volume, sl.ROLE_SEGMENTATION)
+    chosen = headless.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "reader's segmentation")
+    moved = presenter.choose_output(chosen)  # the Output segmentation selector
+    assert session.find_output(presenter.volume, sl.ROLE_SEGMENTATION) is chosen
+    assert np.array_equal(session.segment_mask(presenter.volume, 0, chosen), corrected)
+    assert own.GetAttribute(sl.ROLE_ATTRIBUTE) is None, "the previous output is no longer written to"
+    assert any("Analysed in" in line for line in moved.log) and "reader's segmentation" in moved.log[-1]
+
 
 def test_walk_through_a_cine_frame_change_and_a_scene_reload(headless, analyzer):
     frames = [next(read_frames(path)).pixels for path in sorted(SAMPLES.glob("*.dcm"))]

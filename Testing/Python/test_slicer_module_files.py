@@ -28,7 +28,16 @@ UI_FILE = REPO_ROOT / "Resources" / "UI" / "BUSAssist.ui"
 PYENV = Path("/root/.pyenv/versions")
 
 #: Qt widget classes the .ui may use without declaring them as custom widgets.
-QT_WIDGETS = {"QWidget", "QLabel", "QPushButton", "QCheckBox", "QComboBox", "QProgressBar", "QLineEdit"}
+QT_WIDGETS = {
+    "QWidget",
+    "QLabel",
+    "QPushButton",
+    "QCheckBox",
+    "QComboBox",
+    "QProgressBar",
+    "QLineEdit",
+    "QPlainTextEdit",
+}
 
 
 def cmake_list(path: Path, variable: str) -> list[str]:

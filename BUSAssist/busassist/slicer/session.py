@@ -633,6 +633,28 @@ class BUSAssistMRMLLogic:
             node.SetAttribute(MODEL_VERSION_ATTRIBUTE, self._model_facts()[3])  # provenance of the rows
         return node
 
+    def use_segmentation(self, volume_node, segmentation_node) -> None:
+        """Write ``volume_node``'s Tumour segment into ``segmentation_node`` (the panel's output selector).
+
+        The node becomes the volume's segmentation output (role attribute and reference); the one it
+        replaces keeps its segments but is no longer written to. ``None`` goes back to the default
+        "<volume> BUSAssist" node. The shown frame's outline is written into the new node at once.
+        """
+        current = self.find_output(volume_node, ROLE_SEGMENTATION)
+        if segmentation_node is not None and current is segmentation_node:
+            return
+        if current is not None:
+            current.RemoveAttribute(ROLE_ATTRIBUTE)
+            current.RemoveNodeReferenceIDs(SOURCE_REFERENCE_ROLE)
+        if segmentation_node is not None:
+            segmentation_node.SetAttribute(ROLE_ATTRIBUTE, ROLE_SEGMENTATION)
+            segmentation_node.SetNodeReferenceID(SOURCE_REFERENCE_ROLE, volume_node.GetID())
+            if segmentation_node.GetDisplayNode() is None:
+                segmentation_node.CreateDefaultDisplayNodes()
+        state = self._volumes.get(volume_node.GetID())
+        if state is not None and state.shown_frame is not None:
+            self.show_frame(volume_node, state.shown_frame, capture_edits=False)
+
     def _place_beside(self, volume_node, node) -> None:
         """Put ``node`` under the volume's parent in the subject hierarchy (the study, for DICOM)."""
         slicer = _slicer()
