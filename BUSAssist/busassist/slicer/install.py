@@ -9,6 +9,7 @@ only (``slicer`` and ``qt`` are imported inside the function).
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 
 
@@ -38,7 +39,10 @@ def ensure_dependencies(requirements: str, parent=None) -> bool:
             break
     try:
         if packaging is not None:
-            packaging.pip_ensure(packaging.load_requirements(requirements), requester="BUSAssist")
+            options = {"requester": "BUSAssist"}
+            if "prompt_restart" in inspect.signature(packaging.pip_ensure).parameters:
+                options["prompt_restart"] = False  # one restart prompt, ours, below
+            packaging.pip_ensure(packaging.load_requirements(requirements), **options)
         else:
             if not slicer.util.confirmOkCancelDisplay(
                 "BUSAssist runs its model with onnxruntime, which is not installed in Slicer's Python.\n\n"
