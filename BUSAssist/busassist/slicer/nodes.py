@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from busassist.core.results import READING_COLUMNS
+from busassist.core.training_pairs import EXPORT_CLASSES, EXPORT_MANIFEST  # noqa: F401 - names of the package
 
 #: ID and name of the one segment BUSAssist writes.
 SEGMENT_ID = "Tumour"
@@ -83,9 +84,6 @@ READING_DESCRIPTIONS = {
     "lesion_principal_axis_deg": "Largest lesion: long (inertia) axis vs skin line, 0..90",
     "lesion_solidity": "Largest lesion: area / convex-hull area (margin irregularity)",
 }
-#: BUSI class folders an exported frame can go to.
-EXPORT_CLASSES = ("benign", "malignant", "normal")
-EXPORT_MANIFEST = "busassist_exports.jsonl"
 
 #: Columns of the results table: (name, type, unit label, description).
 TABLE_COLUMNS = (
