@@ -7,7 +7,7 @@ DATA ?= ../shared/data/busi
 RUN_DIR ?= runs/reproduce
 OUT ?= results/sample
 
-.PHONY: run test lint bench reproduce experiments sample-data clean dicom3tools
+.PHONY: run test lint bench reproduce experiments sample-data clean dicom3tools review screenshots
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,22 @@ $(VENV)/.stamp-run: pyproject.toml | $(VENV)/bin/python
 $(VENV)/.stamp-dev: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -q -e ".[train,dev]"
 	touch $@ $(VENV)/.stamp-run
+
+# The desktop reviewer: numpy, pydicom, onnxruntime and PySide6 (no torch).
+$(VENV)/.stamp-gui: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -q -e ".[gui]"
+	touch $@ $(VENV)/.stamp-run
+
+REVIEW ?= Resources/SampleData
+review: $(VENV)/.stamp-gui
+	$(VENV)/bin/busassist-review $(REVIEW)
+
+# The two screenshots of the README, rendered offscreen by the reviewer itself.
+screenshots: $(VENV)/.stamp-gui
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/busassist-review --out results/screenshots \
+	  --screenshot docs/images/review-sample.png Resources/SampleData
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/busassist-review --out results/screenshots --probability \
+	  --screenshot docs/images/review-probability.png Resources/SampleData/sample_1_benign.dcm
 
 run: $(VENV)/.stamp-run
 	$(VENV)/bin/busassist analyze Resources/SampleData --out $(OUT); status=$$?; \

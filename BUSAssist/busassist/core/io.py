@@ -599,6 +599,27 @@ def _decode_reason(error: Exception) -> str:
     return f"pixel data cannot be decoded ({error.__class__.__name__}{': ' + detail if detail else ''})"
 
 
+def frame_count(path: str | Path, any_modality: bool = False, max_pixels: int = MAX_PIXELS) -> int:
+    """How many frames an input has (1 for PNG/JPEG), from its header only; ``InputError`` when it cannot be one.
+
+    Runs the same checks as reading (regular file, ultrasound, size budget) without decoding pixels,
+    so a worklist can show a whole folder at once.
+    """
+    path = Path(path)
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise InputError(path, problem)
+    if path.suffix.lower() in IMAGE_SUFFIXES and not is_dicom(path):
+        return 1
+    dataset = _header(path)
+    try:
+        return _checked_header(path, dataset, any_modality, max_pixels, [])
+    except InputError:
+        raise
+    except Exception as error:
+        raise InputError(path, f"malformed DICOM header ({error.__class__.__name__})", "check") from None
+
+
 def read_dicom_frames(
     path: Path, any_modality: bool = False, frames: FrameSelection = ALL_FRAMES, max_pixels: int = MAX_PIXELS
 ) -> Iterator[Frame]:
