@@ -38,6 +38,11 @@ class OperatingPoint:
         if self.sen is None or self.spe is None:
             return text + " (no validation figures in the model)"
         parts = [_percent_with_ci("SEN", self.sen, self.sen_ci), _percent_with_ci("SPE", self.spe, self.spe_ci)]
+        parts += [
+            _percent_with_ci(name, value, None)
+            for name, value in (("PPV", self.ppv), ("NPV", self.npv))
+            if value is not None
+        ]
         where = "" if self.exact else f" (at W' {self.table_w:g})"
         return f"{text} \u00b7 validation {', '.join(parts)}{where}"
 
