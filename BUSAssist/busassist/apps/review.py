@@ -184,6 +184,10 @@ def build_window(items: list[WorkItem], session: DesktopSession, log: ReviewLog,
             self.worklist.setSortingEnabled(True)
             self.worklist.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
             self.worklist.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+            header = self.worklist.horizontalHeader()
+            header.setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
+            for column in range(1, 5):
+                header.setSectionResizeMode(column, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
             self.worklist.itemSelectionChanged.connect(self._guard(self.on_select))
             self.unreviewed = QtWidgets.QCheckBox("Only frames not yet reviewed")
             self.unreviewed.toggled.connect(self._guard(self._filter))
@@ -306,7 +310,7 @@ def build_window(items: list[WorkItem], session: DesktopSession, log: ReviewLog,
             splitter = QtWidgets.QSplitter()
             for widget in (left, center, panel):
                 splitter.addWidget(widget)
-            splitter.setSizes([300, 700, 380])
+            splitter.setSizes([420, 600, 380])
             self.setCentralWidget(splitter)
             self.log_view = QtWidgets.QPlainTextEdit()
             self.log_view.setReadOnly(True)
