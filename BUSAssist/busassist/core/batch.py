@@ -33,6 +33,7 @@ from busassist.core.io import ALL_FRAMES, Frame, FrameSelection, InputError, is_
 from busassist.core.limits import inflated_size_problem
 from busassist.core.model_store import sha256_of
 from busassist.core.outputs import (
+    OVERLAY_PNG_COMPRESSION,
     OutputError,
     append_row,
     ensure_csv,
@@ -259,14 +260,14 @@ def _analyze_frame(
         mask = load_png(mask_path)
         if mask is not None and mask.shape[:2] == frame.pixels.shape[:2]:
             if overlay_path is not None and not png_is_intact(overlay_path):
-                save_png(overlay_path, overlay_image(frame.pixels, mask))
+                save_png(overlay_path, overlay_image(frame.pixels, mask), OVERLAY_PNG_COMPRESSION)
             return None, mask
     result = analyzer.analyze(frame)
     if not np.isfinite(result.probability):
         raise InputError(frame.source, "the model returned a non-finite score", "analyze", frame.index)
     save_png(mask_path, result.mask)
     if overlay_path is not None:
-        save_png(overlay_path, overlay_image(frame.pixels, result.mask))
+        save_png(overlay_path, overlay_image(frame.pixels, result.mask), OVERLAY_PNG_COMPRESSION)
     if key in done:  # recomputed to repair its files: the row is there already
         return None, result.mask
     row = _result_row(frame, result, threshold, out, mask_path, overlay_path, analyzer, model_sha256)

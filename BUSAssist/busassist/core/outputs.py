@@ -209,7 +209,12 @@ def overlay_image(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def save_png(path: Path, array: np.ndarray) -> None:
+#: zlib level of overlay PNGs: pictures for a person, not data. Level 1 encodes a 640 x 480 overlay
+#: in ~12 ms instead of ~33 ms at Pillow's default (6), for files about 1.5x larger.
+OVERLAY_PNG_COMPRESSION = 1
+
+
+def save_png(path: Path, array: np.ndarray, compress_level: int = 6) -> None:
     """Write a PNG atomically: a unique temporary file in the same folder, then a rename."""
     from PIL import Image
 
@@ -217,7 +222,7 @@ def save_png(path: Path, array: np.ndarray) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(array).save(stream, format="PNG")
+            Image.fromarray(array).save(stream, format="PNG", compress_level=compress_level)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
