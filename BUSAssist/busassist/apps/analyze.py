@@ -139,8 +139,9 @@ def analyze_paths(
     volume_formats: tuple[str, ...] = (),
     keep_identifiers: bool = False,
     max_pixels: int = MAX_PIXELS,
+    dask: str | None = None,
 ) -> Summary:
-    """Analyse every frame of every input, in ``workers`` processes, resuming a previous run in ``out``.
+    """Analyse every frame of every input, in ``workers`` processes (or on a Dask cluster), resuming ``out``.
 
     The run holds the folder's lock throughout: a second run into the same ``out`` raises
     ``FolderBusy`` before touching anything; ``OutputError`` when ``out`` cannot be written.
@@ -164,6 +165,7 @@ def analyze_paths(
             model_path,
             progress,
             started,
+            dask,
             AnalyzeOptions(
                 effective_weight,
                 overlays,
@@ -179,7 +181,7 @@ def analyze_paths(
         lock.release()
 
 
-def _run(inputs, out, analyzer, log, workers, model_path, progress, started, options) -> Summary:
+def _run(inputs, out, analyzer, log, workers, model_path, progress, started, dask, options) -> Summary:
     done = prepare_output(out)
     paths = series_order(list(expand_inputs(inputs, exclude=out)))
     summary = Summary()
@@ -199,7 +201,13 @@ def _run(inputs, out, analyzer, log, workers, model_path, progress, started, opt
         bar.update(1)
         bar.set_postfix(frames=summary.frames, refused=summary.refused)
 
-    if workers <= 1:
+    if dask:
+        from busassist.apps.cluster import run_on_dask
+        from busassist.core.scan import study_key
+
+        model = str(model_path or (analyzer.model_path if analyzer else Analyzer(None).model_path))
+        run_on_dask(dask, paths, study_key, model, out, options, account)
+    elif workers <= 1:
         analyzer = analyzer or Analyzer(model_path)
         for path in paths:
             account(analyze_file(path, analyzer, out, options, done))

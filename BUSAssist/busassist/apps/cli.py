@@ -56,7 +56,7 @@ def _analyze(args: argparse.Namespace) -> int:
         return 1
     try:
         summary = _run_batch(args, analyzer, formats)
-    except OutputError as error:
+    except (OutputError, RuntimeError) as error:  # an unusable --out, or --dask without dask / a scheduler
         print(f"busassist: {error}", file=sys.stderr)
         return 1
     rate = summary.frames / summary.seconds if summary.seconds else 0.0
@@ -91,6 +91,7 @@ def _run_batch(args: argparse.Namespace, analyzer, formats: tuple[str, ...]):
         volume_formats=formats,
         keep_identifiers=args.keep_identifiers,
         max_pixels=args.max_pixels,
+        dask=args.dask,
     )
 
 
@@ -121,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--any-modality", action="store_true", help="accept non-ultrasound DICOM")
     analyze.add_argument("--workers", type=int, default=1, help="worker processes (each runs one model copy)")
     analyze.add_argument("--no-seg", action="store_true", help="skip the DICOM Segmentation outputs")
+    analyze.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        default=None,
+        help="run on a Dask cluster: local:N (N worker processes here) or a scheduler address (tcp://host:8786)",
+    )
     analyze.add_argument("--quiet", action="store_true", help="no progress bar")
     analyze.add_argument("--nifti", action="store_true", help="also write each mask as .nii.gz (needs SimpleITK)")
     analyze.add_argument("--nrrd", action="store_true", help="also write each mask as .nrrd (needs SimpleITK)")

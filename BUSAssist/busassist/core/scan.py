@@ -160,6 +160,13 @@ def series_order(paths: list[Path | InputError]) -> list[Path | InputError]:
     return [path for _, path in sorted(keyed, key=lambda item: item[0])]
 
 
+def study_key(path: Path | InputError) -> str:
+    """The Study Instance UID of a DICOM input, "~" for anything else (headers only; warnings silenced)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _series_key(path, 0)[0]
+
+
 def _series_key(path: Path | InputError, position: int) -> tuple[str, str, int, int]:
     import pydicom
 

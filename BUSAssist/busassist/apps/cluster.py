@@ -1,0 +1,117 @@
+"""``busassist analyze --dask ADDRESS``: the same per-file unit on a ``dask.distributed`` cluster.
+
+Files are grouped by study (a study's files go to one task, so one worker reads them together)
+and each task runs ``core.batch.analyze_file`` on its files with the worker's own ``Analyzer``
+(one onnxruntime session per worker process, made on its first task). Every worker writes into
+the one ``--out`` (a folder all workers can reach: the local disk for ``local:N``, a shared file
+system on a cluster): rows are appended under the CSV's lock and only when their resume key is not
+there yet, masks and SEGs are renamed into place, so a worker killed mid-task loses nothing and
+duplicates nothing: Dask runs the task again elsewhere and what was written stays written once.
+
+``ADDRESS`` is ``local:N`` (a ``LocalCluster`` of N one-thread worker processes on this machine) or
+a scheduler address (``tcp://host:8786``) of a cluster started elsewhere (dask-jobqueue on SLURM,
+dask-kubernetes; see docs/batch.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from busassist.core.batch import AnalyzeOptions, FileReport, analyze_file, prepare_output
+from busassist.core.io import InputError
+
+#: Per worker process: the Analyzer (one session) and the resume keys of each output folder.
+_WORKER_STATE: dict = {}
+
+
+def study_groups(paths: list, study_of: Callable[[object], str]) -> list[list]:
+    """Consecutive paths of one study as one group (the list comes ordered by study already)."""
+    groups: list[list] = []
+    current = None
+    for path in paths:
+        study = study_of(path)
+        if not groups or study != current or study == "~":
+            groups.append([])
+            current = study
+        groups[-1].append(path)
+    return groups
+
+
+def analyse_group(paths: list, model_path: str, threads: int, out: str, options: AnalyzeOptions) -> list[FileReport]:
+    """One Dask task: every file of one study, with this worker's Analyzer (made once per process)."""
+    from busassist.core.inference import Analyzer
+
+    analyzer = _WORKER_STATE.get(("analyzer", model_path))
+    if analyzer is None:
+        analyzer = _WORKER_STATE[("analyzer", model_path)] = Analyzer(model_path, threads=threads)
+    done = _WORKER_STATE.get(("done", out))
+    if done is None:
+        done = _WORKER_STATE[("done", out)] = prepare_output(Path(out))
+    reports = []
+    for path in paths:
+        report = analyze_file(path, analyzer, out, options, done)
+        report.rows = []  # on disk already; keep the result small
+        reports.append(report)
+    return reports
+
+
+def client_for(address: str):
+    """A ``dask.distributed.Client``: a new ``LocalCluster`` for ``local:N``, else the scheduler at ``address``."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise RuntimeError("--dask needs dask.distributed (pip install 'busassist[cluster]')") from None
+    if address.startswith("local:"):
+        try:
+            workers = int(address.split(":", 1)[1])
+        except ValueError:
+            raise RuntimeError(f"--dask {address}: use local:N with N worker processes") from None
+        cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True, dashboard_address=None)
+        return Client(cluster)
+    try:
+        return Client(address, timeout="20s")
+    except (OSError, TimeoutError) as error:
+        raise RuntimeError(f"--dask {address}: cannot reach the Dask scheduler ({error.__class__.__name__})") from None
+
+
+def run_on_dask(
+    address: str,
+    paths: list,
+    study_of: Callable[[object], str],
+    model_path: str,
+    out: Path,
+    options: AnalyzeOptions,
+    account: Callable[[FileReport], None],
+) -> None:
+    """Analyse ``paths`` on the cluster, accounting each file's report as its study's task finishes."""
+    from dask.distributed import as_completed
+
+    from busassist.core.batch import record_error
+    from busassist.core.identifiers import Redactor
+
+    client = client_for(address)
+    try:
+        groups = study_groups(paths, study_of)
+        pending = {
+            client.submit(analyse_group, group, model_path, 1, str(out), options, pure=False, retries=2): group
+            for group in groups
+        }
+        for future in as_completed(list(pending)):
+            try:
+                reports = future.result()
+            except Exception as error:  # failed on every try: its files are refused, the rest go on
+                reports = []
+                for path in pending[future]:
+                    name = path.path if isinstance(path, InputError) else str(path)
+                    report = FileReport(name)
+                    reason = f"cluster task failed on every try ({error.__class__.__name__})"
+                    record_error(out, report, InputError(name, reason, "analyze"), Redactor())
+                    reports.append(report)
+            for report in reports:
+                account(report)
+    finally:
+        cluster = getattr(client, "cluster", None)
+        client.close()
+        if cluster is not None:
+            cluster.close()
