@@ -185,6 +185,18 @@ def batch_figures(model: Path, copies: int = 10) -> dict:
             subprocess.run(command, check=True, capture_output=True)
             seconds = time.perf_counter() - started
             figures[f"batch_fps_{workers}_workers"] = frames / seconds
+        # The same frames on a LocalCluster of two one-thread worker processes (busassist analyze --dask).
+        try:
+            import dask.distributed  # noqa: F401
+
+            command = [sys.executable, "-m", "busassist.apps.cli", "analyze", str(folder), "--out"]
+            command += [str(Path(work) / "dask"), "--model", str(model), "--dask", "local:2"]
+            command += ["--quiet", "--no-overlays", "--no-seg"]
+            started = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            figures["dask_local_fps"] = frames / (time.perf_counter() - started)
+        except ImportError:
+            figures["dask_local_fps"] = None
         # Share of time outside the model, measured in-process on two copies.
         from busassist.apps.analyze import analyze_paths
 
@@ -281,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         "preprocess_ms_p50": percentiles(preprocess_ms)[0],
         "speedup_end_to_end": percentiles(torch_e2e)[0] / percentiles(ort_e2e)[0],
         "speedup_network": percentiles(torch_net)[0] / percentiles(ort_net)[0],
+        "torch_compile_ms_p50": None,  # not measured yet (issue 16)
+        "openvino_ms_p50": None,  # no OpenVINO backend yet (issue 16)
         "model_size_mb": model.stat().st_size / 1e6,
         "cli_peak_rss_mb": peak_rss_of_cli(model, SAMPLE_DIR),
         **hostile_figures(model),

@@ -1,6 +1,7 @@
 """``busassist analyze --dask ADDRESS``: the same per-file unit on a ``dask.distributed`` cluster.
 
-Files are grouped by study (a study's files go to one task, so one worker reads them together)
+Files are grouped by study (a study's files go to one task, so one worker reads them together;
+a study too big for one task is split so that every worker has work)
 and each task runs ``core.batch.analyze_file`` on its files with the worker's own ``Analyzer``
 (one onnxruntime session per worker process, made on its first task). Every worker writes into
 the one ``--out`` (a folder all workers can reach: the local disk for ``local:N``, a shared file
@@ -15,6 +16,7 @@ dask-kubernetes; see docs/batch.md).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,13 +27,18 @@ from busassist.core.io import InputError
 _WORKER_STATE: dict = {}
 
 
-def study_groups(paths: list, study_of: Callable[[object], str]) -> list[list]:
-    """Consecutive paths of one study as one group (the list comes ordered by study already)."""
+def study_groups(paths: list, study_of: Callable[[object], str], largest: int | None = None) -> list[list]:
+    """Consecutive paths of one study as one group (the list comes ordered by study already).
+
+    A study of more than ``largest`` files is split into groups of at most ``largest``, so that one
+    big study (or an archive of one study) still keeps every worker busy.
+    """
     groups: list[list] = []
     current = None
     for path in paths:
         study = study_of(path)
-        if not groups or study != current or study == "~":
+        full = largest is not None and groups and len(groups[-1]) >= largest
+        if not groups or study != current or study == "~" or full:
             groups.append([])
             current = study
         groups[-1].append(path)
@@ -92,7 +99,9 @@ def run_on_dask(
 
     client = client_for(address)
     try:
-        groups = study_groups(paths, study_of)
+        workers = max(1, len(client.nthreads()))
+        largest = max(1, math.ceil(len(paths) / (4 * workers)))  # about four tasks per worker at least
+        groups = study_groups(paths, study_of, largest)
         pending = {
             client.submit(analyse_group, group, model_path, 1, str(out), options, pure=False, retries=2): group
             for group in groups
