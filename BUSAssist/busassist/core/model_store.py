@@ -77,6 +77,19 @@ def verify_model(model_path: Path) -> str:
     return actual
 
 
+def model_label(version: str, model_path: Path | None = None, sha256: str | None = None) -> str:
+    """What a face names the model by: its version and the start of its SHA-256.
+
+    The SHA-256 is the verified one when the model is loaded, else the one recorded beside the file.
+    """
+    if not sha256:
+        try:
+            sha256 = checksum_path(Path(model_path) if model_path else default_model_path()).read_text().split()[0]
+        except (OSError, IndexError):
+            sha256 = None
+    return f"Model {version}" + (f", SHA-256 {sha256[:12]}" if sha256 else "")
+
+
 #: ModelProto field numbers (onnx/onnx.proto): metadata_props = 14, StringStringEntryProto key = 1, value = 2.
 _ONNX_METADATA_PROPS, _ENTRY_KEY, _ENTRY_VALUE = 14, 1, 2
 

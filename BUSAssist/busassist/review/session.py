@@ -75,16 +75,12 @@ class DesktopSession:
         return self._metadata
 
     def model_description(self) -> str:
-        meta = self.model_metadata
-        sha = getattr(self._analyzer, "sha256", None)
-        if not sha:
-            from busassist.core.model_store import checksum_path, default_model_path
+        """The model the panel names: its version and SHA-256 (``core.model_store.model_label``)."""
+        from busassist.core.model_store import model_label
 
-            try:
-                sha = checksum_path(self.model_path or default_model_path()).read_text().split()[0]
-            except (OSError, IndexError):
-                sha = None
-        return f"Model {meta.model_version}" + (f", SHA-256 {sha[:12]}" if sha else "")
+        return model_label(
+            str(self.model_metadata.model_version), self.model_path, getattr(self._analyzer, "sha256", None)
+        )
 
     def threshold(self) -> float:
         meta = self.model_metadata

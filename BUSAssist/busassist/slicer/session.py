@@ -237,17 +237,10 @@ class BUSAssistMRMLLogic:
         return float(meta.w_p), float(meta.mask_threshold), list(meta.operating_table), str(meta.model_version)
 
     def model_description(self) -> str:
-        """The model the panel names: its version and SHA-256 (shortened), from the model file's own facts."""
-        version = self._model_facts()[3]
-        sha = getattr(self._analyzer, "sha256", None) if self._analyzer is not None else None
-        if not sha:
-            from busassist.core.model_store import checksum_path, default_model_path
+        """The model the panel names: its version and SHA-256 (``core.model_store.model_label``)."""
+        from busassist.core.model_store import model_label
 
-            try:
-                sha = checksum_path(self.model_path or default_model_path()).read_text().split()[0]
-            except (OSError, IndexError):
-                sha = None
-        return f"Model {version}" + (f", SHA-256 {sha[:12]}" if sha else "")
+        return model_label(str(self._model_facts()[3]), self.model_path, getattr(self._analyzer, "sha256", None))
 
     def current_effective_weight(self) -> float:
         return self._model_facts()[0] if self.effective_weight is None else float(self.effective_weight)
