@@ -105,8 +105,9 @@ class Presenter:
         Frames an annotator corrected keep their correction either way.
         """
         self.mask_threshold = float(threshold)
-        if self.volume is not None:
-            self.session.set_mask_threshold(self.mask_threshold, self.volume, shown_only=dragging)
+        self.session.set_mask_threshold(
+            self.mask_threshold, self.volume, shown_only=dragging and self.volume is not None
+        )
         return self.readout()
 
     def frame_changed(self, index: int) -> Readout:

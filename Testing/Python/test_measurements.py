@@ -318,3 +318,47 @@ def test_rows_have_a_fixed_schema() -> None:
     assert as_row(None) == dict(EMPTY_ROW)
     with pytest.raises(TypeError):
         EMPTY_ROW["lesion_area"] = 1.0  # type: ignore[index]
+
+
+def test_hull_pruning_keeps_exactly_the_same_hull() -> None:
+    """The numpy pre-pruning of interior points (speed) never changes a hull vertex or its order."""
+    from busassist.core import measurements as m
+
+    def chain(points):  # the plain monotone chain, without any pruning
+        ordered = [tuple(p) for p in points[np.lexsort((points[:, 1], points[:, 0]))].tolist()]
+        lower, upper = [], []
+        for p in ordered:
+            while len(lower) >= 2 and m._cross(lower[-2], lower[-1], p) <= 0:
+                lower.pop()
+            lower.append(p)
+        for p in reversed(ordered):
+            while len(upper) >= 2 and m._cross(upper[-2], upper[-1], p) <= 0:
+                upper.pop()
+            upper.append(p)
+        return lower[:-1] + upper[:-1]
+
+    rng = np.random.default_rng(7)
+    for trial in range(600):
+        count = int(rng.integers(20, 500))
+        if trial % 3 == 0:  # round lesion outlines: most points near the hull
+            angle, radius = rng.uniform(0, 2 * np.pi, count), rng.uniform(10, 80)
+            points = np.stack([np.round(radius * np.cos(angle)), np.round(radius * np.sin(angle))], 1)
+        else:
+            points = rng.integers(-60, 60, (count, 2))
+        points = points.astype(np.int64)
+        assert [tuple(p) for p in m.convex_hull(points).tolist()] == chain(points), trial
+
+
+def test_lesion_count_counts_what_the_measurements_call_a_lesion() -> None:
+    from busassist.core.measurements import DEFAULT_MIN_AREA_PX, count_and_measure_largest, measure_lesions
+    from busassist.core.results import read_frame
+
+    mask = np.zeros((120, 160), bool)
+    mask[10:40, 10:50] = True  # 1200 px
+    mask[60:70, 80:95] = True  # 150 px
+    mask[100:103, 140:143] = True  # a 9-pixel speck, below DEFAULT_MIN_AREA_PX
+    assert DEFAULT_MIN_AREA_PX > 9
+    count, largest = count_and_measure_largest(mask)
+    assert count == len(measure_lesions(mask)) == 2 and largest.area_px == 1200
+    reading = read_frame(mask, 0.7, 0.5, 0.5, mask.size, 0.002, None)
+    assert reading.lesion_count == 2 and reading.mask_area_px == 1200 + 150 + 9

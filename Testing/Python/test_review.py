@@ -249,3 +249,23 @@ def test_saved_pairs_train_one_tiny_step(app, counting, tmp_path: Path, shared_d
     config.limit = 8
     run = train(config)
     assert (run / "best.pt").exists()
+
+
+def test_sorted_worklist_rows_keep_their_own_figures_and_reselecting_starts_at_frame_one(
+    app, counting, tmp_path: Path
+) -> None:
+    from PySide6 import QtCore
+
+    window = window_for([SAMPLES], counting, tmp_path / "out")
+    window.worklist.sortItems(2, QtCore.Qt.SortOrder.DescendingOrder)  # by score, as a reader sorts
+    for name in ("sample_2_malignant.dcm", "sample_1_benign.dcm", "sample_3_normal.dcm"):
+        select(window, name)
+        window.on_analyze()
+    for row in range(window.worklist.rowCount()):
+        item = window.items[window.worklist.item(row, 0).data(QtCore.Qt.ItemDataRole.UserRole)]
+        report = window.session.report(item, 0)
+        assert window.worklist.item(row, 0).text() == item.label
+        assert window.worklist.item(row, 2).text() == f"{report.probability:.3f}", item.label
+        assert window.worklist.item(row, 3).text() == report.decision.value, item.label
+    select(window, "sample_1_benign.dcm")
+    assert window.labels["frame"].text() == "1 of 1" and window.item.label == "sample_1_benign.dcm"

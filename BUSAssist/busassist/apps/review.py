@@ -236,6 +236,7 @@ def build_window(items: list[WorkItem], session: DesktopSession, log: ReviewLog,
             self.mask_threshold = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
             self.mask_threshold.setRange(5, 95)
             self.mask_threshold.setValue(int(round(session.current_mask_threshold() * 100)))
+            self.mask_threshold.valueChanged.connect(self._guard(self.on_mask_threshold))
             self.mask_threshold.sliderReleased.connect(self._guard(self.on_mask_threshold))
             form.addRow("Mask threshold:", self.mask_threshold)
             self.window_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
@@ -398,6 +399,9 @@ def build_window(items: list[WorkItem], session: DesktopSession, log: ReviewLog,
                 return
             item = self.items[selected[0].data(QtCore.Qt.ItemDataRole.UserRole)]
             if not item.readable:
+                self.item = None  # nothing is open: no verdict or edit can go to the previous file
+                self.presenter.select_volume(None)
+                self._render()
                 self.say(f"{item.path}: {item.error}")
                 return
             self.open_item(item)
@@ -409,7 +413,8 @@ def build_window(items: list[WorkItem], session: DesktopSession, log: ReviewLog,
             self.frame_slider.setRange(0, max(0, session.frame_count(item) - 1))
             self.frame_slider.setValue(0)
             self.frame_slider.blockSignals(False)
-            self._draw(self.presenter.select_volume(item, 0))
+            self.presenter.select_volume(item, 0)
+            self._draw(self.presenter.frame_changed(0) if self.presenter.shown_frame else self.presenter.readout())
 
         def on_frame(self, index: int) -> None:
             if self.item is not None:
@@ -424,6 +429,7 @@ def build_window(items: list[WorkItem], session: DesktopSession, log: ReviewLog,
             (self.play_timer.start if playing else self.play_timer.stop)()
 
         def on_analyze(self) -> None:
+            self._idle()
             if self.item is not None:
                 self._draw(self.presenter.analyze(self.frame_slider.value()))
                 self._update_row()
@@ -437,26 +443,50 @@ def build_window(items: list[WorkItem], session: DesktopSession, log: ReviewLog,
             self.worker = AnalyseAll(self.item)
             self.worker.moveToThread(self.thread)
             self.thread.started.connect(self.worker.run)
-            self.worker.done.connect(self._guard(self._frame_done))
-            self.worker.failed.connect(lambda index, reason: self.say(f"frame {index + 1}: {reason}"))
-            self.worker.finished.connect(self._guard(self._all_done))
+            # Bound methods of the window: Qt queues them to the UI thread (a plain function would run
+            # on the worker's thread).
+            self.worker.done.connect(self._frame_done)
+            self.worker.failed.connect(self._frame_failed)
+            self.worker.finished.connect(self._all_done)
             self.thread.start()
             self.say(f"Analysing {session.frame_count(self.item)} frames...")
             self._enable(running=True)
 
         def _frame_done(self, index: int, frame, result, seconds: float) -> None:
+            self._guard(self._store_frame)(index, frame, result, seconds)
+
+        def _store_frame(self, index: int, frame, result, seconds: float) -> None:
             session.store_result(self.worker.item, index, frame, result, seconds)
             self.progress.setValue(index + 1)
-            if index == self.frame_slider.value():
+            if self.worker.item is self.item and index == self.frame_slider.value():
                 self._draw(self.presenter.readout())
 
+        def _frame_failed(self, index: int, reason: str) -> None:
+            self.say(f"frame {index + 1}: {reason}")
+
         def _all_done(self, completed: bool) -> None:
+            self._guard(self._finish_all)(completed)
+
+        def _finish_all(self, completed: bool) -> None:
             self.thread.quit()
             self.thread.wait()
             self.thread = self.worker = None
             self.say("All frames analysed." if completed else "Cancelled.")
             self._draw(self.presenter.readout())
             self._update_row()
+
+        def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+            """Closing during *Analyze all frames*: stop the worker first (a running QThread must not be destroyed)."""
+            if self.worker is not None:
+                self.worker.cancelled = True
+            if self.thread is not None:
+                self.thread.quit()
+                self.thread.wait()
+            super().closeEvent(event)
+
+        def _idle(self) -> None:
+            if self.thread is not None:
+                raise ValueError("wait for Analyze all frames to finish (or Cancel it)")
 
         def on_cancel(self) -> None:
             if self.worker is not None:
@@ -465,10 +495,14 @@ def build_window(items: list[WorkItem], session: DesktopSession, log: ReviewLog,
         def on_weight(self, value: int) -> None:
             self._draw(self.presenter.set_effective_weight(value / 10.0))
 
-        def on_mask_threshold(self) -> None:
-            self._draw(self.presenter.set_mask_threshold(self.mask_threshold.value() / 100.0))
+        def on_mask_threshold(self, *_value) -> None:
+            """Live on the shown frame while the slider is dragged; every unedited frame once it rests."""
+            self._idle()
+            dragging = self.mask_threshold.isSliderDown()
+            self._draw(self.presenter.set_mask_threshold(self.mask_threshold.value() / 100.0, dragging=dragging))
 
         def _editor(self):
+            self._idle()
             editor = session.editor(self.item, self.frame_slider.value()) if self.item else None
             if editor is None:
                 raise ValueError("analyse the frame first: there is no mask to edit")
@@ -477,7 +511,11 @@ def build_window(items: list[WorkItem], session: DesktopSession, log: ReviewLog,
         def on_stroke(self, row: float, col: float, first: bool) -> None:
             editor = self._editor()
             if first:
+                self.play_button.setChecked(False)  # a stroke stays on the frame it began on
+                self._stroke_frame = self.frame_slider.value()
                 editor.begin_stroke()
+            elif getattr(self, "_stroke_frame", None) != self.frame_slider.value():
+                return
             editor.paint(row, col, self.brush_size.value(), lesion=self.brush.isChecked())
             self._draw(self.presenter.readout())
 
@@ -579,14 +617,17 @@ def build_window(items: list[WorkItem], session: DesktopSession, log: ReviewLog,
             if self.item is None:
                 return
             report = session.report(self.item, 0)
+            self.worklist.setSortingEnabled(False)  # a changed cell would re-sort the rows mid-update
             for row in range(self.worklist.rowCount()):
                 if self.items[self.worklist.item(row, 0).data(QtCore.Qt.ItemDataRole.UserRole)] is self.item:
+                    cells = [self.worklist.item(row, column) for column in (2, 3, 4)]
                     if report is not None:
-                        self.worklist.item(row, 2).setText(f"{report.probability:.3f}")
-                        self.worklist.item(row, 3).setText(report.decision.value)
+                        cells[0].setText(f"{report.probability:.3f}")
+                        cells[1].setText(report.decision.value)
                     verdict = self._verdicts.get((self.item.key, 0))
                     if verdict:
-                        self.worklist.item(row, 4).setText(verdict["verdict"])
+                        cells[2].setText(verdict["verdict"])
+            self.worklist.setSortingEnabled(True)
 
     return ReviewWindow()
 
@@ -625,7 +666,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"busassist-review: {args.out}: cannot be written ({error.strerror or error})", file=sys.stderr)
         return 1
-    window = build_window(open_inputs(args.paths), DesktopSession(args.model), log, args.out)
+    from busassist.core.model_store import ModelError
+
+    try:
+        window = build_window(open_inputs(args.paths), DesktopSession(args.model), log, args.out)
+    except ModelError as error:
+        print(f"busassist-review: {error}", file=sys.stderr)
+        return 1
     if args.screenshot is None:
         window.show()
         return app.exec()

@@ -225,6 +225,8 @@ def convex_hull(points: np.ndarray) -> np.ndarray:
     last_of_group = np.ones(pts.shape[0], dtype=bool)
     last_of_group[:-1] = new_group[1:]
     pts = pts[new_group | last_of_group]
+    if pts.shape[0] > 16:
+        pts = _drop_interior(pts)
     ordered = [tuple(p) for p in pts.tolist()]
     if len(ordered) < 3:
         return np.unique(pts, axis=0)
@@ -240,6 +242,24 @@ def convex_hull(points: np.ndarray) -> np.ndarray:
         upper.append(p)
     hull = lower[:-1] + upper[:-1]
     return np.asarray(hull, dtype=pts.dtype).reshape(-1, 2)
+
+
+def _drop_interior(pts: np.ndarray) -> np.ndarray:
+    """``pts`` (sorted) without the points strictly inside the hull of its eight extreme points.
+
+    Such points can never be hull vertices (the Akl-Toussaint heuristic), so the hull is exactly
+    the same; removing them with numpy leaves the Python loop a few dozen points instead of
+    hundreds. Integer input keeps the tests exact.
+    """
+    x, y = pts[:, 0], pts[:, 1]
+    extremes = {int(f(v)) for v in (x, y, x + y, x - y) for f in (np.argmin, np.argmax)}
+    polygon = convex_hull(pts[sorted(extremes)])  # at most 8 points: the loop is trivial
+    if polygon.shape[0] < 3:
+        return pts
+    a, b = polygon, np.roll(polygon, -1, axis=0)
+    edge = b - a  # counter-clockwise polygon: strictly inside means left of every edge
+    cross = edge[None, :, 0] * (pts[:, None, 1] - a[None, :, 1]) - edge[None, :, 1] * (pts[:, None, 0] - a[None, :, 0])
+    return pts[~(cross > 0).all(axis=1)]
 
 
 def _perimeter(polygon: np.ndarray) -> float:
@@ -408,20 +428,22 @@ def _measure(
     min_area_px: int,
     fill_holes: bool,
     limit: int | None,
-) -> list[LesionMeasurement]:
+) -> tuple[list[LesionMeasurement], int]:
+    """The measured lesions (largest first, at most ``limit``) and how many lesions there are in all."""
     m = _as_mask(mask)
     row_mm, col_mm, calibrated = _parse_spacing(spacing_mm)
     rows, starts, ends = _runs(m)
     if rows.size == 0:
-        return []
+        return [], 0
     component, count = _connect_runs(rows, starts, ends, m.shape[1], 8)
     area = np.bincount(component, weights=ends - starts, minlength=count).astype(np.int64)
     kept = np.flatnonzero(area >= min_area_px)
     kept = kept[np.argsort(-area[kept], kind="stable")]  # largest first; ties in raster order
+    lesions = int(kept.size)
     if limit is not None:
         kept = kept[:limit]
     if kept.size == 0:
-        return []
+        return [], 0
     row0 = np.full(count, np.iinfo(np.int64).max)
     col0 = np.full(count, np.iinfo(np.int64).max)
     row1 = np.zeros(count, dtype=np.int64)
@@ -439,7 +461,7 @@ def _measure(
         r, s, e = rows[runs] - row0[k] + 1, starts[runs] - col0[k] + 1, ends[runs] - col0[k] + 1
         crop = _paint(shape, r, s, e, 1).astype(bool)
         results.append(_measure_component(crop, (int(row0[k]), int(col0[k])), row_mm, col_mm, calibrated, fill_holes))
-    return results
+    return results, lesions
 
 
 def measure_lesions(
@@ -455,7 +477,7 @@ def measure_lesions(
     area is counted in pixels of the component as segmented (before hole filling). Ties in area
     keep raster order. An empty mask, or one with only specks, gives ``[]``.
     """
-    return _measure(mask, spacing_mm, min_area_px, fill_holes, None)
+    return _measure(mask, spacing_mm, min_area_px, fill_holes, None)[0]
 
 
 def measure_largest(
@@ -465,8 +487,22 @@ def measure_largest(
     fill_holes: bool = True,
 ) -> LesionMeasurement | None:
     """The largest lesion of ``mask`` (see ``measure_lesions``), or None; only that one is measured."""
-    found = _measure(mask, spacing_mm, min_area_px, fill_holes, 1)
-    return found[0] if found else None
+    return count_and_measure_largest(mask, spacing_mm, min_area_px, fill_holes)[1]
+
+
+def count_and_measure_largest(
+    mask: np.ndarray,
+    spacing_mm: tuple[float, float] | None = None,
+    min_area_px: int = DEFAULT_MIN_AREA_PX,
+    fill_holes: bool = True,
+) -> tuple[int, LesionMeasurement | None]:
+    """(how many lesions, the largest one measured) from one labelling of ``mask``.
+
+    Lesions are counted as ``measure_lesions`` finds them (8-connected, at least ``min_area_px``
+    pixels), so the count and the measurements never disagree about what a lesion is.
+    """
+    found, count = _measure(mask, spacing_mm, min_area_px, fill_holes, 1)
+    return count, (found[0] if found else None)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,8 +17,7 @@ from busassist.core.measurements import (
     MEASUREMENT_COLUMNS,
     LesionMeasurement,
     as_row,
-    label_components,
-    measure_largest,
+    count_and_measure_largest,
 )
 
 #: Decimal places of probabilities and thresholds in every face (far finer than any decision needs).
@@ -85,7 +84,7 @@ class FrameReading:
     threshold: float
     decision: Decision
     lesion_detected: bool
-    lesion_count: int
+    lesion_count: int  # lesions as the measurements count them (8-connected, at least a few pixels)
     mask_area_px: int  # all lesion pixels
     analysed_area_px: int  # pixels of the analysed (tissue) region
     largest: LesionMeasurement | None  # the largest lesion (None: the mask is empty)
@@ -118,7 +117,7 @@ def read_frame(
     lesion = np.asarray(mask) > 0
     area = int(np.count_nonzero(lesion))
     detected = lesion_detected(area, analysed_area_px, min_lesion_fraction)
-    count = label_components(lesion)[1] if area else 0
+    count, largest = count_and_measure_largest(lesion, spacing_mm) if area else (0, None)
     return FrameReading(
         float(probability),
         float(calibrated_probability),
@@ -128,5 +127,5 @@ def read_frame(
         int(count),
         area,
         int(analysed_area_px),
-        measure_largest(lesion, spacing_mm) if area else None,
+        largest,
     )

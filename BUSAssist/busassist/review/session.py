@@ -153,8 +153,13 @@ class DesktopSession:
         return frame, self.analyzer.analyze(frame), time.perf_counter() - started
 
     def store_result(self, item: WorkItem, index: int, frame: Frame, result: FrameResult, seconds: float) -> None:
+        """Keep a frame's result; a mask corrected by hand before stays as it is (its model mask is updated)."""
         model_mask = result.probability_map >= self.current_mask_threshold()
-        self._frames[(item.key, index)] = FrameState(frame, result, MaskEditor(model_mask), seconds)
+        previous = self._frames.get((item.key, index))
+        editor = MaskEditor(model_mask)
+        if previous is not None and previous.editor is not None and previous.editor.edited:
+            editor = MaskEditor(model_mask, previous.editor.mask)
+        self._frames[(item.key, index)] = FrameState(frame, result, editor, seconds)
 
     def iter_analyze_frames(self, item: WorkItem) -> Iterator[tuple[int, int]]:
         total = self.frame_count(item)
@@ -173,10 +178,8 @@ class DesktopSession:
     def set_mask_threshold(self, threshold: float, item: WorkItem | None = None, shown_only: bool = False):
         """Re-cut the model's mask of unedited frames from their probability maps; corrections stay."""
         self.mask_threshold = float(threshold)
-        for (key, index), state in self._frames.items():
-            if item is not None and key != item.key:
-                continue
-            if shown_only and item is not None and index != self._shown.get(item.key):
+        for (key, index), state in list(self._frames.items()):
+            if shown_only and item is not None and (key != item.key or index != self._shown.get(item.key)):
                 continue
             if state.result is not None and state.editor is not None and not state.editor.edited:
                 state.editor = MaskEditor(state.result.probability_map >= self.mask_threshold)

@@ -73,12 +73,18 @@ def batch_items(folder: Path) -> list[WorkItem]:
         for row in csv.DictReader(handle):
             try:
                 index = int(row["frame"])
-            except (KeyError, ValueError):
-                continue
+                float(row["malignancy_probability"])
+            except (KeyError, ValueError, TypeError):
+                continue  # a row cut short by a killed run: the rest of the folder opens
             item = by_file.setdefault(row["file"], WorkItem(Path(row["file"]), 0, batch_root=folder))
             item.batch_rows[index] = row
             item.frames = max(item.frames, index + 1)
     for item in by_file.values():
+        if not item.path.is_absolute() and not item.path.exists():
+            # a relative path as the batch command was given it: try beside the batch folder
+            beside = folder.parent / item.path
+            if beside.exists():
+                item.path = beside
         if not item.path.exists():
             item.error = "source file of this batch row is no longer there"
     return list(by_file.values())
