@@ -269,3 +269,22 @@ def test_sorted_worklist_rows_keep_their_own_figures_and_reselecting_starts_at_f
         assert window.worklist.item(row, 3).text() == report.decision.value, item.label
     select(window, "sample_1_benign.dcm")
     assert window.labels["frame"].text() == "1 of 1" and window.item.label == "sample_1_benign.dcm"
+
+
+def test_no_training_seg_references_an_invalid_uid(tmp_path: Path) -> None:
+    """A frame whose SOP Instance UID is really a name: the pair is written, the SEG refused (as in the batch)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from hostile_inputs import build_all
+
+    from busassist.core.io import read_frames
+    from busassist.core.training_pairs import export_pair
+
+    path = build_all(tmp_path / "in", ("uid-is-name",))["uid-is-name"]
+    frame = next(read_frames(path))
+    mask = np.zeros(frame.pixels.shape[:2], bool)
+    mask[20:40, 30:60] = True
+    result = export_pair(tmp_path / "out", "benign", frame.pixels, mask, None, path, 0, None, "m1")
+    assert result.seg_path is None and "invalid" in result.seg_error
+    assert result.mask_path.exists() and not list((tmp_path / "out").rglob("*.seg.dcm"))

@@ -659,6 +659,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.screenshot is not None:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    import warnings
+
+    # pydicom's and highdicom's value validation quote header values (a name typed into a UID):
+    # the reviewer reports what matters in its status bar and log, never raw warnings on the console.
+    for module in ("pydicom", "highdicom"):
+        warnings.filterwarnings("ignore", module=module)
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     try:
         args.out.mkdir(parents=True, exist_ok=True)

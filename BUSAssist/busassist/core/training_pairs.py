@@ -116,9 +116,21 @@ def _export_seg(source_path, index: int, mask: np.ndarray, path: Path, version: 
         from busassist.core.dicom_seg import SegmentationError, write_segmentation
     except ImportError as error:
         return None, f"DICOM SEG export needs highdicom ({error})"
+    import warnings
+
+    from busassist.core.identifiers import is_valid_uid
+
     try:
-        source = pydicom.dcmread(source_path, stop_before_pixels=True)
-        return write_segmentation(source, {index: mask}, version, path), None
+        with warnings.catch_warnings():  # pydicom's validation quotes header values
+            warnings.simplefilter("ignore")
+            source = pydicom.dcmread(source_path, stop_before_pixels=True)
+            uids = [
+                str(source.get(k, "")).rstrip("\x00 ")
+                for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+            ]
+            if not all(is_valid_uid(uid) for uid in uids):  # the batch's rule: no SEG that references garbage
+                return None, "the source's study, series or instance UID is missing or invalid"
+            return write_segmentation(source, {index: mask}, version, path), None
     except (SegmentationError, OSError, ValueError) as error:
         return None, str(error)
 
