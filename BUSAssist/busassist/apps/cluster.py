@@ -16,6 +16,7 @@ dask-kubernetes; see docs/batch.md).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -97,7 +98,14 @@ def run_on_dask(
     from busassist.core.batch import record_error
     from busassist.core.identifiers import Redactor
 
-    client = client_for(address)
+    quiet = logging.getLogger("distributed")  # Dask's own chatter (retries, shutdown) is not the user's
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        client = client_for(address)
+    except Exception:
+        quiet.setLevel(level)
+        raise
     try:
         workers = max(1, len(client.nthreads()))
         largest = max(1, math.ceil(len(paths) / (4 * workers)))  # about four tasks per worker at least
@@ -121,6 +129,9 @@ def run_on_dask(
                 account(report)
     finally:
         cluster = getattr(client, "cluster", None)
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        try:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        finally:
+            quiet.setLevel(level)
