@@ -169,3 +169,30 @@ def test_jpeg_ls_and_deflate_decode(name: str, reference: str | None) -> None:
     if reference is not None:
         expected = next(read_frames(find(reference), any_modality=True)).pixels
         assert np.array_equal(frame.pixels, expected), "lossless JPEG-LS equals the uncompressed original"
+
+
+@pytest.mark.parametrize("name", ["color3d_jpeg_baseline.dcm", "SC_ybr_full_uncompressed.dcm"])
+def test_ybr_decoded_straight_to_luma_gives_the_same_analysis(name: str) -> None:
+    """The batch reads YBR colour as its Y plane: the same picture, the same masks and scores (issue 16)."""
+    from busassist.core.inference import Analyzer
+    from busassist.core.io import iter_frames
+    from busassist.core.preprocessing import to_grey
+
+    path = find(name)
+    selection = FrameSelection("1-6")
+    luma = [f for f in iter_frames(path, frames=selection, luma=True, any_modality=True)]
+    rgb = [f for f in iter_frames(path, frames=selection, luma=False, any_modality=True)]
+    assert len(luma) == len(rgb) > 0
+    analyzer = Analyzer(threads=1)
+    for fast, slow in zip(luma, rgb):
+        assert fast.pixels.ndim == 2 and slow.pixels.ndim == 3
+        # Y equals the luma of the RGB pydicom converts to, but where saturated colour (Doppler) clips
+        # in RGB; the mean difference is a fraction of a grey level
+        assert np.abs(fast.pixels.astype(np.float32) - to_grey(slow.pixels)).mean() <= 0.5
+        if name != "color3d_jpeg_baseline.dcm":
+            continue  # a 100 x 100 test card, not ultrasound: its few-pixel specks say nothing about Dice
+        a, b = analyzer.analyze(fast), analyzer.analyze(slow)
+        assert abs(a.probability - b.probability) <= 0.01
+        ma, mb = a.mask > 0, b.mask > 0
+        union = np.count_nonzero(ma) + np.count_nonzero(mb)
+        assert union == 0 or 2 * np.count_nonzero(ma & mb) / union >= 0.99

@@ -198,7 +198,7 @@ def _analyze_frames(
     pending: list[dict] = []  # rows of a DICOM whose SEG is written at the end (their seg_path waits for it)
     wants_seg = options.dicom_seg and is_dicom(path)
     first: Frame | None = None
-    for item in iter_frames(path, options.any_modality, options.frames, options.max_pixels):
+    for item in iter_frames(path, options.any_modality, options.frames, options.max_pixels, luma=True):
         if isinstance(item, InputError):
             record_error(out, report, item, redact)
             continue

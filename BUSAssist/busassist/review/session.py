@@ -109,7 +109,7 @@ class DesktopSession:
         state = self._frames.get((item.key, index))
         if state is not None:
             return state.frame
-        for decoded in iter_frames(item.path, frames=FrameSelection(str(index + 1))):
+        for decoded in iter_frames(item.path, frames=FrameSelection(str(index + 1)), luma=True):
             if isinstance(decoded, InputError):
                 raise decoded
             self._frames[(item.key, index)] = FrameState(decoded)
