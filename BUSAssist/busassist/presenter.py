@@ -51,6 +51,7 @@ class Presenter:
         self.mask_threshold: float | None = None
         self._status = ""
         self.log: list[str] = []
+        self.last_export = None  # the ExportResult of the last export (a verdict can name it)
         self._run: Iterator[tuple[int, int]] | None = None
 
     @property
@@ -131,6 +132,7 @@ class Presenter:
         if self.volume is None:
             return self.readout()
         result = self.session.export_for_training(self.volume, folder, class_name, self.shown_frame)
+        self.last_export = (self.volume, self.shown_frame, result)
         self.status = result.describe(folder)
         return self.readout()
 

@@ -193,6 +193,10 @@ def test_open_analyse_weight_edit_undo_save_verdict(app, counting, tmp_path: Pat
         (row,) = list(csv.DictReader(handle))
     assert row["verdict"] == "corrected" and row["note"] == "margin redrawn" and row["frame"] == "0"
     assert row["file"].endswith("sample_1_benign.dcm") and row["reviewer"] == "dr-test"
+    assert row["export_key"].startswith("benign/images/") and row["seg_path"].endswith(".seg.dcm")
+    window.unreviewed.setChecked(True)  # the reviewed frame's row is hidden, the others stay
+    hidden = {window.worklist.item(r, 0).text(): window.worklist.isRowHidden(r) for r in range(3)}
+    assert hidden == {"sample_1_benign.dcm": True, "sample_2_malignant.dcm": False, "sample_3_normal.dcm": False}
 
 
 def test_an_unreadable_file_is_marked_and_never_crashes_the_window(app, counting, tmp_path: Path) -> None:
@@ -229,6 +233,8 @@ def test_a_cine_analysis_can_be_cancelled_halfway(app, counting, tmp_path: Path)
     assert 2 <= analysed < 40 and "Cancelled." in window.log_view.toPlainText()
     window.frame_slider.setValue(1)  # the analysed frames can be read
     assert window.labels["frame"].text() == "2 of 40" and window.labels["score"].text() != "-"
+    window.on_verdict("accepted")  # one frame of the cine reviewed
+    assert window.worklist.item(0, 4).text() == "1/40 reviewed"
 
 
 def test_saved_pairs_train_one_tiny_step(app, counting, tmp_path: Path, shared_dir: Path) -> None:

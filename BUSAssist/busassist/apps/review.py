@@ -372,9 +372,8 @@ def build_window(items: list[WorkItem], session: DesktopSession, log: ReviewLog,
                 elif item.batch_rows:
                     first = item.batch_rows[min(item.batch_rows)]
                     cells[2], cells[3] = f"{float(first['malignancy_probability']):.3f}", first["decision"]
-                verdict = self._verdicts.get((item.key, 0))
-                if verdict and item.readable:
-                    cells[4] = verdict["verdict"]
+                if item.readable:
+                    cells[4] = self._review_text(item)
                 for column, text in enumerate(cells):
                     cell = QtWidgets.QTableWidgetItem(text)
                     cell.setData(QtCore.Qt.ItemDataRole.UserRole, row)
@@ -388,10 +387,21 @@ def build_window(items: list[WorkItem], session: DesktopSession, log: ReviewLog,
                 if not item.readable:
                     self.log_view.appendPlainText(f"{item.path}: {item.error}")
 
+        def _reviewed(self, item: WorkItem) -> int:
+            return sum((item.key, index) in self._verdicts for index in range(max(item.frames, 1)))
+
+        def _review_text(self, item: WorkItem) -> str:
+            """A single frame's verdict, or how many frames of a cine have one."""
+            if item.frames <= 1:
+                verdict = self._verdicts.get((item.key, 0))
+                return verdict["verdict"] if verdict else ""
+            return f"{self._reviewed(item)}/{item.frames} reviewed"
+
         def _filter(self, only_unreviewed: bool) -> None:
             for row in range(self.worklist.rowCount()):
-                review = self.worklist.item(row, 4).text()
-                self.worklist.setRowHidden(row, only_unreviewed and review in VERDICTS)
+                item = self.items[self.worklist.item(row, 0).data(QtCore.Qt.ItemDataRole.UserRole)]
+                done = item.readable and self._reviewed(item) >= max(item.frames, 1)
+                self.worklist.setRowHidden(row, only_unreviewed and done)
 
         def on_select(self) -> None:
             selected = self.worklist.selectedItems()
@@ -541,7 +551,14 @@ def build_window(items: list[WorkItem], session: DesktopSession, log: ReviewLog,
             index = self.frame_slider.value()
             state = session.state(self.item, index)
             uid = state.frame.sop_instance_uid if state is not None else None
-            row = self.log.record(self.item.path, index, verdict, self.note.text(), uid, session.model_description())
+            export_key = seg_path = ""
+            if self.presenter.last_export is not None:  # the verdict names the mask saved for this frame
+                saved_item, saved_frame, result = self.presenter.last_export
+                if saved_item is self.item and saved_frame == index:
+                    export_key, seg_path = result.key, "" if result.seg_path is None else str(result.seg_path)
+            row = self.log.record(
+                self.item.path, index, verdict, self.note.text(), uid, session.model_description(), export_key, seg_path
+            )
             self._verdicts[(row["file"], index)] = row
             self.note.clear()
             self.say(f"{self.item.label} frame {index + 1}: {verdict} (review log {self.log.path})")
@@ -624,9 +641,7 @@ def build_window(items: list[WorkItem], session: DesktopSession, log: ReviewLog,
                     if report is not None:
                         cells[0].setText(f"{report.probability:.3f}")
                         cells[1].setText(report.decision.value)
-                    verdict = self._verdicts.get((self.item.key, 0))
-                    if verdict:
-                        cells[2].setText(verdict["verdict"])
+                    cells[2].setText(self._review_text(self.item))
             self.worklist.setSortingEnabled(True)
 
     return ReviewWindow()

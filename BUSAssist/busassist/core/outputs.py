@@ -104,14 +104,32 @@ def ensure_csv(path: Path, columns: list[str]) -> None:
 
 
 def _replace(path: Path, content: bytes) -> None:
+    """Replace ``path`` with ``content`` atomically and durably (file and folder synced: survives a power cut)."""
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(content)
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(temporary, path)
+        _sync_folder(path.parent)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def append_row(path: Path, columns: list[str], row: dict, unique_by: tuple[str, ...] = ()) -> bool:
