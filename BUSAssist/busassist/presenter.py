@@ -15,9 +15,73 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from busassist.core.operating_point import OperatingPoint
+from busassist.core.results import DECISION_TEXT, Decision
+
 NOTHING = "-"
 #: Lines the panel's log keeps (oldest dropped first).
 LOG_LINES = 200
+
+
+@dataclass(frozen=True)
+class FrameReport:
+    """What the panel shows for one analysed frame: the table row (``core.results`` names) and context."""
+
+    volume_name: str
+    frame_index: int
+    frame_count: int
+    row: dict  # the results-table row: READING_COLUMNS of core.results, as stored in the scene
+    mask_threshold: float
+    operating_point: OperatingPoint
+    model_version: str
+    seconds: float = 0.0
+    warning: str = ""  # e.g. NO_REGION_WARNING: the frame was analysed whole
+
+    @property
+    def probability(self) -> float:
+        return float(self.row["malignancy_probability"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.row["threshold"])
+
+    @property
+    def decision(self) -> Decision:
+        return Decision(self.row["decision"])
+
+    @property
+    def lesion_detected(self) -> bool:
+        return bool(self.row["lesion_detected"])
+
+    @property
+    def decision_text(self) -> str:
+        return DECISION_TEXT.get(self.decision, str(self.decision))
+
+    def measurement_text(self) -> str:
+        """The largest lesion in words, with the same numbers as results.csv."""
+        row = self.row
+        if not int(row.get("mask_area_px", 0) or 0):
+            return "no lesion outlined"
+        unit = row.get("measurement_units") or "px"
+        area_unit = "mm\u00b2" if unit == "mm" else "px"
+        count = int(row.get("lesion_count", 1) or 1)
+        largest = f"largest of {count} lesions: " if count > 1 else ""
+        return (
+            f"{largest}{float(row['lesion_area']):.1f} {area_unit}; max diameter "
+            f"{float(row['lesion_max_diameter']):.1f} {unit}, width {float(row['lesion_width']):.1f} {unit}, "
+            f"depth {float(row['lesion_depth']):.1f} {unit}"
+        )
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"Malignancy score: {self.probability:.3f}", f"Decision: {self.decision_text}"]
+        if self.lesion_detected:
+            lines.append(f"Lesion: {self.measurement_text()}")
+        lines.append(self.operating_point.describe())
+        if self.frame_count > 1:
+            lines.append(f"Frame {self.frame_index + 1} of {self.frame_count}")
+        if self.warning:
+            lines.append(f"Warning: {self.warning}")
+        return lines
 
 
 @dataclass(frozen=True)
@@ -187,7 +251,7 @@ class Presenter:
             "running": running,
         }
         operating = self.session.operating_point(self.effective_weight).describe()
-        model = self._model_text()
+        model = self.session.model_description()
         report = self.session.report(volume, self.shown_frame) if volume is not None else None
         if report is None:
             return Readout(operating_point=operating, status=self.status, model=model, log=tuple(self.log), **enabled)
@@ -204,7 +268,3 @@ class Presenter:
             log=tuple(self.log),
             **enabled,
         )
-
-    def _model_text(self) -> str:
-        facts = getattr(self.session, "model_description", None)
-        return facts() if callable(facts) else ""

@@ -316,6 +316,16 @@ def cine_frames() -> list[np.ndarray]:
     return [f[:height, :width] for f in frames]
 
 
+def analysed_cine(headless, analyzer):
+    """The three samples as one multi-frame volume, every frame analysed: (frames, volume, logic)."""
+    frames = cine_frames()
+    volume = sl.add_volume_from_frame(frames[0], headless.scene, "cine volume")
+    sl.update_volume_from_array(volume, np.stack(frames))
+    logic = sl.BUSAssistMRMLLogic(analyzer)
+    list(logic.iter_analyze_frames(volume))
+    return frames, volume, logic
+
+
 def test_multiframe_volume_all_frames(headless, analyzer):
     frames = cine_frames()
     volume = sl.add_volume_from_frame(frames[0], headless.scene, "cine volume")
@@ -605,11 +615,7 @@ def test_source_survives_a_removed_storage_node_and_a_missing_region_is_said(hea
 
 
 def test_mask_threshold_keeps_every_manual_correction_and_can_recut_the_shown_frame_only(headless, analyzer):
-    frames = cine_frames()
-    volume = sl.add_volume_from_frame(frames[0], headless.scene, "cine volume")
-    sl.update_volume_from_array(volume, np.stack(frames))
-    logic = sl.BUSAssistMRMLLogic(analyzer)
-    list(logic.iter_analyze_frames(volume))
+    frames, volume, logic = analysed_cine(headless, analyzer)
     logic.show_frame(volume, 0)
     table = logic.find_output(volume, sl.ROLE_TABLE)
     corrected = np.zeros(frames[0].shape[:2], dtype=bool)
@@ -650,11 +656,7 @@ def test_low_probabilities_are_transparent_in_the_overlay(headless, analyzer):
 
 def test_after_a_scene_reload_no_outline_sits_beside_another_frames_score(headless, analyzer):
     """File > Load scene: the results table comes back, the per-frame masks do not; never mix two frames."""
-    frames = cine_frames()
-    volume = sl.add_volume_from_frame(frames[0], headless.scene, "cine volume")
-    sl.update_volume_from_array(volume, np.stack(frames))
-    logic = sl.BUSAssistMRMLLogic(analyzer)
-    list(logic.iter_analyze_frames(volume))
+    frames, volume, logic = analysed_cine(headless, analyzer)
     logic.show_frame(volume, 0)
     shown = logic.segment_mask(volume, 0)
     assert shown.any()

@@ -9,6 +9,7 @@ the DICOM header, and the declared number of frames against the bytes the file a
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from pathlib import Path
@@ -165,7 +166,18 @@ def inflated_size_problem(path: Path, limit: int = MAX_WHOLE_FILE_BYTES) -> str 
 
     pydicom inflates a deflated dataset whole, even to read its header, so the bound is checked
     first by inflating into a counter, a megabyte at a time. Other transfer syntaxes: None at once.
+    The answer is remembered per file version (path, size, modification time): the scan, the
+    redactor and the reader all ask before they read a header.
     """
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None  # the reader reports a missing or unreadable file
+    return _inflated_size_problem(str(path), status.st_size, status.st_mtime_ns, limit)
+
+
+@functools.lru_cache(maxsize=4096)
+def _inflated_size_problem(path: str, _size: int, _mtime_ns: int, limit: int) -> str | None:
     import zlib
 
     try:

@@ -218,13 +218,19 @@ def overlay_image(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
     inside_mask = mask > 0
     tinted = rgb[inside_mask].astype(np.float32) * 0.7 + np.array([255.0 * 0.3, 0.0, 0.0], dtype=np.float32)
     rgb[inside_mask] = tinted.astype(np.uint8)
-    eroded = inside_mask.copy()
-    eroded[1:, :] &= inside_mask[:-1, :]
-    eroded[:-1, :] &= inside_mask[1:, :]
-    eroded[:, 1:] &= inside_mask[:, :-1]
-    eroded[:, :-1] &= inside_mask[:, 1:]
-    rgb[inside_mask & ~eroded] = (255, 255, 0)
+    rgb[outline(inside_mask)] = (255, 255, 0)
     return rgb
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The mask's border pixels: lesion pixels with a 4-neighbour outside the lesion (every face draws this)."""
+    mask = np.asarray(mask, dtype=bool)
+    inner = mask.copy()
+    inner[1:, :] &= mask[:-1, :]
+    inner[:-1, :] &= mask[1:, :]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return mask & ~inner
 
 
 #: zlib level of overlay PNGs: pictures for a person, not data. Level 1 encodes a 640 x 480 overlay

@@ -16,16 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from busassist.constants import threshold_for_effective_weight
 from busassist.core.inference import FrameResult
 from busassist.core.io import Frame, FrameSelection, InputError, iter_frames
+from busassist.core.model_settings import ModelSettings
 from busassist.core.results import decide
 from busassist.core.training_pairs import ExportResult, export_pair
+from busassist.presenter import FrameReport
 from busassist.review.edit import MaskEditor
 from busassist.review.worklist import WorkItem
 from busassist.slicer.nodes import NO_REGION_WARNING
-from busassist.slicer.operating_point import OperatingPoint, operating_point
-from busassist.slicer.session import FrameReport
 
 #: Shown for a frame whose figures come from a batch run's results.csv.
 FROM_BATCH = "Figures from the batch run's results.csv (not re-analysed); press Analyze to edit this frame."
@@ -41,63 +40,13 @@ class FrameState:
     seconds: float = 0.0
 
 
-class DesktopSession:
+class DesktopSession(ModelSettings):
     """Frames of worklist items, analysed on demand with one ``Analyzer`` (made on first use)."""
 
     def __init__(self, model_path: str | Path | None = None, analyzer=None) -> None:
-        self.model_path = Path(model_path) if model_path else None
-        self._analyzer = analyzer
-        self._metadata = None
-        self.effective_weight: float | None = None
-        self.mask_threshold: float | None = None
+        super().__init__(analyzer, model_path)
         self._frames: dict[tuple[str, int], FrameState] = {}
         self._shown: dict[str, int] = {}
-
-    # ---- model ------------------------------------------------------------------------------------
-
-    @property
-    def analyzer(self):
-        if self._analyzer is None:
-            from busassist.core.inference import Analyzer
-
-            self._analyzer = Analyzer(self.model_path)
-        return self._analyzer
-
-    @property
-    def model_metadata(self):
-        """The model file's facts, without loading the model until Analyze (``core.model_store``)."""
-        if self._analyzer is not None:
-            return self._analyzer.metadata
-        if self._metadata is None:
-            from busassist.core.model_store import default_model_path, read_metadata
-
-            self._metadata = read_metadata(self.model_path or default_model_path())
-        return self._metadata
-
-    def model_description(self) -> str:
-        """The model the panel names: its version and SHA-256 (``core.model_store.model_label``)."""
-        from busassist.core.model_store import model_label
-
-        return model_label(
-            str(self.model_metadata.model_version), self.model_path, getattr(self._analyzer, "sha256", None)
-        )
-
-    def threshold(self) -> float:
-        meta = self.model_metadata
-        weight = meta.w_p if self.effective_weight is None else self.effective_weight
-        return threshold_for_effective_weight(weight, meta.w_p)
-
-    def current_mask_threshold(self) -> float:
-        return float(self.model_metadata.mask_threshold if self.mask_threshold is None else self.mask_threshold)
-
-    def operating_point(self, w_effective: float | None = None) -> OperatingPoint:
-        meta = self.model_metadata
-        weight = (
-            (meta.w_p if self.effective_weight is None else self.effective_weight)
-            if w_effective is None
-            else w_effective
-        )
-        return operating_point(weight, list(meta.operating_table), meta.w_p)
 
     # ---- frames -----------------------------------------------------------------------------------
 

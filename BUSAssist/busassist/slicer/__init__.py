@@ -17,6 +17,8 @@ package must stay Python 3.9 compatible (Slicer 5.8).
 
 from __future__ import annotations
 
+from busassist.core.operating_point import OperatingPoint, operating_point
+from busassist.presenter import FrameReport
 from busassist.slicer.export import ExportResult, export_for_training
 from busassist.slicer.nodes import (
     EXPORT_CLASSES,
@@ -50,8 +52,8 @@ from busassist.slicer.nodes import (
     remember_source,
     update_volume_from_array,
 )
-from busassist.slicer.operating_point import OperatingPoint, operating_point
-from busassist.slicer.session import BUSAssistMRMLLogic, FrameEntry, FrameReport, SourceInfo, VolumeState
+from busassist.slicer.session import BUSAssistMRMLLogic
+from busassist.slicer.state import FrameEntry, SourceInfo, VolumeState
 
 __all__ = [
     "EXPORT_CLASSES",

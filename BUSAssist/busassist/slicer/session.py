@@ -13,16 +13,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from busassist.core.results import DECISION_TEXT, Decision, decide, read_frame
+from busassist.core.model_settings import ModelSettings
+from busassist.core.results import decide, read_frame
+from busassist.presenter import FrameReport
 from busassist.slicer.export import ExportResult
 from busassist.slicer.nodes import (
     MODEL_VERSION_ATTRIBUTE,
-    NO_REGION_WARNING,
     OUTPUT_CLASSES,
     OUTPUT_SUFFIXES,
     PROBABILITY_COLOR_NODE_IDS,
@@ -53,123 +54,13 @@ from busassist.slicer.nodes import (
     ijk_to_ras,
     update_volume_from_array,
 )
-from busassist.slicer.operating_point import OperatingPoint, operating_point
-
-# Per-frame results kept in memory
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FrameEntry:
-    """What the model said about one frame; enough to re-threshold without running it again.
-
-    The probability map is kept as float16 (half the memory for a long cine); the mask at the
-    model's own mask threshold is kept exactly, so the default segment equals the core mask.
-    """
-
-    probability: float
-    probability_map: np.ndarray  # (H, W) float16
-    model_mask: np.ndarray  # (H, W) bool at ``model_mask_threshold``
-    model_mask_threshold: float
-    analysed_area: int
-    seconds: float = 0.0
-    edited_mask: np.ndarray | None = None  # the annotator's correction, captured when leaving the frame
-    calibrated_probability: float = float("nan")  # posterior estimate (Analyzer.calibrate)
-
-    def mask(self, threshold: float) -> np.ndarray:
-        if math.isclose(threshold, self.model_mask_threshold, abs_tol=1e-9):
-            return self.model_mask
-        return self.probability_map >= np.float16(threshold)
-
-
-@dataclass
-class SourceInfo:
-    """Where a volume came from: its DICOM file (if found), tissue region and calibration."""
-
-    dicom_path: str | None = None
-    sop_instance_uid: str | None = None
-    region: object | None = None  # busassist.core.io.Region
-    spacing_mm: tuple[float, float] | None = None  # (row, column)
-
-    @property
-    def warning(self) -> str:
-        """What the panel must say about this source ("" when the tissue region is known)."""
-        return "" if self.region is not None else NO_REGION_WARNING
-
-
-@dataclass
-class VolumeState:
-    source: SourceInfo
-    frames: dict[int, FrameEntry] = field(default_factory=dict)
-    shown_frame: int | None = None
-
-
-@dataclass(frozen=True)
-class FrameReport:
-    """What the panel shows for one analysed frame: the table row (``core.results`` names) and context."""
-
-    volume_name: str
-    frame_index: int
-    frame_count: int
-    row: dict  # the results-table row: READING_COLUMNS of core.results, as stored in the scene
-    mask_threshold: float
-    operating_point: OperatingPoint
-    model_version: str
-    seconds: float = 0.0
-    warning: str = ""  # e.g. NO_REGION_WARNING: the frame was analysed whole
-
-    @property
-    def probability(self) -> float:
-        return float(self.row["malignancy_probability"])
-
-    @property
-    def threshold(self) -> float:
-        return float(self.row["threshold"])
-
-    @property
-    def decision(self) -> Decision:
-        return Decision(self.row["decision"])
-
-    @property
-    def lesion_detected(self) -> bool:
-        return bool(self.row["lesion_detected"])
-
-    @property
-    def decision_text(self) -> str:
-        return DECISION_TEXT.get(self.decision, str(self.decision))
-
-    def measurement_text(self) -> str:
-        """The largest lesion in words, with the same numbers as results.csv."""
-        row = self.row
-        if not int(row.get("mask_area_px", 0) or 0):
-            return "no lesion outlined"
-        unit = row.get("measurement_units") or "px"
-        area_unit = "mm\u00b2" if unit == "mm" else "px"
-        count = int(row.get("lesion_count", 1) or 1)
-        largest = f"largest of {count} lesions: " if count > 1 else ""
-        return (
-            f"{largest}{float(row['lesion_area']):.1f} {area_unit}; max diameter "
-            f"{float(row['lesion_max_diameter']):.1f} {unit}, width {float(row['lesion_width']):.1f} {unit}, "
-            f"depth {float(row['lesion_depth']):.1f} {unit}"
-        )
-
-    def summary_lines(self) -> list[str]:
-        lines = [f"Malignancy score: {self.probability:.3f}", f"Decision: {self.decision_text}"]
-        if self.lesion_detected:
-            lines.append(f"Lesion: {self.measurement_text()}")
-        lines.append(self.operating_point.describe())
-        if self.frame_count > 1:
-            lines.append(f"Frame {self.frame_index + 1} of {self.frame_count}")
-        if self.warning:
-            lines.append(f"Warning: {self.warning}")
-        return lines
-
+from busassist.slicer.state import FrameEntry, SourceInfo, VolumeState
 
 # The logic
 # --------------------------------------------------------------------------------------------
 
 
-class BUSAssistMRMLLogic:
+class BUSAssistMRMLLogic(ModelSettings):
     """Analyse ultrasound volumes in a MRML scene and keep the output nodes up to date.
 
     One instance per Slicer session (the module logic owns it): the onnxruntime session inside
@@ -184,14 +75,10 @@ class BUSAssistMRMLLogic:
         model_path: str | Path | None = None,
         dicom_file_for_instance: Callable[[str], str | None] | None = None,
     ) -> None:
-        self._analyzer = analyzer
-        self.model_path = Path(model_path) if model_path else None
+        super().__init__(analyzer, model_path)
         #: Finds a DICOM file by SOP Instance UID (Slicer: ``slicer.dicomDatabase.fileForInstance``).
         self.dicom_file_for_instance = dicom_file_for_instance
-        self.effective_weight: float | None = None  # None: the model's W_p
-        self.mask_threshold: float | None = None  # None: the model's mask threshold
         self._volumes: dict[str, VolumeState] = {}
-        self._metadata = None  # the model file's facts, read once (model_metadata)
 
     def forget(self, volume_node=None) -> None:
         """Drop results kept in memory for one volume, or for all (call when the scene closes)."""
@@ -199,63 +86,6 @@ class BUSAssistMRMLLogic:
             self._volumes.clear()
         else:
             self._volumes.pop(volume_node.GetID(), None)
-
-    # ---- model --------------------------------------------------------------------------
-
-    @property
-    def analyzer(self):
-        """The core ``Analyzer`` (model verified by SHA-256, one onnxruntime session), made on first use."""
-        if self._analyzer is None:
-            from busassist.core.inference import Analyzer
-
-            self._analyzer = Analyzer(self.model_path)
-        return self._analyzer
-
-    @property
-    def has_analyzer(self) -> bool:
-        return self._analyzer is not None
-
-    @property
-    def model_metadata(self):
-        """The model's facts (W_p, operating table, lesion rule, mask threshold, version): from the model file.
-
-        One place: the loaded analyzer's metadata, or, before the model is loaded (so the slider can
-        show its operating table at once), the same metadata read from the ONNX file without
-        onnxruntime (``core.model_store.read_metadata``).
-        """
-        if self._analyzer is not None:
-            return self._analyzer.metadata
-        if self._metadata is None:
-            from busassist.core.model_store import default_model_path, read_metadata
-
-            self._metadata = read_metadata(self.model_path or default_model_path())
-        return self._metadata
-
-    def _model_facts(self) -> tuple[float, float, list[dict], str]:
-        """(W_p, mask threshold, operating table, model version) of the model."""
-        meta = self.model_metadata
-        return float(meta.w_p), float(meta.mask_threshold), list(meta.operating_table), str(meta.model_version)
-
-    def model_description(self) -> str:
-        """The model the panel names: its version and SHA-256 (``core.model_store.model_label``)."""
-        from busassist.core.model_store import model_label
-
-        return model_label(str(self._model_facts()[3]), self.model_path, getattr(self._analyzer, "sha256", None))
-
-    def current_effective_weight(self) -> float:
-        return self._model_facts()[0] if self.effective_weight is None else float(self.effective_weight)
-
-    def current_min_lesion_fraction(self) -> float:
-        """The model's "no lesion" rule: smallest lesion area as a fraction of the analysed region."""
-        return float(self.model_metadata.min_lesion_fraction)
-
-    def current_mask_threshold(self) -> float:
-        return self._model_facts()[1] if self.mask_threshold is None else float(self.mask_threshold)
-
-    def operating_point(self, w_effective: float | None = None) -> OperatingPoint:
-        w_p, _, table, _ = self._model_facts()
-        weight = self.current_effective_weight() if w_effective is None else w_effective
-        return operating_point(weight, table, w_p)
 
     # ---- frames -------------------------------------------------------------------------
 
@@ -467,10 +297,7 @@ class BUSAssistMRMLLogic:
             self._write_segment(segmentation, volume_node, np.zeros(_frame_shape(volume_node), bool), matrix, k)
             segmentation.SetAttribute(SEGMENT_FRAME_ATTRIBUTE, str(frame_index))
         report = self.report(volume_node, frame_index)
-        if report is None:
-            return None
-
-        return replace(report, warning=RELOADED_WARNING)
+        return None if report is None else replace(report, warning=RELOADED_WARNING)
 
     def _capture_edits(self, volume_node, state: VolumeState) -> None:
         entry = state.frames.get(state.shown_frame)
