@@ -24,6 +24,7 @@ from busassist.constants import ONNX_CLASS_OUTPUT, ONNX_INPUT, ONNX_MASK_OUTPUT,
 from busassist.core.inference import Analyzer  # noqa: E402
 from busassist.core.model_store import ModelMetadata, write_checksum  # noqa: E402
 from busassist.training.export import set_metadata  # noqa: E402
+from busassist.training.graph_rewrite import GRAPH_FORM  # noqa: E402
 
 pytest_plugins = ["model_fixtures"]
 
@@ -164,8 +165,7 @@ def test_metadata_props_present(emtnet_onnx: FixtureModel) -> None:
 
 def test_metadata_round_trips_through_from_properties(emtnet_onnx: FixtureModel) -> None:
     metadata = ModelMetadata.from_properties(properties_of(emtnet_onnx.path))
-    assert metadata == ModelMetadata(model_version="test")
-    assert metadata.extra == {}
+    assert metadata == ModelMetadata(model_version="test", extra={"graph_form": GRAPH_FORM})
     # onnxruntime sees the same properties the deployed Analyzer reads.
     analyzer = Analyzer(emtnet_onnx.path, threads=1)
     assert analyzer.metadata == metadata

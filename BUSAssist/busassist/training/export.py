@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -17,13 +18,20 @@ from busassist.constants import (
     ONNX_MASK_OUTPUT,
 )
 from busassist.core.model_store import ModelMetadata
+from busassist.training.graph_rewrite import GRAPH_FORM, fast_form
 from busassist.training.model import EMTNet, ExportWrapper
 
 OPSET = 17
 
 
-def export_onnx(network: EMTNet, path: Path, metadata: ModelMetadata, size: int = IMAGE_SIZE) -> Path:
-    """Write ``network`` as ONNX with a dynamic batch axis and ``metadata`` as metadata_props."""
+def export_onnx(
+    network: EMTNet, path: Path, metadata: ModelMetadata, size: int = IMAGE_SIZE, fast: bool = True
+) -> Path:
+    """Write ``network`` as ONNX with a dynamic batch axis and ``metadata`` as metadata_props.
+
+    ``fast`` (the default, what ships) applies the exact graph rewrites of ``graph_rewrite``; ``False``
+    keeps the exporter's own graph, which the parity tests compare it with.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The wrapper must be in eval mode too: the exporter restores the wrapper's mode afterwards,
@@ -41,6 +49,9 @@ def export_onnx(network: EMTNet, path: Path, metadata: ModelMetadata, size: int 
         dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_CLASS_OUTPUT: {0: "batch"}, ONNX_MASK_OUTPUT: {0: "batch"}},
         do_constant_folding=True,
     )
+    if fast:
+        onnx.save(fast_form(onnx.load(str(path))), str(path))
+        metadata = dataclasses.replace(metadata, extra={**metadata.extra, "graph_form": GRAPH_FORM})
     set_metadata(path, metadata)
     return path
 
@@ -78,3 +89,25 @@ def export_run(run: Path) -> Path:
         extra={"data_sha256": config["data_sha256"], "split_seed": train_config["seed"]},
     )
     return export_onnx(network, run / MODEL_FILENAME, metadata, train_config["image_size"])
+
+
+def rewrite_to_fast_form(path: Path) -> Path:
+    """Rewrite an already exported model in place into the fast graph form, answers unchanged.
+
+    For a model whose training checkpoint is not at hand (the bundled one predates the rewrite). The
+    metadata keeps its model version (the weights and answers are the same model) and gains
+    ``graph_form`` and ``source_sha256``, the checksum of the file it was rewritten from; the ``.sha256``
+    file beside it is renewed.
+    """
+    from busassist.core.model_store import read_metadata, sha256_of, write_checksum
+
+    path = Path(path)
+    source_sha256 = sha256_of(path)
+    metadata = read_metadata(path)
+    if metadata.extra.get("graph_form") == GRAPH_FORM:
+        return path
+    onnx.save(fast_form(onnx.load(str(path))), str(path))
+    extra = {**metadata.extra, "graph_form": GRAPH_FORM, "source_sha256": source_sha256}
+    set_metadata(path, dataclasses.replace(metadata, extra=extra))
+    write_checksum(path)
+    return path
