@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from busassist.core.backends import ONNXRUNTIME
 from busassist.core.inference import Analyzer
 from busassist.core.io import read_frames
+from busassist.core.measurements import count_and_measure_largest
 from busassist.core.model_store import default_model_path
 from busassist.core.preprocessing import preprocess, probability_to_source
 
@@ -47,29 +49,73 @@ def time_calls(function: Callable[[], object], repeats: int, warmup: int = 5) ->
     return samples
 
 
-def eager_network(threads: int):
-    """The same EMT-Net in PyTorch eager (weights do not change its speed), on ``threads`` threads."""
+def eager_network():
+    """The same EMT-Net in PyTorch eager (weights do not change its speed), in its fastest eager form:
+    channels-last memory layout and ``inference_mode`` (``torch_end_to_end``)."""
     import torch
 
     from busassist.training.model import EMTNet
 
-    torch.set_num_threads(threads)
-    return EMTNet().eval()
+    return EMTNet().eval().to(memory_format=torch.channels_last)
 
 
 def torch_end_to_end(network, frame: np.ndarray) -> Callable[[], object]:
-    """The same pre/post-processing around ``network`` run by PyTorch eager instead of onnxruntime."""
+    """The same pre/post-processing around ``network`` run by PyTorch instead of the ONNX runtimes."""
     import torch
 
     def run() -> object:
         network_input, geometry = preprocess(frame)
         with torch.inference_mode():
-            out = network(torch.from_numpy(network_input[None]))
-        probability = torch.sigmoid(out.class_logit).item()
-        mask = probability_to_source(torch.sigmoid(out.mask_logit)[0, 0].numpy(), geometry) >= 0.5
+            tensor = torch.from_numpy(network_input[None]).contiguous(memory_format=torch.channels_last)
+            out = network(tensor)
+            probability = torch.sigmoid(out.class_logit).item()
+            mask_probability = torch.sigmoid(out.mask_logit)[0, 0].contiguous().numpy()
+        mask = probability_to_source(mask_probability, geometry) >= 0.5
         return probability, mask
 
     return run
+
+
+def best_torch_eager(crop: np.ndarray, repeats: int, max_threads: int) -> tuple[list[float], int]:
+    """Milliseconds of the eager pipeline at its best thread count (1 .. ``max_threads``), and that count."""
+    import torch
+
+    network = eager_network()
+    best: tuple[list[float], int] | None = None
+    for threads in range(1, max_threads + 1):
+        torch.set_num_threads(threads)
+        samples = time_calls(torch_end_to_end(network, crop), repeats)
+        if best is None or np.median(samples) < np.median(best[0]):
+            best = (samples, threads)
+    assert best is not None
+    torch.set_num_threads(best[1])
+    return best
+
+
+def torch_compile_figures(crop: np.ndarray, repeats: int) -> dict:
+    """``torch.compile`` (inductor, CPU) of the same network, or why it could not be measured."""
+    import torch
+
+    try:
+        compiled = torch.compile(eager_network())
+        samples = time_calls(torch_end_to_end(compiled, crop), repeats, warmup=3)  # the first call compiles
+    except Exception as error:  # no C++ compiler, an unsupported op: reported, not fatal
+        return {"torch_compile_ms_p50": None, "torch_compile_skipped": f"{error.__class__.__name__}: {error}"[:200]}
+    return {"torch_compile_ms_p50": percentiles(samples)[0]}
+
+
+def openvino_figures(model: Path, frame, network_input: np.ndarray, repeats: int, threads: int) -> dict:
+    """The OpenVINO backend end to end and network only (null when the extra is not installed)."""
+    from busassist.core.backends import OPENVINO, openvino_installed
+
+    if not openvino_installed():
+        return {"openvino_ms_p50": None, "openvino_network_ms_p50": None}
+    analyzer = Analyzer(model, threads=threads, backend=OPENVINO)
+    return {
+        "openvino_ms_p50": percentiles(time_calls(lambda: analyzer.analyze(frame), repeats))[0],
+        "openvino_network_ms_p50": percentiles(time_calls(lambda: analyzer.run_network(network_input), repeats))[0],
+        "openvino": __import__("openvino").__version__,
+    }
 
 
 #: Runs the CLI in a child that reports its own peak resident memory. VmHWM, not ru_maxrss: Linux keeps
@@ -149,9 +195,36 @@ def corpus_file(name: str) -> Path | None:
     return path if path.exists() else None
 
 
+def _cli_fps(folder: Path, out: Path, model: Path, frames: int, *options: str) -> float:
+    """Frames/s of one ``busassist analyze`` child process over ``folder`` (no overlays, no SEG)."""
+    command = [sys.executable, "-m", "busassist.apps.cli", "analyze", str(folder), "--out", str(out)]
+    command += ["--model", str(model), "--quiet", "--no-overlays", "--no-seg", *options]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return frames / (time.perf_counter() - started)
+
+
+def _in_process_fps(inputs: list[Path], out: Path, analyzer) -> tuple[float, float]:
+    """Frames/s of ``analyze_paths`` in this process with ``analyzer``, and the share of time outside the model."""
+    from busassist.apps.analyze import analyze_paths
+
+    analyzer.network_seconds = 0.0
+    started = time.perf_counter()
+    summary = analyze_paths(inputs, out, analyzer, overlays=False, dicom_seg=False, progress=False)
+    seconds = time.perf_counter() - started
+    return summary.frames / seconds, 1 - analyzer.network_seconds / seconds
+
+
 def batch_figures(model: Path, copies: int = 10) -> dict:
-    """Frames/s of ``busassist analyze`` over ``copies`` x color3d_jpeg_baseline.dcm (120 JPEG frames each)."""
+    """Frames/s of ``busassist analyze`` over ``copies`` x color3d_jpeg_baseline.dcm (120 JPEG frames each).
+
+    Also, in this process on two copies: decoding ahead on a thread (``core.prefetch``) against decoding
+    inline, and onnxruntime with and without spin-waiting while another process keeps one core busy.
+    """
     import shutil
+
+    from busassist.core import batch
+    from busassist.core.backends import ONNXRUNTIME, OnnxRuntimeNetwork
 
     source = corpus_file("color3d_jpeg_baseline.dcm")
     if source is None:
@@ -165,53 +238,40 @@ def batch_figures(model: Path, copies: int = 10) -> dict:
         frames = copies * 120
         for workers in (1, 2):
             out = Path(work) / f"out{workers}"
-            command = [
-                sys.executable,
-                "-m",
-                "busassist.apps.cli",
-                "analyze",
-                str(folder),
-                "--out",
-                str(out),
-                "--model",
-                str(model),
-                "--workers",
-                str(workers),
-                "--quiet",
-                "--no-overlays",
-                "--no-seg",
-            ]
-            started = time.perf_counter()
-            subprocess.run(command, check=True, capture_output=True)
-            seconds = time.perf_counter() - started
-            figures[f"batch_fps_{workers}_workers"] = frames / seconds
+            figures[f"batch_fps_{workers}_workers"] = _cli_fps(folder, out, model, frames, "--workers", str(workers))
+        figures["batch_fps_2_workers_onnxruntime"] = _cli_fps(
+            folder, Path(work) / "ort2", model, frames, "--workers", "2", "--backend", ONNXRUNTIME
+        )
         # The same frames on a LocalCluster of two one-thread worker processes (busassist analyze --dask).
         try:
             import dask.distributed  # noqa: F401
 
-            command = [sys.executable, "-m", "busassist.apps.cli", "analyze", str(folder), "--out"]
-            command += [str(Path(work) / "dask"), "--model", str(model), "--dask", "local:2"]
-            command += ["--quiet", "--no-overlays", "--no-seg"]
-            started = time.perf_counter()
-            subprocess.run(command, check=True, capture_output=True)
-            figures["dask_local_fps"] = frames / (time.perf_counter() - started)
+            figures["dask_local_fps"] = _cli_fps(folder, Path(work) / "dask", model, frames, "--dask", "local:2")
         except ImportError:
             figures["dask_local_fps"] = None
-        # Share of time outside the model, measured in-process on two copies.
-        from busassist.apps.analyze import analyze_paths
 
+        two = [folder / "cine00.dcm", folder / "cine01.dcm"]
         analyzer = Analyzer(model, threads=2)
-        started = time.perf_counter()
-        analyze_paths(
-            [folder / "cine00.dcm", folder / "cine01.dcm"],
-            Path(work) / "share",
-            analyzer,
-            overlays=False,
-            dicom_seg=False,
-            progress=False,
-        )
-        total = time.perf_counter() - started
-        figures["batch_share_outside_model"] = 1 - analyzer.network_seconds / total
+        default_depth = batch.PREFETCH_FRAMES
+        try:
+            for name, depth in (("inline", 0), ("prefetch", default_depth)):
+                batch.PREFETCH_FRAMES = depth
+                fps, outside = _in_process_fps(two, Path(work) / f"depth{depth}", analyzer)
+                figures[f"batch_fps_1_worker_{name}"] = fps
+        finally:
+            batch.PREFETCH_FRAMES = default_depth
+        figures["batch_share_outside_model"] = outside
+
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            ort_analyzer = Analyzer(model, threads=2, backend=ONNXRUNTIME)
+            for name, spinning in (("spinning", True), ("no_spinning", False)):
+                ort_analyzer.network = OnnxRuntimeNetwork(model, threads=2, spinning=spinning)
+                fps, _ = _in_process_fps(two, Path(work) / f"busy-{name}", ort_analyzer)
+                figures[f"beside_busy_process_fps_{name}"] = fps
+        finally:
+            busy.kill()
+            busy.wait()
     figures["batch_frames"] = copies * 120
     return figures
 
@@ -267,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     model = args.model or default_model_path()
-    analyzer = Analyzer(model, threads=args.threads)
+    analyzer = Analyzer(model, threads=args.threads, backend=ONNXRUNTIME)
     frame = next(read_frames(sorted(SAMPLE_DIR.glob("*.dcm"))[0]))
     crop = frame.pixels[frame.region.y0 : frame.region.y1, frame.region.x0 : frame.region.x1]
     network_input = preprocess(crop)[0][None]
@@ -276,25 +336,33 @@ def main(argv: list[str] | None = None) -> int:
     ort_net = time_calls(lambda: analyzer.run_network(network_input), args.repeats)
     import torch
 
-    network = eager_network(args.threads)
-    torch_e2e = time_calls(torch_end_to_end(network, crop), args.repeats)
-    tensor = torch.from_numpy(network_input)
+    torch_e2e, torch_threads = best_torch_eager(crop, args.repeats, args.threads)
+    network = eager_network()
+    tensor = torch.from_numpy(network_input).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         torch_net = time_calls(lambda: network(tensor), args.repeats)
     preprocess_ms = time_calls(lambda: preprocess(crop), args.repeats)
+    mask = analyzer.analyze(frame).mask
+    measure_ms = time_calls(lambda: count_and_measure_largest(mask, frame.region.spacing_mm), args.repeats)
+    openvino = openvino_figures(model, frame, network_input, args.repeats, args.threads)
+    exact = [ms for ms in (percentiles(ort_e2e)[0], openvino["openvino_ms_p50"]) if ms is not None]
 
     results = {
         "ort_ms_p50": percentiles(ort_e2e)[0],
         "ort_ms_p90": percentiles(ort_e2e)[1],
         "torch_ms_p50": percentiles(torch_e2e)[0],
         "torch_ms_p90": percentiles(torch_e2e)[1],
+        "torch_threads": torch_threads,
         "ort_network_ms_p50": percentiles(ort_net)[0],
         "torch_network_ms_p50": percentiles(torch_net)[0],
         "preprocess_ms_p50": percentiles(preprocess_ms)[0],
+        "measurements_ms_p50": percentiles(measure_ms)[0],
         "speedup_end_to_end": percentiles(torch_e2e)[0] / percentiles(ort_e2e)[0],
         "speedup_network": percentiles(torch_net)[0] / percentiles(ort_net)[0],
-        "torch_compile_ms_p50": None,  # not measured yet (issue 16)
-        "openvino_ms_p50": None,  # no OpenVINO backend yet (issue 16)
+        **torch_compile_figures(crop, args.repeats),
+        **openvino,
+        "fastest_exact_ms_p50": min(exact),
+        "speedup_fastest_exact": percentiles(torch_e2e)[0] / min(exact),
         "model_size_mb": model.stat().st_size / 1e6,
         "cli_peak_rss_mb": peak_rss_of_cli(model, SAMPLE_DIR),
         **hostile_figures(model),

@@ -76,7 +76,10 @@ def test_compare_scores_the_shipped_model_as_its_card_says(shared_dir: Path, tmp
     report = json.loads((run / "compare-vs-shipped.json").read_text())
     card = json.loads((bundled_models_dir() / "model_card.json").read_text())["test"]
     for name in ("acc", "sen", "spe", "auc", "dice"):
-        assert report[name]["reference"] == pytest.approx(card[name]["value"], abs=1e-9), name
+        # The card was measured on the export the bundled model was rewritten from (its fast graph form,
+        # issue 16): the same decisions, but float sums in another order move the mean Dice by ~3e-7.
+        tolerance = 1e-6 if name == "dice" else 1e-9
+        assert report[name]["reference"] == pytest.approx(card[name]["value"], abs=tolerance), name
         assert report[name]["difference"] == 0.0
     assert report["lesion_found"]["reference"] == pytest.approx(card["lesion_detection_rate"])
     assert report["normal_no_lesion"]["reference"] == pytest.approx(card["normal_no_lesion_rate"])

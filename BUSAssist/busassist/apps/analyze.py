@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from busassist.constants import MAX_PIXELS
+from busassist.core.backends import AUTO
 from busassist.core.batch import (
     ERROR_COLUMNS,
     RESULT_COLUMNS,
@@ -47,8 +48,11 @@ __all__ = [
 _WORKER: dict = {}
 
 
-def _init_worker(model_path: str, threads: int, out: str, options: AnalyzeOptions, done: set[str]) -> None:
-    _WORKER.update(analyzer=Analyzer(model_path, threads=threads), out=Path(out), options=options, done=done)
+def _init_worker(
+    model_path: str, threads: int, backend: str, out: str, options: AnalyzeOptions, done: set[str]
+) -> None:
+    analyzer = Analyzer(model_path, threads=threads, backend=backend)
+    _WORKER.update(analyzer=analyzer, out=Path(out), options=options, done=done)
 
 
 def _work(path: Path | InputError) -> FileReport:
@@ -140,6 +144,7 @@ def analyze_paths(
     keep_identifiers: bool = False,
     max_pixels: int = MAX_PIXELS,
     dask: str | None = None,
+    backend: str = AUTO,
 ) -> Summary:
     """Analyse every frame of every input, in ``workers`` processes (or on a Dask cluster), resuming ``out``.
 
@@ -176,12 +181,13 @@ def analyze_paths(
                 keep_identifiers,
                 max_pixels,
             ),
+            backend,
         )
     finally:
         lock.release()
 
 
-def _run(inputs, out, analyzer, log, workers, model_path, progress, started, dask, options) -> Summary:
+def _run(inputs, out, analyzer, log, workers, model_path, progress, started, dask, options, backend) -> Summary:
     done = prepare_output(out)
     paths = series_order(list(expand_inputs(inputs, exclude=out)))
     summary = Summary()
@@ -206,14 +212,14 @@ def _run(inputs, out, analyzer, log, workers, model_path, progress, started, das
         from busassist.core.scan import study_key
 
         model = str(model_path or (analyzer.model_path if analyzer else Analyzer(None).model_path))
-        run_on_dask(dask, paths, study_key, model, out, options, account)
+        run_on_dask(dask, paths, study_key, model, out, options, account, backend)
     elif workers <= 1:
-        analyzer = analyzer or Analyzer(model_path)
+        analyzer = analyzer or Analyzer(model_path, backend=backend)
         for path in paths:
             account(analyze_file(path, analyzer, out, options, done))
     else:
         model = str(model_path or (analyzer.model_path if analyzer else Analyzer(None).model_path))
-        _in_worker_processes(paths, workers, (model, 1, str(out), options, done), out, account)
+        _in_worker_processes(paths, workers, (model, 1, backend, str(out), options, done), out, account)
     bar.close()
     summary.seconds = time.perf_counter() - started
     return summary

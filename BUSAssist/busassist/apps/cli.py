@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
+from busassist.apps.options import add_backend_option
 from busassist.constants import EFFECTIVE_WEIGHT_MAX, EFFECTIVE_WEIGHT_MIN, MAX_PIXELS
 from busassist.core.io import FrameSelection
 from busassist.core.model_store import ModelError
@@ -50,7 +52,7 @@ def _analyze(args: argparse.Namespace) -> int:
             print("busassist: --nifti/--nrrd need SimpleITK (pip install 'busassist[formats]')", file=sys.stderr)
             return 1
     try:  # verify the model once, in this process, before any work starts
-        analyzer = Analyzer(args.model, threads=args.threads)
+        analyzer = Analyzer(args.model, threads=args.threads, backend=args.backend)
     except ModelError as error:
         print(f"busassist: {error}", file=sys.stderr)
         return 1
@@ -67,7 +69,7 @@ def _analyze(args: argparse.Namespace) -> int:
         refused += f", DICOM SEG not written for {summary.seg_failures} file(s) (see {args.out / 'errors.csv'})"
     print(
         f"analysed {summary.frames} frame(s), skipped {summary.skipped} already done, {refused}; "
-        f"{rate:.1f} frames/s; results in {args.out / 'results.csv'}"
+        f"{rate:.1f} frames/s on {analyzer.backend}; results in {args.out / 'results.csv'}"
     )
     return summary.exit_code
 
@@ -92,6 +94,9 @@ def _run_batch(args: argparse.Namespace, analyzer, formats: tuple[str, ...]):
         keep_identifiers=args.keep_identifiers,
         max_pixels=args.max_pixels,
         dask=args.dask,
+        # worker processes here run what "auto" chose in this process (checked once, said once); cluster
+        # nodes are other machines, so they check "auto" themselves
+        backend=args.backend if args.dask else analyzer.backend,
     )
 
 
@@ -117,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="W",
         help="decision weight W' in 1..10; threshold = W_p / (W_p + W') (default W' = W_p, threshold 0.5)",
     )
-    analyze.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
+    analyze.add_argument("--threads", type=int, default=None, help="threads of the model runtime per worker")
+    add_backend_option(analyze)
     analyze.add_argument("--no-overlays", action="store_true", help="skip overlay PNGs")
     analyze.add_argument("--any-modality", action="store_true", help="accept non-ultrasound DICOM")
     analyze.add_argument("--workers", type=int, default=1, help="worker processes (each runs one model copy)")
@@ -153,8 +159,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _OneLineHandler(logging.StreamHandler):
+    """The package's warnings (e.g. ``auto`` not taking OpenVINO) as ``busassist: ...`` lines on stderr."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("busassist: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # the stderr of now (tests capture it per call)
+        super().emit(record)
+
+
+def log_to_stderr() -> None:
+    """Send the ``busassist`` loggers' warnings to stderr as one line each (once per process)."""
+    logger = logging.getLogger("busassist")
+    if not any(isinstance(handler, _OneLineHandler) for handler in logger.handlers):
+        logger.addHandler(_OneLineHandler())
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log_to_stderr()
     return args.handler(args)
 
 

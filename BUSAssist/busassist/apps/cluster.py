@@ -46,13 +46,16 @@ def study_groups(paths: list, study_of: Callable[[object], str], largest: int | 
     return groups
 
 
-def analyse_group(paths: list, model_path: str, threads: int, out: str, options: AnalyzeOptions) -> list[FileReport]:
+def analyse_group(
+    paths: list, model_path: str, threads: int, out: str, options: AnalyzeOptions, backend: str = "auto"
+) -> list[FileReport]:
     """One Dask task: every file of one study, with this worker's Analyzer (made once per process)."""
     from busassist.core.inference import Analyzer
 
-    analyzer = _WORKER_STATE.get(("analyzer", model_path))
+    analyzer = _WORKER_STATE.get(("analyzer", model_path, backend))
     if analyzer is None:
-        analyzer = _WORKER_STATE[("analyzer", model_path)] = Analyzer(model_path, threads=threads)
+        analyzer = Analyzer(model_path, threads=threads, backend=backend)
+        _WORKER_STATE[("analyzer", model_path, backend)] = analyzer
     done = _WORKER_STATE.get(("done", out))
     if done is None:
         done = _WORKER_STATE[("done", out)] = prepare_output(Path(out))
@@ -91,6 +94,7 @@ def run_on_dask(
     out: Path,
     options: AnalyzeOptions,
     account: Callable[[FileReport], None],
+    backend: str = "auto",
 ) -> None:
     """Analyse ``paths`` on the cluster, accounting each file's report as its study's task finishes."""
     from dask.distributed import as_completed
@@ -111,7 +115,7 @@ def run_on_dask(
         largest = max(1, math.ceil(len(paths) / (4 * workers)))  # about four tasks per worker at least
         groups = study_groups(paths, study_of, largest)
         pending = {
-            client.submit(analyse_group, group, model_path, 1, str(out), options, pure=False, retries=2): group
+            client.submit(analyse_group, group, model_path, 1, str(out), options, backend, pure=False, retries=2): group
             for group in groups
         }
         for future in as_completed(list(pending)):

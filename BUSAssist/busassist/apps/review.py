@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from busassist.apps.options import add_backend_option
 from busassist.apps.review_window import build_window, compose
 from busassist.review.session import DesktopSession
 from busassist.review.verdicts import ReviewLog
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--reviewer", default=None, help="name in the review log (default: the OS user)")
     parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: bundled)")
+    add_backend_option(parser)
     parser.add_argument(
         "--screenshot", type=Path, default=None, help="render the window after analysing the first item"
     )
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from busassist.core.model_store import ModelError
 
     try:
-        window = build_window(open_inputs(args.paths), DesktopSession(args.model), log, args.out)
+        window = build_window(open_inputs(args.paths), DesktopSession(args.model, backend=args.backend), log, args.out)
     except ModelError as error:
         print(f"busassist-review: {error}", file=sys.stderr)
         return 1

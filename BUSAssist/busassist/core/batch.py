@@ -48,6 +48,7 @@ from busassist.core.outputs import (
     safe_stem,
     save_png,
 )
+from busassist.core.prefetch import prefetched
 from busassist.core.results import READING_COLUMN_NAMES
 
 RESULT_COLUMNS = [
@@ -70,6 +71,10 @@ RESULT_COLUMNS = [
     "notes",
     "resume_key",
 ]
+#: Frames decoded ahead of the one being analysed (``core.prefetch``); 0 decodes inline. Read at call time,
+#: so the benchmark can compare both.
+PREFETCH_FRAMES = 2
+
 #: ``frame`` is 0-based like results.csv's, empty when the whole input was refused.
 ERROR_COLUMNS = ["file", "frame", "stage", "reason"]
 __all__ = ["AnalyzeOptions", "FileReport", "analyze_file", "prepare_output", "RESULT_COLUMNS", "ERROR_COLUMNS"]
@@ -198,7 +203,8 @@ def _analyze_frames(
     pending: list[dict] = []  # rows of a DICOM whose SEG is written at the end (their seg_path waits for it)
     wants_seg = options.dicom_seg and is_dicom(path)
     first: Frame | None = None
-    for item in iter_frames(path, options.any_modality, options.frames, options.max_pixels, luma=True):
+    frames = iter_frames(path, options.any_modality, options.frames, options.max_pixels, luma=True)
+    for item in prefetched(frames, PREFETCH_FRAMES):  # frame n + 1 decodes while frame n is analysed
         if isinstance(item, InputError):
             record_error(out, report, item, redact)
             continue

@@ -1,7 +1,7 @@
-"""Frame in, malignancy probability and tumour mask out: onnxruntime on the CPU, no torch.
+"""Frame in, malignancy probability and tumour mask out: onnxruntime (or OpenVINO) on the CPU, no torch.
 
-``Analyzer`` creates one onnxruntime session (the expensive part) and reuses it for every
-frame. A frame is cropped to its declared ultrasound tissue region, run through the shared
+``Analyzer`` loads the model into one runtime session (the expensive part, ``core.backends``) and
+reuses it for every frame. A frame is cropped to its declared ultrasound tissue region, run through the shared
 preprocessing, and the mask is mapped back onto the source frame's full pixel grid.
 """
 
@@ -13,19 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from busassist.constants import (
-    MIN_LESION_FRACTION,
-    ONNX_CLASS_OUTPUT,
-    ONNX_INPUT,
-    ONNX_MASK_OUTPUT,
-    threshold_for_effective_weight,
-)
+from busassist.constants import MIN_LESION_FRACTION, threshold_for_effective_weight
+from busassist.core.backends import AUTO, open_network
 from busassist.core.io import Frame, Region
-from busassist.core.model_store import ModelError, ModelMetadata, default_model_path, verify_model
+from busassist.core.model_store import default_model_path, read_metadata, verify_model
 from busassist.core.preprocessing import preprocess, probability_to_source
 from busassist.core.results import Decision, FrameReading, decide, read_frame
 
-__all__ = ["Analyzer", "Decision", "FrameResult", "create_session", "sigmoid"]
+__all__ = ["Analyzer", "Decision", "FrameResult", "sigmoid"]
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -74,40 +69,26 @@ class FrameResult:
         )
 
 
-def create_session(model_path: Path, threads: int | None = None):
-    """An onnxruntime CPU session with full graph optimisation and the memory arena off.
-
-    The arena is disabled because Slicer keeps the session alive for the whole application
-    run; without it memory is returned after each frame instead of growing to the peak.
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.enable_cpu_mem_arena = False
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own exception types
-        raise ModelError(f"{model_path}: not a loadable ONNX model ({str(error).splitlines()[0]})") from None
-
-
 class Analyzer:
     """Runs EMT-Net on frames. Create once, call ``analyze`` per frame."""
 
-    def __init__(self, model_path: str | Path | None = None, threads: int | None = None, verify: bool = True) -> None:
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        threads: int | None = None,
+        verify: bool = True,
+        backend: str = AUTO,
+    ) -> None:
         self.model_path = Path(model_path) if model_path else default_model_path()
         self.sha256 = verify_model(self.model_path) if verify else None
-        self.session = create_session(self.model_path, threads)
-        self.network_seconds = 0.0  # time spent inside onnxruntime, for the benchmarks
-        properties = self.session.get_modelmeta().custom_metadata_map
-        self.metadata = ModelMetadata.from_properties(properties)
-        names = {o.name for o in self.session.get_outputs()}
-        if {ONNX_CLASS_OUTPUT, ONNX_MASK_OUTPUT} - names:
-            raise ModelError(f"{self.model_path}: outputs {sorted(names)} are not those of EMT-Net")
+        self.network = open_network(self.model_path, backend, threads)
+        self.network_seconds = 0.0  # time spent inside the runtime, for the benchmarks
+        self.metadata = read_metadata(self.model_path)
+
+    @property
+    def backend(self) -> str:
+        """The runtime that answers (``onnxruntime`` or ``openvino``), for logs, CSV and panels."""
+        return self.network.name
 
     def threshold(self, effective_weight: float | None = None) -> float:
         """Decision threshold for an effective weight W' (default: the training W_p, i.e. 0.5)."""
@@ -117,9 +98,7 @@ class Analyzer:
     def run_logits(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 1, S, S) normalised input -> class logits (N,), mask logits (N, S, S)."""
         started = time.perf_counter()
-        class_logit, mask_logit = self.session.run(
-            [ONNX_CLASS_OUTPUT, ONNX_MASK_OUTPUT], {ONNX_INPUT: batch.astype(np.float32)}
-        )
+        class_logit, mask_logit = self.network.run(np.ascontiguousarray(batch, dtype=np.float32))
         self.network_seconds += time.perf_counter() - started
         return class_logit.reshape(-1), mask_logit[:, 0]
 

@@ -18,9 +18,10 @@ from busassist.core.operating_point import OperatingPoint, operating_point
 class ModelSettings:
     """The model (lazy), its facts, W' and the mask threshold (``None``: the model's own values)."""
 
-    def __init__(self, analyzer=None, model_path: str | Path | None = None) -> None:
+    def __init__(self, analyzer=None, model_path: str | Path | None = None, backend: str = "auto") -> None:
         self._analyzer = analyzer
         self.model_path = Path(model_path) if model_path else None
+        self.backend = backend  # the runtime asked for (core.backends); the analyzer says which one answers
         self.effective_weight: float | None = None  # None: the model's W_p
         self.mask_threshold: float | None = None  # None: the model's mask threshold
         self._metadata = None  # the model file's facts, read once (model_metadata)
@@ -31,7 +32,7 @@ class ModelSettings:
         if self._analyzer is None:
             from busassist.core.inference import Analyzer
 
-            self._analyzer = Analyzer(self.model_path)
+            self._analyzer = Analyzer(self.model_path, backend=self.backend)
         return self._analyzer
 
     @property
@@ -59,11 +60,14 @@ class ModelSettings:
         return float(meta.w_p), float(meta.mask_threshold), list(meta.operating_table), str(meta.model_version)
 
     def model_description(self) -> str:
-        """The model a face names: its version and SHA-256 (``core.model_store.model_label``)."""
+        """The model a face names: its version and SHA-256 (``core.model_store.model_label``), and, once
+        loaded, the runtime that answers (``on openvino``), since faces must be able to say what ran."""
         from busassist.core.model_store import model_label
 
         sha256 = getattr(self._analyzer, "sha256", None)
-        return model_label(str(self.model_metadata.model_version), self.model_path, sha256)
+        label = model_label(str(self.model_metadata.model_version), self.model_path, sha256)
+        runtime = getattr(self._analyzer, "backend", None)
+        return f"{label}, on {runtime}" if isinstance(runtime, str) else label
 
     def current_effective_weight(self) -> float:
         return self._model_facts()[0] if self.effective_weight is None else float(self.effective_weight)

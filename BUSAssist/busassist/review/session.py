@@ -43,8 +43,8 @@ class FrameState:
 class DesktopSession(ModelSettings):
     """Frames of worklist items, analysed on demand with one ``Analyzer`` (made on first use)."""
 
-    def __init__(self, model_path: str | Path | None = None, analyzer=None) -> None:
-        super().__init__(analyzer, model_path)
+    def __init__(self, model_path: str | Path | None = None, analyzer=None, backend: str = "auto") -> None:
+        super().__init__(analyzer, model_path, backend)
         self._frames: dict[tuple[str, int], FrameState] = {}
         self._shown: dict[str, int] = {}
 

@@ -28,6 +28,7 @@ from busassist.core.model_store import write_checksum
 from busassist.training.busi import BusiCase, discover, load_image, load_mask
 from busassist.training.export import set_metadata
 from busassist.training.model_card import strict_json, write_card
+from busassist.training.reference import REFERENCE_RUNTIME
 
 
 def analyse_cases(analyzer: Analyzer, cases: list[BusiCase], flip_average: bool = False) -> dict[str, np.ndarray]:
@@ -155,7 +156,7 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
     split = json.loads((run / "split.json").read_text())
     config = json.loads((run / "config.json").read_text())
     cases = {case.key: case for case in discover(Path(data_root))}
-    analyzer = Analyzer(onnx_path, verify=False)
+    analyzer = Analyzer(onnx_path, verify=False, backend=REFERENCE_RUNTIME)
     w_p = analyzer.metadata.w_p
     val = analyse_cases(analyzer, [cases[k] for k in split["val"]])
     test = analyse_cases(analyzer, [cases[k] for k in split["test"]])

@@ -24,6 +24,7 @@ from busassist.core.inference import Analyzer
 from busassist.core.measurements import label_components
 from busassist.core.metrics import dice_iou
 from busassist.training.busi import BusiCase, discover, load_image, load_mask
+from busassist.training.reference import REFERENCE_RUNTIME
 
 #: Mask thresholds and component-size fractions (of the largest component) that the study tries.
 THRESHOLDS: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65)
@@ -95,7 +96,7 @@ def mask_study(run: Path, data_root: Path, onnx_name: str = "emtnet.onnx") -> di
     run = Path(run)
     split = json.loads((run / "split.json").read_text())
     cases = {case.key: case for case in discover(Path(data_root))}
-    analyzer = Analyzer(run / onnx_name, verify=False)
+    analyzer = Analyzer(run / onnx_name, verify=False, backend=REFERENCE_RUNTIME)
     val = _probability_maps(analyzer, [cases[k] for k in split["val"]])
     variants = [Variant(t, f) for t in THRESHOLDS for f in COMPONENT_FRACTIONS]
     rule = float(analyzer.metadata.min_lesion_fraction)

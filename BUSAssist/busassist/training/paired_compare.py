@@ -16,6 +16,7 @@ import numpy as np
 
 from busassist.constants import MODEL_CARD_JSON, MODEL_FILENAME
 from busassist.core.metrics import auc, bootstrap_interval, classification_metrics
+from busassist.training.reference import REFERENCE_RUNTIME
 
 #: Metrics compared, each computed from per-image results (see ``metric``).
 PAIRED_METRICS = ("acc", "sen", "spe", "auc", "dice", "lesion_found", "normal_no_lesion")
@@ -108,8 +109,8 @@ def compare_with_shipped(run: Path, models_dir: Path, data_root: Path) -> tuple[
     if missing:
         raise ValueError(f"{data_root}: {len(missing)} test images of the run are missing (e.g. {missing[0]})")
     test_cases = [cases[key] for key in keys]
-    new = analyse_cases(Analyzer(run / MODEL_FILENAME), test_cases)
-    shipped = analyse_cases(Analyzer(models_dir / MODEL_FILENAME), test_cases)
+    new = analyse_cases(Analyzer(run / MODEL_FILENAME, backend=REFERENCE_RUNTIME), test_cases)
+    shipped = analyse_cases(Analyzer(models_dir / MODEL_FILENAME, backend=REFERENCE_RUNTIME), test_cases)
     report = paired_differences(
         new, shipped, new_card["decision_threshold"]["threshold"], shipped_card["decision_threshold"]["threshold"]
     )

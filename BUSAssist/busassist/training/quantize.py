@@ -24,6 +24,7 @@ import numpy as np
 from busassist.constants import MODEL_FILENAME, ONNX_INPUT
 from busassist.core.preprocessing import preprocess
 from busassist.training.busi import BusiCase, discover, load_image
+from busassist.training.reference import REFERENCE_RUNTIME
 
 if TYPE_CHECKING:
     from busassist.core.inference import Analyzer
@@ -65,7 +66,7 @@ def quantize_run(run: Path, data_root: Path, calibration_images: int = 200, meth
     target = run / INT8_FILENAME
     from busassist.core.inference import Analyzer
 
-    metadata = Analyzer(fp32, verify=False).metadata
+    metadata = Analyzer(fp32, verify=False, backend=REFERENCE_RUNTIME).metadata
 
     def quantize(chosen: str) -> None:
         quantize_static(
@@ -137,7 +138,9 @@ def compare_int8(run: Path, data_root: Path, repeats: int = 50) -> dict:
     split = json.loads((run / "split.json").read_text())
     cases = {case.key: case for case in discover(Path(data_root))}
     files = {"fp32": MODEL_FILENAME, "int8": INT8_FILENAME}
-    analyzers = {name: Analyzer(run / filename, verify=False) for name, filename in files.items()}
+    analyzers = {
+        name: Analyzer(run / filename, verify=False, backend=REFERENCE_RUNTIME) for name, filename in files.items()
+    }
     latency = _network_ms(analyzers, repeats)
     figures: dict = {
         "calibration": json.loads((run / "int8_calibration.json").read_text())

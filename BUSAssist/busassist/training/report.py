@@ -16,6 +16,7 @@ import numpy as np
 from busassist.constants import MODEL_FILENAME
 from busassist.core.metrics import auc, confusion
 from busassist.training.model_card import render_markdown
+from busassist.training.reference import REFERENCE_RUNTIME
 from busassist.training.tables import read_rows
 
 
@@ -107,7 +108,7 @@ def plot_examples(run: Path, data_root: Path, predictions: list[dict[str, str]],
         return
     picks = [lesion[int(i)] for i in np.linspace(0, len(lesion) - 1, min(count, len(lesion)))]
     cases = {case.key: case for case in discover(data_root)}
-    analyzer = Analyzer(run / MODEL_FILENAME, verify=False)
+    analyzer = Analyzer(run / MODEL_FILENAME, verify=False, backend=REFERENCE_RUNTIME)
     figure, axes = plt.subplots(1, len(picks), figsize=(3 * len(picks), 3.2))
     for axis, row in zip(np.atleast_1d(axes), picks):
         case = cases[row["image"]]

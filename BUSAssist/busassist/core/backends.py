@@ -1,0 +1,169 @@
+"""The runtimes that execute the ONNX model, behind one small interface.
+
+onnxruntime is always installed and is the reference. OpenVINO (``pip install 'busassist[openvino]'``)
+runs the same ONNX file in float32 at about 0.8x onnxruntime's time on a CPU with AVX-512 (see
+docs/benchmarks.md). ``auto`` takes OpenVINO only when it is installed *and* answers like onnxruntime
+on a probe at load (``check_parity``): a runtime that computes something else must never be used
+silently, so on a mismatch ``auto`` falls back to onnxruntime and says why.
+
+Neither runtime spin-waits: onnxruntime's worker threads normally busy-wait between operators for
+lower latency, which on a shared CPU (two batch workers on two cores, or Slicer beside the viewer)
+takes cycles from the process that needs them. OpenVINO's CPU plugin blocks instead of spinning.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from busassist.constants import IMAGE_SIZE, ONNX_CLASS_OUTPUT, ONNX_INPUT, ONNX_MASK_OUTPUT
+from busassist.core.model_store import ModelError, read_metadata
+
+log = logging.getLogger(__name__)
+
+ONNXRUNTIME = "onnxruntime"
+OPENVINO = "openvino"
+AUTO = "auto"
+#: What ``--backend`` accepts.
+BACKEND_CHOICES: tuple[str, ...] = (AUTO, ONNXRUNTIME, OPENVINO)
+
+#: Largest difference of any probability (class or mask pixel) between a candidate runtime and onnxruntime
+#: on the probe, and the mask pixels it may flip: only those whose reference probability is within this
+#: of the 0.5 mask threshold. Probabilities, not logits: they are what every face shows, and a badly
+#: conditioned network (an untrained one has logits that differ by ~3e-4 between any two runtimes,
+#: PyTorch included) must not fail a check its answers pass. Trained EMT-Net logits agree to ~2e-5.
+PARITY_TOLERANCE = 1e-4
+
+
+class OnnxRuntimeNetwork:
+    """The model in an onnxruntime CPU session: full graph optimisation, memory arena off, no spinning.
+
+    The arena is off because Slicer keeps the session for the whole application run; without it memory
+    is returned after each frame instead of growing to the peak.
+    """
+
+    name = ONNXRUNTIME
+
+    def __init__(self, model_path: Path, threads: Optional[int] = None, spinning: bool = False) -> None:
+        """``spinning=True`` is onnxruntime's own default, kept for the benchmark that shows why it is off."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_cpu_mem_arena = False
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        try:
+            self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise ModelError(f"{model_path}: not a loadable ONNX model ({str(error).splitlines()[0]})") from None
+        self.output_names = {output.name for output in self.session.get_outputs()}
+        _check_outputs(model_path, self.output_names)
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 1, S, S) float32 -> class logits (N, 1), mask logits (N, 1, S, S)."""
+        class_logit, mask_logit = self.session.run([ONNX_CLASS_OUTPUT, ONNX_MASK_OUTPUT], {ONNX_INPUT: batch})
+        return class_logit, mask_logit
+
+
+class OpenVinoNetwork:
+    """The same ONNX file compiled by OpenVINO's CPU plugin, in float32 (no bf16/f16 shortcuts)."""
+
+    name = OPENVINO
+
+    def __init__(self, model_path: Path, threads: Optional[int] = None) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            self.compiled = core.compile_model(core.read_model(str(model_path)), "CPU", config)
+        except Exception as error:  # OpenVINO raises RuntimeError with multi-line details
+            raise ModelError(f"{model_path}: OpenVINO cannot load it ({str(error).splitlines()[0]})") from None
+        self.output_names = {name for output in self.compiled.outputs for name in output.get_names()}
+        _check_outputs(model_path, self.output_names)
+        self.request = self.compiled.create_infer_request()
+        self._outputs = [self.compiled.output(ONNX_CLASS_OUTPUT), self.compiled.output(ONNX_MASK_OUTPUT)]
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        results = self.request.infer({ONNX_INPUT: batch})
+        # copies: the request reuses its output buffers on the next call
+        return np.array(results[self._outputs[0]]), np.array(results[self._outputs[1]])
+
+
+def _check_outputs(model_path: Path, names: set[str]) -> None:
+    if {ONNX_CLASS_OUTPUT, ONNX_MASK_OUTPUT} - names:
+        raise ModelError(f"{model_path}: outputs {sorted(names)} are not those of EMT-Net")
+
+
+def openvino_installed() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def probe_batch(size: int = IMAGE_SIZE) -> np.ndarray:
+    """Two deterministic network inputs in [-1, 1] with structure at every scale (the parity probe).
+
+    Smooth gradients and a dark disc give the segmentation head boundaries to decide; seeded speckle
+    exercises every kernel tap.
+    """
+    rows, cols = np.mgrid[0:size, 0:size] / size
+    disc = ((rows - 0.55) ** 2 + (cols - 0.45) ** 2 < 0.04).astype(np.float64)
+    speckle = np.random.default_rng(16).normal(0, 0.25, (size, size))
+    first = np.clip(0.6 * np.sin(6 * rows) * np.cos(4 * cols) - 0.8 * disc + speckle, -1, 1)
+    second = np.clip(np.flipud(first) * 0.7 + 0.2, -1, 1)
+    return np.stack([first, second])[:, None].astype(np.float32)
+
+
+def _probability(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -60, 60)))
+
+
+def parity_problem(candidate, reference, batch: np.ndarray) -> Optional[str]:
+    """Why ``candidate`` does not answer like ``reference`` on ``batch``, or None when it does."""
+    got, expected = candidate.run(batch), reference.run(batch)
+    for name, ours, theirs in zip(("class", "mask"), got, expected):
+        if ours.shape != theirs.shape or not np.all(np.isfinite(ours)):
+            return f"{name} outputs have shape {ours.shape} or non-finite values"
+        difference = float(np.abs(_probability(ours) - _probability(theirs)).max())
+        if difference > PARITY_TOLERANCE:
+            return f"{name} probabilities differ by up to {difference:.2g} (tolerance {PARITY_TOLERANCE:g})"
+    reference_mask = _probability(expected[1])
+    decided = np.abs(reference_mask - 0.5) > PARITY_TOLERANCE
+    flipped = int(np.count_nonzero(((got[1] >= 0) != (expected[1] >= 0)) & decided))
+    return f"{flipped} mask pixels flipped" if flipped else None
+
+
+def open_network(model_path: Path, backend: str = AUTO, threads: Optional[int] = None):
+    """The model on ``backend`` (``auto``: OpenVINO when installed and parity-checked, else onnxruntime)."""
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKEND_CHOICES)}")
+    if backend == ONNXRUNTIME or (backend == AUTO and not openvino_installed()):
+        return OnnxRuntimeNetwork(model_path, threads)
+    if backend == OPENVINO:
+        if not openvino_installed():
+            raise ModelError("the OpenVINO backend is not installed (pip install 'busassist[openvino]')")
+        return OpenVinoNetwork(model_path, threads)
+    reference = OnnxRuntimeNetwork(model_path, threads)
+    try:
+        candidate = OpenVinoNetwork(model_path, threads)
+        problem = parity_problem(candidate, reference, probe_batch(read_metadata(model_path).input_size))
+    except ModelError as error:
+        problem = str(error)
+    except Exception as error:  # a runtime failing on the probe is a failed check, not a crash
+        problem = f"{error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    if problem:
+        log.warning("%s: OpenVINO not used, it does not answer like onnxruntime (%s)", model_path, problem)
+        return reference
+    return candidate

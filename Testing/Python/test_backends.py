@@ -1,0 +1,158 @@
+"""The model runtimes behind one interface (``core.backends``): same answers, ``auto`` only trusts a checked one."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.register_assert_rewrite("model_fixtures")
+from model_fixtures import FixtureModel  # noqa: E402
+
+from busassist.apps.cli import main  # noqa: E402
+from busassist.core import backends  # noqa: E402
+from busassist.core.inference import Analyzer  # noqa: E402
+from busassist.core.model_settings import ModelSettings  # noqa: E402
+from busassist.core.model_store import ModelError, default_model_path  # noqa: E402
+
+pytest_plugins = ["model_fixtures"]
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_DIR = REPO_ROOT / "Resources" / "SampleData"
+needs_openvino = pytest.mark.skipif(not backends.openvino_installed(), reason="OpenVINO is not installed")
+
+
+def test_onnxruntime_does_not_spin() -> None:
+    network = backends.OnnxRuntimeNetwork(default_model_path(), threads=1)
+    options = network.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_probe_is_deterministic_and_structured() -> None:
+    first, second = backends.probe_batch(), backends.probe_batch()
+    assert first.shape == (2, 1, 224, 224) and first.dtype == np.float32
+    assert np.array_equal(first, second)
+    assert first.min() >= -1 and first.max() <= 1 and first.std() > 0.2
+
+
+@needs_openvino
+def test_openvino_answers_as_onnxruntime_on_the_bundled_model() -> None:
+    model = default_model_path()
+    reference = backends.OnnxRuntimeNetwork(model, threads=1)
+    candidate = backends.OpenVinoNetwork(model, threads=1)
+    assert backends.parity_problem(candidate, reference, backends.probe_batch()) is None
+    batch = backends.probe_batch()
+    assert np.abs(candidate.run(batch)[1] - reference.run(batch)[1]).max() <= 1e-4  # logits too, when trained
+    assert backends.open_network(model, backends.AUTO, threads=1).name == backends.OPENVINO
+
+
+@needs_openvino
+def test_auto_follows_the_parity_check_on_a_fresh_export(emtnet_onnx: FixtureModel) -> None:
+    # The untrained test network is badly conditioned: its logits differ between runtimes by ~3e-4, as
+    # onnxruntime's differ from PyTorch's. Whatever the check says, auto must follow it.
+    reference = backends.OnnxRuntimeNetwork(emtnet_onnx.path, threads=1)
+    candidate = backends.OpenVinoNetwork(emtnet_onnx.path, threads=1)
+    problem = backends.parity_problem(candidate, reference, backends.probe_batch())
+    chosen = backends.open_network(emtnet_onnx.path, backends.AUTO, threads=1).name
+    assert chosen == (backends.ONNXRUNTIME if problem else backends.OPENVINO)
+    batch = backends.probe_batch()
+    ours, theirs = candidate.run(batch), reference.run(batch)
+    assert np.abs(1 / (1 + np.exp(-ours[1])) - 1 / (1 + np.exp(-theirs[1]))).max() < 1e-3
+
+
+class _Shifted:
+    """A runtime that answers almost like the reference: off by more than the tolerance."""
+
+    name = "shifted"
+
+    def __init__(self, inner, shift: float) -> None:
+        self.inner, self.shift = inner, shift
+
+    def run(self, batch: np.ndarray):
+        class_logit, mask_logit = self.inner.run(batch)
+        return class_logit + self.shift, mask_logit + self.shift
+
+
+def test_parity_check_catches_a_small_difference() -> None:
+    reference = backends.OnnxRuntimeNetwork(default_model_path(), threads=1)
+    batch = backends.probe_batch()
+    assert backends.parity_problem(_Shifted(reference, 5e-5), reference, batch) is None
+    problem = backends.parity_problem(_Shifted(reference, 0.01), reference, batch)
+    assert problem is not None and "probabilities differ" in problem
+
+
+def test_auto_falls_back_to_onnxruntime_when_the_candidate_disagrees(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(backends, "openvino_installed", lambda: True)
+    monkeypatch.setattr(
+        backends,
+        "OpenVinoNetwork",
+        lambda path, threads=None: _Shifted(backends.OnnxRuntimeNetwork(path, threads), 0.05),
+    )
+    with caplog.at_level(logging.WARNING, logger="busassist.core.backends"):
+        network = backends.open_network(default_model_path(), backends.AUTO, threads=1)
+    assert network.name == backends.ONNXRUNTIME
+    assert "OpenVINO not used" in caplog.text and "differ" in caplog.text
+
+
+def test_auto_falls_back_when_the_candidate_cannot_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(path, threads=None):
+        raise ModelError(f"{path}: OpenVINO cannot load it (unsupported op)")
+
+    monkeypatch.setattr(backends, "openvino_installed", lambda: True)
+    monkeypatch.setattr(backends, "OpenVinoNetwork", refuse)
+    assert backends.open_network(default_model_path(), backends.AUTO, threads=1).name == backends.ONNXRUNTIME
+
+
+def test_asking_for_a_missing_or_unknown_backend_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="unknown backend"):
+        backends.open_network(default_model_path(), "tensorrt")
+    monkeypatch.setattr(backends, "openvino_installed", lambda: False)
+    with pytest.raises(ModelError, match=r"pip install 'busassist\[openvino\]'"):
+        backends.open_network(default_model_path(), backends.OPENVINO)
+    assert backends.open_network(default_model_path(), backends.AUTO).name == backends.ONNXRUNTIME
+
+
+def test_cli_refuses_a_missing_backend_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(backends, "openvino_installed", lambda: False)
+    code = main(["analyze", str(SAMPLE_DIR), "--out", str(tmp_path / "out"), "--backend", "openvino", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "busassist[openvino]" in err[0]
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@needs_openvino
+def test_cli_gives_the_same_results_on_either_runtime(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    outputs = {}
+    for backend in (backends.ONNXRUNTIME, backends.OPENVINO):
+        out = tmp_path / backend
+        args = ["analyze", str(SAMPLE_DIR), "--out", str(out), "--backend", backend, "--threads", "1", "--quiet"]
+        assert main([*args, "--no-overlays", "--no-seg"]) == 0
+        assert f"on {backend};" in capsys.readouterr().out
+        outputs[backend] = read_rows(out / "results.csv")
+    ignored = {"mask_path", "overlay_path", "seg_path", "volume_paths"}
+    for ours, theirs in zip(*outputs.values()):
+        assert {k: v for k, v in ours.items() if k not in ignored} == {
+            k: v for k, v in theirs.items() if k not in ignored
+        }
+    for name in {row["mask_path"] for row in outputs[backends.ONNXRUNTIME]}:
+        from PIL import Image
+
+        masks = [np.asarray(Image.open(tmp_path / backend / name)) for backend in outputs]
+        assert np.array_equal(*masks), f"{name}: the runtimes' masks differ"
+
+
+def test_faces_name_the_runtime_that_answers() -> None:
+    settings = ModelSettings(model_path=default_model_path(), backend=backends.ONNXRUNTIME)
+    assert "on " not in settings.model_description()  # not loaded yet: no runtime to name
+    assert isinstance(settings.analyzer, Analyzer)
+    assert settings.model_description().endswith(", on onnxruntime")
