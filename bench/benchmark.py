@@ -218,8 +218,9 @@ def _in_process_fps(inputs: list[Path], out: Path, analyzer) -> tuple[float, flo
 def batch_figures(model: Path, copies: int = 10) -> dict:
     """Frames/s of ``busassist analyze`` over ``copies`` x color3d_jpeg_baseline.dcm (120 JPEG frames each).
 
-    Also, in this process on two copies: decoding ahead on a thread (``core.prefetch``) against decoding
-    inline, and onnxruntime with and without spin-waiting while another process keeps one core busy.
+    Also, in this process on two copies: the next frame's network running while this frame's outputs are
+    written (``core.lookahead``) against one after the other, and onnxruntime with and without
+    spin-waiting while another process keeps one core busy.
     """
     import shutil
 
@@ -252,14 +253,14 @@ def batch_figures(model: Path, copies: int = 10) -> dict:
 
         two = [folder / "cine00.dcm", folder / "cine01.dcm"]
         analyzer = Analyzer(model, threads=2)
-        default_depth = batch.PREFETCH_FRAMES
+        default_ahead = batch.NETWORK_AHEAD
         try:
-            for name, depth in (("inline", 0), ("prefetch", default_depth)):
-                batch.PREFETCH_FRAMES = depth
-                fps, outside = _in_process_fps(two, Path(work) / f"depth{depth}", analyzer)
+            for name, ahead in (("inline", False), ("network_ahead", True)):
+                batch.NETWORK_AHEAD = ahead
+                fps, outside = _in_process_fps(two, Path(work) / f"ahead-{name}", analyzer)
                 figures[f"batch_fps_1_worker_{name}"] = fps
         finally:
-            batch.PREFETCH_FRAMES = default_depth
+            batch.NETWORK_AHEAD = default_ahead
         figures["batch_share_outside_model"] = outside
 
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])

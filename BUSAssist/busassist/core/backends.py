@@ -3,12 +3,14 @@
 onnxruntime is always installed and is the reference. OpenVINO (``pip install 'busassist[openvino]'``)
 runs the same ONNX file in float32 at about 0.8x onnxruntime's time on a CPU with AVX-512 (see
 docs/benchmarks.md). ``auto`` takes OpenVINO only when it is installed *and* answers like onnxruntime
-on a probe at load (``check_parity``): a runtime that computes something else must never be used
+on a probe at load (``parity_problem``): a runtime that computes something else must never be used
 silently, so on a mismatch ``auto`` falls back to onnxruntime and says why.
 
-Neither runtime spin-waits: onnxruntime's worker threads normally busy-wait between operators for
-lower latency, which on a shared CPU (two batch workers on two cores, or Slicer beside the viewer)
-takes cycles from the process that needs them. OpenVINO's CPU plugin blocks instead of spinning.
+Neither runtime spin-waits or pins threads. onnxruntime's workers normally busy-wait between operators
+for lower latency, which on a shared CPU (two batch workers on two cores, Slicer beside the viewer)
+takes the cycles another process needs: a batch worker beside a busy process ran at 15 frames/s
+spinning and 24 without. OpenVINO pins its threads to cores by default, so two one-thread worker
+processes both landed on core 0 and ran at half speed.
 """
 
 from __future__ import annotations
@@ -81,11 +83,11 @@ class OpenVinoNetwork:
         import openvino as ov
 
         core = ov.Core()
-        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
-            self.compiled = core.compile_model(core.read_model(str(model_path)), "CPU", config)
+            self.compiled = core.compile_model(str(model_path), "CPU", config)
         except Exception as error:  # OpenVINO raises RuntimeError with multi-line details
             raise ModelError(f"{model_path}: OpenVINO cannot load it ({str(error).splitlines()[0]})") from None
         self.output_names = {name for output in self.compiled.outputs for name in output.get_names()}
@@ -130,9 +132,9 @@ def _probability(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -60, 60)))
 
 
-def parity_problem(candidate, reference, batch: np.ndarray) -> Optional[str]:
-    """Why ``candidate`` does not answer like ``reference`` on ``batch``, or None when it does."""
-    got, expected = candidate.run(batch), reference.run(batch)
+def parity_problem(candidate, expected: tuple[np.ndarray, np.ndarray], batch: np.ndarray) -> Optional[str]:
+    """Why ``candidate`` does not answer ``expected`` (the reference's outputs on ``batch``), or None."""
+    got = candidate.run(batch)
     for name, ours, theirs in zip(("class", "mask"), got, expected):
         if ours.shape != theirs.shape or not np.all(np.isfinite(ours)):
             return f"{name} outputs have shape {ours.shape} or non-finite values"
@@ -145,6 +147,19 @@ def parity_problem(candidate, reference, batch: np.ndarray) -> Optional[str]:
     return f"{flipped} mask pixels flipped" if flipped else None
 
 
+def _return_freed_memory() -> None:
+    """Hand the freed heap back to the system (glibc only), so OpenVINO's own allocator does not stack on it."""
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
+        pass
+
+
 def open_network(model_path: Path, backend: str = AUTO, threads: Optional[int] = None):
     """The model on ``backend`` (``auto``: OpenVINO when installed and parity-checked, else onnxruntime)."""
     if backend not in BACKEND_CHOICES:
@@ -155,15 +170,19 @@ def open_network(model_path: Path, backend: str = AUTO, threads: Optional[int] =
         if not openvino_installed():
             raise ModelError("the OpenVINO backend is not installed (pip install 'busassist[openvino]')")
         return OpenVinoNetwork(model_path, threads)
-    reference = OnnxRuntimeNetwork(model_path, threads)
+    # The reference answers first and is released before OpenVINO compiles, so the two never hold memory
+    # together (one worker's peak stays that of one runtime).
+    batch = probe_batch(read_metadata(model_path).input_size)
+    expected = OnnxRuntimeNetwork(model_path, threads).run(batch)
+    _return_freed_memory()
     try:
         candidate = OpenVinoNetwork(model_path, threads)
-        problem = parity_problem(candidate, reference, probe_batch(read_metadata(model_path).input_size))
+        problem = parity_problem(candidate, expected, batch)
     except ModelError as error:
         problem = str(error)
     except Exception as error:  # a runtime failing on the probe is a failed check, not a crash
         problem = f"{error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     if problem:
         log.warning("%s: OpenVINO not used, it does not answer like onnxruntime (%s)", model_path, problem)
-        return reference
+        return OnnxRuntimeNetwork(model_path, threads)
     return candidate

@@ -19,7 +19,7 @@ import csv
 import logging
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,7 @@ from busassist.core.identifiers import IDENTIFYING_KEYWORDS, Redactor, is_valid_
 from busassist.core.inference import Analyzer, FrameResult
 from busassist.core.io import ALL_FRAMES, Frame, FrameSelection, InputError, is_dicom, iter_frames
 from busassist.core.limits import inflated_size_problem
+from busassist.core.lookahead import Lookahead
 from busassist.core.model_store import sha256_of
 from busassist.core.outputs import (
     OVERLAY_PNG_COMPRESSION,
@@ -48,7 +49,6 @@ from busassist.core.outputs import (
     safe_stem,
     save_png,
 )
-from busassist.core.prefetch import prefetched
 from busassist.core.results import READING_COLUMN_NAMES
 
 RESULT_COLUMNS = [
@@ -71,9 +71,9 @@ RESULT_COLUMNS = [
     "notes",
     "resume_key",
 ]
-#: Frames decoded ahead of the one being analysed (``core.prefetch``); 0 decodes inline. Read at call time,
-#: so the benchmark can compare both.
-PREFETCH_FRAMES = 2
+#: Run the network of the next frame while this frame's outputs are written (``core.lookahead``). Read at
+#: call time, so the benchmark can compare both.
+NETWORK_AHEAD = True
 
 #: ``frame`` is 0-based like results.csv's, empty when the whole input was refused.
 ERROR_COLUMNS = ["file", "frame", "stage", "reason"]
@@ -204,27 +204,35 @@ def _analyze_frames(
     wants_seg = options.dicom_seg and is_dicom(path)
     first: Frame | None = None
     frames = iter_frames(path, options.any_modality, options.frames, options.max_pixels, luma=True)
-    for item in prefetched(frames, PREFETCH_FRAMES):  # frame n + 1 decodes while frame n is analysed
-        if isinstance(item, InputError):
-            record_error(out, report, item, redact)
-            continue
-        first = first or item
-        try:
-            row, mask = _analyze_frame(item, analyzer, out, options, done, model_sha256, threshold)
-        except Exception as error:  # this frame only: the next one may be fine
-            stage = "write" if isinstance(error, (OSError, OutputError)) else "analyze"
-            record_error(out, report, InputError(path, _describe(error), stage, item.index), redact)
-            continue
-        masks[item.index] = _pack(mask)
-        if row is None:
-            report.skipped += 1
-            continue
-        if options.keep_identifiers:
-            row.update(patient_identifiers(path))
-        if wants_seg:
-            pending.append(row)
-        else:
-            _append_result(out, report, row)
+
+    def wanted(item: object) -> bool:  # frames not done before: a done frame is only re-analysed if damaged
+        if not NETWORK_AHEAD or not isinstance(item, Frame):
+            return False
+        return frame_key(item.source, item.sop_instance_uid, item.index, model_sha256) not in done
+
+    with Lookahead(analyzer.analyze) as network:
+        for item, ahead in network.ahead(frames, wanted):
+            if isinstance(item, InputError):
+                record_error(out, report, item, redact)
+                continue
+            first = first or item
+            try:
+                analyze = ahead.result if ahead is not None else (lambda frame=item: network.now(frame))
+                row, mask = _analyze_frame(item, analyze, analyzer, out, options, done, model_sha256, threshold)
+            except Exception as error:  # this frame only: the next one may be fine
+                stage = "write" if isinstance(error, (OSError, OutputError)) else "analyze"
+                record_error(out, report, InputError(path, _describe(error), stage, item.index), redact)
+                continue
+            masks[item.index] = _pack(mask)
+            if row is None:
+                report.skipped += 1
+                continue
+            if options.keep_identifiers:
+                row.update(patient_identifiers(path))
+            if wants_seg:
+                pending.append(row)
+            else:
+                _append_result(out, report, row)
     if not (wants_seg and masks and first is not None):
         return
     seg_path = ""
@@ -246,6 +254,7 @@ def _analyze_frames(
 
 def _analyze_frame(
     frame: Frame,
+    analyze: Callable[[], FrameResult],
     analyzer: Analyzer,
     out: Path,
     options: AnalyzeOptions,
@@ -254,6 +263,9 @@ def _analyze_frame(
     threshold: float,
 ) -> tuple[dict | None, np.ndarray]:
     """``(row, mask)`` of one frame; ``row`` is None when the frame was done before and its files are intact.
+
+    ``analyze()`` gives the frame's model result (already running when the batch looked ahead); it is
+    only called when the frame needs the model.
 
     A finished frame whose mask or overlay is missing or damaged (zero bytes, cut short) is
     computed again and its files rewritten; its row is already in results.csv.
@@ -268,7 +280,7 @@ def _analyze_frame(
             if overlay_path is not None and not png_is_intact(overlay_path):
                 save_png(overlay_path, overlay_image(frame.pixels, mask), OVERLAY_PNG_COMPRESSION)
             return None, mask
-    result = analyzer.analyze(frame)
+    result = analyze()
     if not np.isfinite(result.probability):
         raise InputError(frame.source, "the model returned a non-finite score", "analyze", frame.index)
     save_png(mask_path, result.mask)
