@@ -81,6 +81,9 @@ def test_wheel_contains_core_modules(wheel: Path) -> None:
     }
     assert sources - names == set()
     assert not any(n.startswith(("Testing/", "tests/", "conftest")) or "/test_" in n for n in names)
+    # the built-in study specs travel with the trainer (``busassist-train study run cv``)
+    specs = {"busassist/" + p.relative_to(PACKAGE_DIR).as_posix() for p in PACKAGE_DIR.rglob("studies/*.toml")}
+    assert specs and specs - names == set()
 
 
 def test_wheel_entry_points(wheel: Path) -> None:

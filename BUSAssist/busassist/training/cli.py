@@ -55,6 +55,8 @@ def config_from_args(args: argparse.Namespace, out: Path) -> TrainConfig:
         false_lesion=args.false_lesion,
         schedule=args.schedule,
         seed=args.seed,
+        keep=args.keep,
+        ema_decay=args.ema_decay,
         limit=args.limit,
         device=args.device,
         cache_dir=str(args.cache_dir),
@@ -92,6 +94,33 @@ def _experiment(args: argparse.Namespace) -> int:
         print(f"{len(rows)} (W_clf, W_p) pairs; table {args.out / 'grid.csv'}, plot {args.out / 'grid.png'}")
     elif args.command == "ablation":
         print(experiments.ablation(config, args.out))
+    return 0
+
+
+def _study_run(args: argparse.Namespace) -> int:
+    from busassist.training.study import SpecError, load_spec, resolve_spec, run_study, study_report
+
+    try:
+        spec = load_spec(resolve_spec(args.spec))
+    except SpecError as error:
+        raise UsageError(str(error)) from error
+    if args.preset is None:
+        args.preset = spec.preset
+    try:
+        rows = run_study(spec, config_from_args(args, args.out), args.out)
+    except (SpecError, ValueError) as error:  # a study folder of other data, a setting the trainer refuses
+        raise UsageError(str(error)) from error
+    study_report(args.out)
+    print(f"{len(rows)} trainings; tables {args.out / 'summary.csv'}, report {args.out / 'report.md'}")
+    return 0
+
+
+def _study_report(args: argparse.Namespace) -> int:
+    from busassist.training.study import study_report
+
+    if not (args.out / "study.json").exists():
+        raise UsageError(f"{args.out}: not a study folder (no study.json)")
+    print(study_report(args.out))
     return 0
 
 
@@ -241,6 +270,13 @@ def training_options() -> argparse.ArgumentParser:
         help="weight of coarse mask losses at every decoder level (training only; 0 = none)",
     )
     common.add_argument("--schedule", default="cosine", choices=["cosine", "plateau"])
+    common.add_argument(
+        "--keep",
+        default="best",
+        choices=["best", "final", "ema"],
+        help="weights the run keeps: best validation epoch, the final epoch, or a moving average (ema)",
+    )
+    common.add_argument("--ema-decay", type=float, default=0.995, help="per-step decay of --keep ema")
     common.add_argument("--seed", type=int, default=42)
     common.add_argument("--limit", type=int, default=None, help="use only N cases (smoke tests)")
     common.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -285,6 +321,25 @@ def build_parser() -> argparse.ArgumentParser:
     grid.set_defaults(handler=_experiment)
     ablation = sub.add_parser("ablation", parents=[common], help="EMT-Net vs Single-CLF vs Single-SGM (Table 1)")
     ablation.set_defaults(handler=_experiment)
+
+    study = sub.add_parser("study", help="run or report a study spec (variants x folds or seeds; TOML)")
+    study_sub = study.add_subparsers(dest="study_command", required=True)
+    study_run = study_sub.add_parser(
+        "run", parents=[common], help="train every variant x replicate of SPEC (resumable)", conflict_handler="resolve"
+    )
+    study_run.add_argument("spec", help="a spec file, or a built-in study: cv, sweep-wp, grid, ablation, seed-spread")
+    study_run.add_argument(
+        "--preset",
+        default=None,
+        choices=["full", "cpu-quick"],
+        help="image size and epochs (default: the spec's own preset)",
+    )
+    study_run.set_defaults(handler=_study_run)
+    study_report_parser = study_sub.add_parser(
+        "report", help="report.md of a study folder: spread and paired comparisons"
+    )
+    study_report_parser.add_argument("out", type=Path, help="the study's output folder")
+    study_report_parser.set_defaults(handler=_study_report)
 
     export = sub.add_parser("export", help="export a run to ONNX and evaluate it on its test split")
     export.add_argument("run", type=Path)

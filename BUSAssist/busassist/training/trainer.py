@@ -66,6 +66,11 @@ class TrainConfig:
     false_lesion: float = 0.0  # weight of log(1 + P/A) on normal images (losses.false_lesion_loss); 0 = none
     schedule: str = "cosine"  # "cosine" (decay to 0 over ``epochs``) or "plateau" (halve when stalled)
     seed: int = 42
+    # Which weights the run keeps (best.pt): "best" = the epoch with the best validation score (a few
+    # dozen validation images make that choice noisy: a lucky epoch), "final" = the last epoch of the
+    # schedule, "ema" = an exponential moving average of the weights over the last steps (ema_decay).
+    keep: str = "best"
+    ema_decay: float = 0.995  # per optimiser step; 0.995 averages over about the last 200 steps (~7 epochs)
     folds: int = 0  # K of a K-fold cross-validation; 0 = the fixed 70/15/15 split
     fold: int = 0  # which fold this run trains when folds > 0
     limit: int | None = None  # use only the first N cases (tests)
@@ -208,8 +213,15 @@ def selection_score(task: Task, scores: dict[str, float]) -> float:
     return float(sum(values)) if values else float("-inf")
 
 
+KEEP_RULES = ("best", "final", "ema")
+
+
 def check_config(config: TrainConfig) -> None:
     """Refuse, before any data is loaded, settings the trainer would only trip over later."""
+    if config.keep not in KEEP_RULES:
+        raise ValueError(f"--keep {config.keep!r}: choose one of {', '.join(KEEP_RULES)}")
+    if not 0 < config.ema_decay < 1:
+        raise ValueError(f"--ema-decay must be between 0 and 1, not {config.ema_decay:g}")
     if config.dice not in DICE_LOSSES:
         raise ValueError(f"unknown Dice loss {config.dice!r} (choose from {', '.join(DICE_LOSSES)})")
     if not config.deep_supervision >= 0:  # also refuses NaN
@@ -243,6 +255,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     else:
         raise ValueError(f"unknown schedule {config.schedule!r}")
     generator = torch.Generator().manual_seed(config.seed)
+    average = _moving_average(network, config.ema_decay) if config.keep == "ema" else None
     state = {"epoch": 0, "best_score": float("-inf"), "best_epoch": -1, "history": [], "seconds": 0.0}
     last = out / "last.pt"
     if resume and last.exists():
@@ -258,6 +271,8 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         scheduler.load_state_dict(checkpoint["scheduler"])
         generator.set_state(checkpoint["generator"])
         state = checkpoint["state"]
+        if average is not None and "average" in checkpoint:
+            average.load_state_dict(checkpoint["average"])
     meta = {
         "config": asdict(config),
         "data_sha256": fingerprint,
@@ -270,7 +285,8 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     augment = AugmentConfig()
     train_idx = np.array(split.train)
     use_amp = device.type == "cuda"
-    while state["epoch"] < config.epochs and state["epoch"] - state["best_epoch"] <= config.patience:
+    patient = config.keep != "best"  # only the best-epoch rule stops early
+    while state["epoch"] < config.epochs and (patient or state["epoch"] - state["best_epoch"] <= config.patience):
         epoch = state["epoch"]
         started = time.perf_counter()
         network.train()
@@ -310,9 +326,12 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            if average is not None:
+                average.update_parameters(network)
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses):.3f}")
-        probabilities, mask_probabilities = predict(network, data, split.val, device)
+        kept = network if average is None else average.module  # the weights this run would ship
+        probabilities, mask_probabilities = predict(kept, data, split.val, device)
         scores = validation_scores(data, split.val, probabilities, mask_probabilities)
         score = selection_score(task, scores)
         if config.schedule == "plateau":
@@ -336,10 +355,12 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         }
         state["history"].append(row)
         state["epoch"] = epoch + 1
-        if score > state["best_score"]:
+        # "best" keeps the best validation epoch; "final" and "ema" keep the latest weights (never a lucky
+        # epoch) and so never stop early
+        if score > state["best_score"] or config.keep != "best":
             state["best_score"], state["best_epoch"] = score, epoch + 1
             torch.save(
-                {"model": network.state_dict(), "task": task.value, "epoch": epoch + 1, "scores": scores},
+                {"model": kept.state_dict(), "task": task.value, "epoch": epoch + 1, "scores": scores},
                 out / "best.pt",
             )
         torch.save(
@@ -349,6 +370,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
                 "scheduler": scheduler.state_dict(),
                 "generator": generator.get_state(),
                 "state": state,
+                **({"average": average.state_dict()} if average is not None else {}),
             },
             out / "last.tmp",
         )
@@ -357,6 +379,13 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         summary = " ".join(f"{k}={v:.3f}" for k, v in scores.items())
         tqdm.write(f"epoch {epoch + 1}: loss {row['train_loss']:.4f} {summary} ({seconds:.0f} s)")
     return out
+
+
+def _moving_average(network: EMTNet, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``network``'s weights and batch-norm statistics, per step."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _write_history(path: Path, history: list[dict]) -> None:

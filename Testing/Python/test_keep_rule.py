@@ -1,0 +1,52 @@
+"""The checkpoint rule (``TrainConfig.keep``): which weights a training keeps, on tiny configurations."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from training_fixtures import tiny_config
+
+from busassist.training.trainer import check_config, train
+
+
+def kept(run: Path) -> dict:
+    return torch.load(run / "best.pt", map_location="cpu", weights_only=False)
+
+
+def test_final_and_ema_keep_the_last_epoch_and_never_stop_early(shared_dir: Path, tmp_path: Path) -> None:
+    busi = shared_dir / "data" / "busi"
+    for rule in ("final", "ema"):
+        config = tiny_config(busi, tmp_path / rule, tmp_path / "cache", epochs=3, patience=0, keep=rule)
+        train(config)
+        assert kept(tmp_path / rule)["epoch"] == 3, f"{rule}: a rule that keeps the latest weights stopped early"
+        history = (tmp_path / rule / "history.csv").read_text().splitlines()
+        assert len(history) == 1 + 3
+
+
+def test_ema_keeps_an_average_not_the_last_weights(shared_dir: Path, tmp_path: Path) -> None:
+    busi = shared_dir / "data" / "busi"
+    config = tiny_config(busi, tmp_path / "ema", tmp_path / "cache", epochs=2, keep="ema", ema_decay=0.5)
+    train(config)
+    average = kept(tmp_path / "ema")["model"]
+    last = torch.load(tmp_path / "ema" / "last.pt", map_location="cpu", weights_only=False)
+    weights = [name for name in last["model"] if name.endswith(".weight")]
+    differs = [name for name in weights if not torch.equal(average[name], last["model"][name])]
+    assert differs, "the kept weights are the last step's, not an average"
+    assert "average" in last, "the average must survive an interruption"
+    # resuming a finished run changes nothing; resuming restores the average rather than restarting it
+    again = replace(config, epochs=3)
+    train(again)
+    resumed = kept(tmp_path / "ema")
+    assert resumed["epoch"] == 3
+    assert json.loads((tmp_path / "ema" / "config.json").read_text())["config"]["keep"] == "ema"
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), [("keep", "lucky", "--keep"), ("ema_decay", 1.0, "--ema-decay")])
+def test_bad_rules_are_refused_before_any_data_is_read(tmp_path: Path, field: str, value: object, reason: str) -> None:
+    config = tiny_config(tmp_path / "no-data", tmp_path, tmp_path / "cache", **{field: value})
+    with pytest.raises(ValueError, match=reason):
+        check_config(config)

@@ -1,0 +1,139 @@
+"""Studies as specs (``training/study.py``): spec checks, a tiny study run end to end, resume and report."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from training_fixtures import tiny_config
+
+from busassist.training.cli import main
+from busassist.training.cv_compare import compare_cv
+from busassist.training.study import SPEC_DIR, SpecError, load_spec, resolve_spec, run_study, study_report
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_the_builtin_specs_load_and_describe_the_papers_experiments() -> None:
+    names = sorted(path.stem for path in SPEC_DIR.glob("*.toml"))
+    assert names == ["ablation", "cv", "grid", "seed-spread", "sweep-wp"]
+    sweep = load_spec(resolve_spec("sweep-wp"))
+    assert sweep.folds == 4 and len(sweep.variants()) == 14
+    assert sweep.variants()[0] == ("w_p-3", {"task": "single-clf", "w_p": 3.0})  # the reference first
+    grid = load_spec(resolve_spec("grid"))
+    assert len(grid.variants()) == 25 and grid.variants()[0][0] == "w_clf-1.5_w_p-3"
+    assert [name for name, _ in load_spec(resolve_spec("ablation")).variants()] == [
+        "task-emtnet",
+        "task-single-clf",
+        "task-single-sgm",
+    ]
+    assert [r for r, _ in load_spec(resolve_spec("seed-spread")).replicates] == ["seed-1", "seed-2", "seed-3"]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('name = "x"\nfolds = 2\nbogus = 1\n', "unknown key(s) bogus"),
+        ("folds = 2\n", "has no name"),
+        ('name = "x"\n', "either folds"),
+        ('name = "x"\nfolds = 2\nseeds = [1]\n', "either folds"),
+        ('name = "x"\nfolds = 1\n', "at least 2"),
+        ('name = "x"\nfolds = 2\n[base]\nout_dir = "/tmp"\n', "out_dir: not training settings"),
+        ('name = "x"\nfolds = 2\n[vary]\nlearning_rat = [1]\n', "learning_rat: not training settings"),
+        ('name = "x"\nfolds = 2\n[vary]\nw_p = 3\n', "non-empty list"),
+        ('name = "x"\nfolds = 2\nreference = { w_p = 9.0 }\n[vary]\nw_p = [1.0]\n', "is none of the variants"),
+        ('name = "x"\nfolds = [\n', "not valid TOML"),
+    ],
+)
+def test_a_bad_spec_is_one_line_naming_the_file(tmp_path: Path, text: str, reason: str) -> None:
+    spec = write(tmp_path / "bad.toml", text)
+    with pytest.raises(SpecError) as error:
+        load_spec(spec)
+    message = str(error.value)
+    assert str(spec) in message and reason in message and "\n" not in message
+
+
+def test_an_unknown_spec_name_lists_the_builtin_ones() -> None:
+    with pytest.raises(SpecError, match="cv, grid, seed-spread, sweep-wp"):
+        resolve_spec("no-such-study")
+
+
+@pytest.fixture(scope="module")
+def tiny_study(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two variants (W_p 1 and 3) x two training seeds on the fixed split, 64 px, one epoch."""
+    folder = tmp_path_factory.mktemp("study")
+    spec = write(
+        folder / "tiny.toml",
+        'name = "tiny"\nseeds = [1, 2]\nreference = { w_p = 3.0 }\n[base]\ntask = "single-clf"\n'
+        "[vary]\nw_p = [1.0, 3.0]\n",
+    )
+    out = folder / "out"
+    base = tiny_config(shared_dir / "data" / "busi", out, folder / "cache")
+    run_study(load_spec(spec), base, out)
+    return spec, out
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_every_variant_and_replicate_is_trained_and_tabulated(tiny_study: tuple[Path, Path]) -> None:
+    _, out = tiny_study
+    study = rows(out / "study.csv")
+    assert [(row["variant"], row["replicate"]) for row in study] == [
+        ("w_p-3", "seed-1"),
+        ("w_p-3", "seed-2"),
+        ("w_p-1", "seed-1"),
+        ("w_p-1", "seed-2"),
+    ]
+    for variant, w_p in (("w_p-3", 3.0), ("w_p-1", 1.0)):
+        for seed in (1, 2):
+            trained = json.loads((out / variant / f"seed-{seed}" / "config.json").read_text())["config"]
+            assert (trained["w_p"], trained["seed"], trained["task"]) == (w_p, seed, "single-clf")
+    summary = {row["variant"]: row for row in rows(out / "summary.csv")}
+    assert summary["w_p-3"]["replicates"] == "2"
+    accs = [float(row["acc"]) for row in study if row["variant"] == "w_p-1"]
+    assert float(summary["w_p-1"]["acc_min"]) == min(accs) and float(summary["w_p-1"]["acc_max"]) == max(accs)
+    record = json.loads((out / "study.json").read_text())
+    assert record["study"] == "tiny" and len(record["data_sha256"]) == 64 and "w_p = [1.0, 3.0]" in record["spec"]
+
+
+def test_variants_compare_paired_by_replicate_with_the_one_comparison(tiny_study: tuple[Path, Path]) -> None:
+    _, out = tiny_study
+    comparison = compare_cv(out / "w_p-1", out / "w_p-3")
+    assert comparison["folds"] == 2 and comparison["changed_settings"] == {"w_p": [3.0, 1.0]}
+    assert comparison["acc"]["folds_compared"] == 2
+    report = study_report(out)
+    assert "## w_p-1 against w_p-3" in report and "| w_p-3 | 2 |" in report
+    assert (out / "report.md").read_text() == report
+    assert "![w_p](w_p.png)" in report and (out / "w_p.png").stat().st_size > 1000  # the paper's Fig. 2 shape
+
+
+def test_a_rerun_trains_nothing_again(tiny_study: tuple[Path, Path], shared_dir: Path) -> None:
+    spec, out = tiny_study
+    finished = out / "w_p-1" / "seed-2" / "metrics.json"
+    stamp = finished.stat().st_mtime_ns
+    base = tiny_config(shared_dir / "data" / "busi", out, out.parent / "cache")
+    run_study(load_spec(spec), base, out)
+    assert finished.stat().st_mtime_ns == stamp
+    assert "resumed" in json.loads((out / "study.json").read_text())
+
+
+def test_the_command_line_runs_and_reports_a_spec(shared_dir: Path, tmp_path: Path, capsys) -> None:
+    spec = write(tmp_path / "one.toml", 'name = "one"\nseeds = [7]\n[base]\ntask = "single-clf"\n')
+    out = tmp_path / "out"
+    tiny = ["--image-size", "64", "--epochs", "1", "--batch-size", "8", "--limit", "40", "--no-pretrained"]
+    common = ["--data", str(shared_dir / "data" / "busi"), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    assert main(["study", "run", str(spec), "--out", str(out), *common, *tiny]) == 0
+    assert "1 trainings" in capsys.readouterr().out
+    assert main(["study", "report", str(out)]) == 0
+    assert "# Study one" in capsys.readouterr().out
+    assert main(["study", "report", str(tmp_path)]) == 1
+    assert "not a study folder" in capsys.readouterr().err
+    assert main(["study", "run", str(tmp_path / "none.toml"), "--out", str(out)]) == 1
