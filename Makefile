@@ -4,6 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DATA ?= ../shared/data/busi
+PRETRAINED ?= ../shared/data/pretrained/mobilenet_v1_1.0_224_imagenet_frozen.pb
+# The trainer reads where the data are from the environment (or --data / --pretrained), never from code.
+export BUSASSIST_DATA := $(DATA)
+export BUSASSIST_PRETRAINED := $(PRETRAINED)
 RUN_DIR ?= runs/reproduce
 OUT ?= results/sample
 
@@ -67,20 +71,19 @@ reproduce: $(VENV)/.stamp-dev
 	$(VENV)/bin/busassist-train fit --data $(DATA) --out $(RUN_DIR) --export
 	$(VENV)/bin/busassist-train compare $(RUN_DIR)
 
-# The paper's four experiments (resumable; finished trainings are skipped) and one report over them.
-# PRESET=cpu-quick (128 px, 8 epochs) on a CPU; PRESET=full on a GPU. Two trainings run side by
+# The paper's four experiments as study specs (resumable; finished trainings are skipped), each with its
+# report.md. PRESET=cpu-quick (128 px, 8 epochs) on a CPU; PRESET=full on a GPU. Two studies run side by
 # side on one thread each, which keeps two cores busier than one training on two threads.
 PRESET ?= cpu-quick
 EXPERIMENTS ?= runs/experiments-$(PRESET)
-TRAIN1 := OMP_NUM_THREADS=1 $(VENV)/bin/busassist-train
+STUDY1 := OMP_NUM_THREADS=1 $(VENV)/bin/busassist-train study run
 experiments: $(VENV)/.stamp-dev
-	( $(TRAIN1) sweep-wp --preset $(PRESET) --data $(DATA) --out $(EXPERIMENTS)/sweep-wp ) & first=$$!; \
-	( $(TRAIN1) grid --preset $(PRESET) --data $(DATA) --out $(EXPERIMENTS)/grid && \
-	  $(TRAIN1) cv --preset $(PRESET) --data $(DATA) --out $(EXPERIMENTS)/cv && \
-	  $(TRAIN1) ablation --preset $(PRESET) --data $(DATA) --out $(EXPERIMENTS)/ablation ) & second=$$!; \
+	( $(STUDY1) sweep-wp --preset $(PRESET) --data $(DATA) --out $(EXPERIMENTS)/sweep-wp ) & first=$$!; \
+	( $(STUDY1) grid --preset $(PRESET) --data $(DATA) --out $(EXPERIMENTS)/grid && \
+	  $(STUDY1) cv --preset $(PRESET) --data $(DATA) --out $(EXPERIMENTS)/cv && \
+	  $(STUDY1) ablation --preset $(PRESET) --data $(DATA) --out $(EXPERIMENTS)/ablation ) & second=$$!; \
 	wait $$first; a=$$?; wait $$second; b=$$?; test $$a -eq 0 && test $$b -eq 0
-	$(VENV)/bin/busassist-train experiments-report --out reports/experiments-$(PRESET) \
-	  $(foreach e,cv sweep-wp grid ablation,--$(e) $(EXPERIMENTS)/$(e))
+	@echo "reports: $(foreach e,cv sweep-wp grid ablation,$(EXPERIMENTS)/$(e)/report.md)"
 
 sample-data: $(VENV)/.stamp-dev
 	$(PY) -m busassist.training.sample_study --data $(DATA) --out Resources/SampleData

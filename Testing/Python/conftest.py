@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,12 @@ if str(PACKAGE_ROOT) not in sys.path:
 
 #: Read-only data shared next to the repository (``../shared`` relative to the repository root).
 SHARED_DIR = REPO_ROOT / ".." / "shared"
+
+# The trainer takes its data locations from the environment (as `make` sets them); tests that want
+# neither unset them with monkeypatch.
+if SHARED_DIR.is_dir():
+    os.environ.setdefault("BUSASSIST_DATA", "../shared/data/busi")
+    os.environ.setdefault("BUSASSIST_PRETRAINED", "../shared/data/pretrained/mobilenet_v1_1.0_224_imagenet_frozen.pb")
 
 
 @pytest.fixture(scope="session")

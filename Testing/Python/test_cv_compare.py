@@ -83,12 +83,12 @@ def test_different_input_sizes_compare_with_a_dice_caveat(tmp_path: Path) -> Non
 def test_command_writes_json_and_reports_mismatch_in_one_line(tmp_path: Path, capsys) -> None:
     reference = _cv_folder(tmp_path / "ref", [0.5, 0.6])
     candidate = _cv_folder(tmp_path / "cand", [0.6, 0.6])
-    assert main(["cv-compare", str(candidate), str(reference)]) == 0
+    assert main(["compare", str(candidate), str(reference)]) == 0
     saved = json.loads((candidate / "compare-vs-ref.json").read_text())
     assert saved["dice"]["difference"] == pytest.approx(0.05)
     other = _cv_folder(tmp_path / "other", [0.5, 0.6, 0.7])
     capsys.readouterr()
-    assert main(["cv-compare", str(other), str(reference)]) == 1
+    assert main(["compare", str(other), str(reference)]) == 1
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "folds differ" in error
 

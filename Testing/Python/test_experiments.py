@@ -156,7 +156,8 @@ def test_experiments_report_gathers_every_experiment(busi: Path, tmp_path: Path)
     experiments.sweep_wp(config, runs / "sweep-wp", values=(1.0, 3.0), folds=2, reference_wp=3.0)
     experiments.grid(config, runs / "grid", values=(1.0, 2.0))
     out = tmp_path / "report"
-    argv = ["experiments-report", "--out", str(out)] + [f"--{n}={runs / n}" for n in ("cv", "sweep-wp", "grid")]
+    argv = ["tools", "experiments-report", "--out", str(out)]
+    argv += [f"--{n}={runs / n}" for n in ("cv", "sweep-wp", "grid")]
     assert main(argv + ["--ablation", str(runs / "missing")]) == 0
     readme = (out / "README.md").read_text()
     for heading in ("Cross-validation", "W_p sweep", "slider's claim", "W_clf × W_p grid", "Trainer speed"):
@@ -187,7 +188,7 @@ def test_cv_rescore_adds_metrics_without_training(busi: Path, tmp_path: Path) ->
     for k in range(2):  # as a run scored before the "no lesion" columns existed
         old = {key: v for key, v in before[k].items() if key not in ("lesion_found", "normal_no_lesion")}
         (out / f"fold-{k}" / "metrics.json").write_text(json.dumps({**old, "seconds_per_epoch": 99.0}))
-    assert main(["cv-rescore", str(out)]) == 0
+    assert main(["tools", "cv-rescore", str(out)]) == 0
     with (out / "folds.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert "lesion_found" in rows[0] and "normal_no_lesion" in rows[0]
@@ -243,7 +244,7 @@ def test_cv_rescore_refuses_what_it_cannot_score_faithfully_in_one_line(busi: Pa
     ]
     for folder, reason in cases:
         before = (folder / "fold-0" / "metrics.json").read_text() if (folder / "fold-0").exists() else None
-        assert main(["cv-rescore", str(folder)]) == 1, folder
+        assert main(["tools", "cv-rescore", str(folder)]) == 1, folder
         error = capsys.readouterr().err.strip()
         assert error.count("\n") == 0 and reason in error, (folder, error)
         if before is not None:

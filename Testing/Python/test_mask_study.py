@@ -89,13 +89,13 @@ def test_study_scores_every_variant_on_validation_and_only_two_on_test(exported_
 def test_command_on_a_folder_that_is_not_a_run_is_one_line(
     shared_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert main(["mask-study", str(tmp_path / "missing")]) == 1
+    assert main(["tools", "mask-study", str(tmp_path / "missing")]) == 1
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1
     assert str(tmp_path / "missing") in error and "not found" in error
     unexported = tmp_path / "trained-only"
     unexported.mkdir()
     (unexported / "split.json").write_text(json.dumps({"train": [], "val": [], "test": []}))
-    assert main(["mask-study", str(unexported), "--data", str(shared_dir / "data" / "busi")]) == 1
+    assert main(["tools", "mask-study", str(unexported), "--data", str(shared_dir / "data" / "busi")]) == 1
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "emtnet.onnx" in error

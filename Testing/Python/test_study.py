@@ -21,7 +21,7 @@ def write(path: Path, text: str) -> Path:
 
 def test_the_builtin_specs_load_and_describe_the_papers_experiments() -> None:
     names = sorted(path.stem for path in SPEC_DIR.glob("*.toml"))
-    assert names == ["ablation", "cv", "grid", "seed-spread", "sweep-wp"]
+    assert names == ["ablation", "cv", "grid", "keep-rule", "seed-spread", "sweep-wp"]
     sweep = load_spec(resolve_spec("sweep-wp"))
     assert sweep.folds == 4 and len(sweep.variants()) == 14
     assert sweep.variants()[0] == ("w_p-3", {"task": "single-clf", "w_p": 3.0})  # the reference first
@@ -59,7 +59,7 @@ def test_a_bad_spec_is_one_line_naming_the_file(tmp_path: Path, text: str, reaso
 
 
 def test_an_unknown_spec_name_lists_the_builtin_ones() -> None:
-    with pytest.raises(SpecError, match="cv, grid, seed-spread, sweep-wp"):
+    with pytest.raises(SpecError, match="cv, grid, keep-rule, seed-spread, sweep-wp"):
         resolve_spec("no-such-study")
 
 
@@ -137,3 +137,45 @@ def test_the_command_line_runs_and_reports_a_spec(shared_dir: Path, tmp_path: Pa
     assert main(["study", "report", str(tmp_path)]) == 1
     assert "not a study folder" in capsys.readouterr().err
     assert main(["study", "run", str(tmp_path / "none.toml"), "--out", str(out)]) == 1
+
+
+def test_the_trainer_has_at_most_eight_verbs() -> None:
+    from busassist.training.cli import build_parser
+
+    parser = build_parser()
+    verbs = next(action for action in parser._actions if action.dest == "command").choices
+    assert sorted(verbs) == ["compare", "export", "fit", "publish", "quantize", "report", "study", "tools"]
+
+
+def test_a_cross_validated_w_p_sweep_checks_the_slider_claim(shared_dir: Path, tmp_path: Path) -> None:
+    """The old `sweep-wp` verb's outputs from a spec: the figure and the thresholded-vs-trained check."""
+    spec = write(
+        tmp_path / "sweep.toml",
+        'name = "sweep"\nfolds = 2\nreference = { w_p = 3.0 }\n[base]\ntask = "single-clf"\n[vary]\nw_p = [1.0, 3.0]\n',
+    )
+    out = tmp_path / "out"
+    run_study(load_spec(spec), tiny_config(shared_dir / "data" / "busi", out, tmp_path / "cache"), out)
+    report = study_report(out)
+    assert "Thresholding one model against training at each W_p" in report
+    check = json.loads((out / "operating_check.json").read_text())
+    pairs = {pair["w_p"]: pair for pair in check["pairs"]}
+    assert pairs[3.0]["threshold"] == 0.5 and pairs[1.0]["threshold"] == 0.75
+    assert (out / "sweep_vs_threshold.png").stat().st_size > 1000 and (out / "w_p.png").stat().st_size > 1000
+
+
+def test_without_data_location_the_trainer_says_where_to_give_it(monkeypatch, tmp_path: Path, capsys) -> None:
+    monkeypatch.delenv("BUSASSIST_DATA", raising=False)
+    monkeypatch.delenv("BUSASSIST_PRETRAINED", raising=False)
+    assert main(["fit", "--out", str(tmp_path / "run"), "--no-pretrained"]) == 1
+    assert "give --data DIR or set BUSASSIST_DATA" in capsys.readouterr().err
+    assert main(["fit", "--out", str(tmp_path / "run"), "--data", str(tmp_path)]) == 1
+    assert "set BUSASSIST_PRETRAINED" in capsys.readouterr().err
+
+
+def test_the_card_names_no_path_of_the_training_machine() -> None:
+    from busassist.training.evaluate import portable_config
+
+    portable = portable_config(
+        {"data_root": "/home/x/busi", "cache_dir": "/tmp/c", "pretrained": "/home/x/m.pb", "w_p": 3.0, "extra": {}}
+    )
+    assert portable == {"pretrained": "m.pb", "w_p": 3.0}

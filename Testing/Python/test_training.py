@@ -346,10 +346,14 @@ def test_flip_average_of_a_mirrored_image_equals_the_plain_result(busi: Path, tm
         {"init_from": "runs/base/best.pt", "extra_train": ["corrections/a"]},
         {"dice": "image", "deep_supervision": 0.5},
         {"dice": "image", "false_lesion": 0.05},
+        {"keep": "ema", "ema_decay": 0.98},
     ],
 )
-def test_fit_command_on_the_card_rebuilds_the_same_config(busi: Path, tmp_path: Path, extra: dict) -> None:
-    """The card's command line, parsed by busassist-train, gives back the run's configuration."""
+def test_fit_command_on_the_card_rebuilds_the_same_config(
+    busi: Path, tmp_path: Path, extra: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The card's command line, with the environment's data locations, gives back the run's configuration."""
+    import os
     import shlex
     from dataclasses import asdict
 
@@ -369,7 +373,11 @@ def test_fit_command_on_the_card_rebuilds_the_same_config(busi: Path, tmp_path: 
         cache_dir=".cache",
         **extra,
     )
-    argv = shlex.split(fit_command(asdict(config)))[1:]
+    command = fit_command(asdict(config))
+    assert str(busi) not in command and str(pretrained) not in command, "a machine's path on the card"
+    monkeypatch.setenv("BUSASSIST_DATA", str(busi))
+    monkeypatch.setenv("BUSASSIST_PRETRAINED", str(pretrained))
+    argv = shlex.split(os.path.expandvars(command))[1:]
     args = build_parser().parse_args(argv)
     rebuilt = config_from_args(args, args.out)
     assert asdict(rebuilt) == asdict(config)

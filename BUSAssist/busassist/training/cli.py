@@ -1,10 +1,15 @@
-"""``busassist-train``: the trainer's command line (fit, cv, sweep-wp, grid, ablation,
-experiments-report, report, export, quantize, publish, compare)."""
+"""``busassist-train``: the trainer's command line.
+
+Eight verbs: ``fit`` (train one model), ``export`` (ONNX + evaluation), ``report``, ``quantize``,
+``publish``, ``compare`` (a run against the shipped model, or two cross-validations / study variants
+fold by fold), ``study`` (run or report a spec: cross-validation, the W_p sweep, the grid, the
+ablation, seed spreads) and ``tools`` (occasional: cv-rescore, mask-study, experiments-report)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,8 +21,16 @@ from busassist.training.quantize import CALIBRATION_METHODS
 if TYPE_CHECKING:
     from busassist.training.trainer import TrainConfig
 
-DEFAULT_DATA = Path("../shared/data/busi")
-DEFAULT_PRETRAINED = Path("../shared/data/pretrained/mobilenet_v1_1.0_224_imagenet_frozen.pb")
+#: Where the data are comes from the command line or the environment, never from this checkout's
+#: neighbours: ``--data`` or ``BUSASSIST_DATA`` (the BUSI folder), ``--pretrained`` or
+#: ``BUSASSIST_PRETRAINED`` (the ImageNet MobileNetV1 frozen graph). The Makefile sets both to ../shared.
+DATA_VARIABLE = "BUSASSIST_DATA"
+PRETRAINED_VARIABLE = "BUSASSIST_PRETRAINED"
+
+
+def _from_environment(variable: str) -> Path | None:
+    value = os.environ.get(variable, "").strip()
+    return Path(value) if value else None
 
 
 class UsageError(Exception):
@@ -31,6 +44,10 @@ def config_from_args(args: argparse.Namespace, out: Path) -> TrainConfig:
 
     pretrained = None
     if not args.no_pretrained:
+        if args.pretrained is None:
+            raise UsageError(
+                f"no pretrained graph: give --pretrained FILE or set {PRETRAINED_VARIABLE} (or --no-pretrained)"
+            )
         if not Path(args.pretrained).exists():
             raise UsageError(
                 f"{args.pretrained}: pretrained graph not found (pass --no-pretrained to train from scratch)"
@@ -75,25 +92,6 @@ def _fit(args: argparse.Namespace) -> int:
     print(f"training finished: {out}")
     if args.export:
         return _export_and_evaluate(out, args.data)
-    return 0
-
-
-def _experiment(args: argparse.Namespace) -> int:
-    from busassist.training import experiments
-
-    config = config_from_args(args, args.out)
-    experiments.record_command(args.out, config, {"experiment": args.command, "preset": args.preset})
-    if args.command == "cv":
-        summary = experiments.cross_validate(config, args.out, args.folds)
-        print(json.dumps(summary, indent=1))
-    elif args.command == "sweep-wp":
-        rows = experiments.sweep_wp(config, args.out, folds=args.folds)
-        print(f"{len(rows)} W_p values; table {args.out / 'sweep_wp.csv'}, plot {args.out / 'sweep_wp.png'}")
-    elif args.command == "grid":
-        rows = experiments.grid(config, args.out)
-        print(f"{len(rows)} (W_clf, W_p) pairs; table {args.out / 'grid.csv'}, plot {args.out / 'grid.png'}")
-    elif args.command == "ablation":
-        print(experiments.ablation(config, args.out))
     return 0
 
 
@@ -169,7 +167,8 @@ def _experiments_report(args: argparse.Namespace) -> int:
 def _quantize(args: argparse.Namespace) -> int:
     from busassist.training.quantize import compare_int8, quantize_run
 
-    print(f"wrote {quantize_run(args.run, args.data, args.calibration_images, args.calibration)}")
+    target = quantize_run(args.run, args.data, args.calibration_images, args.calibration, tuple(args.float_op))
+    print(f"wrote {target}")
     print(json.dumps(compare_int8(args.run, args.data), indent=1))
     return 0
 
@@ -205,6 +204,9 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    if args.reference is not None:
+        args.candidate = args.run
+        return _cv_compare(args)
     from busassist.training.model_card import compare_cards
     from busassist.training.paired_compare import compare_with_shipped
 
@@ -212,8 +214,10 @@ def _compare(args: argparse.Namespace) -> int:
     print(compare_cards(Path(args.run) / "model_card.json", shipped_card))
     if not shipped_card.exists():
         return 0
-    if not Path(args.data).is_dir():
-        print(f"paired intervals skipped: {args.data}: BUSI folder not found (give --data)")
+    if args.data is None or not Path(args.data).is_dir():
+        print(
+            f"paired intervals skipped: {args.data or 'no BUSI folder'}: not found (give --data or set {DATA_VARIABLE})"
+        )
         return 0
     try:
         report, table = compare_with_shipped(Path(args.run), Path(args.models_dir), Path(args.data))
@@ -230,7 +234,7 @@ def _compare(args: argparse.Namespace) -> int:
 def training_options() -> argparse.ArgumentParser:
     """Options every training command shares."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BUSI root folder")
+    common.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE), help="BUSI root folder")
     common.add_argument("--out", type=Path, required=True, help="output folder (resumed if it exists)")
     common.add_argument(
         "--preset",
@@ -238,7 +242,12 @@ def training_options() -> argparse.ArgumentParser:
         choices=["full", "cpu-quick"],
         help="full: 224 px, 50 epochs; cpu-quick: 128 px, 8 epochs for sweeps on a CPU",
     )
-    common.add_argument("--pretrained", type=Path, default=DEFAULT_PRETRAINED)
+    common.add_argument(
+        "--pretrained",
+        type=Path,
+        default=_from_environment(PRETRAINED_VARIABLE),
+        help=f"ImageNet MobileNetV1 frozen graph (default: ${PRETRAINED_VARIABLE})",
+    )
     common.add_argument("--no-pretrained", action="store_true", help="train from scratch")
     common.add_argument("--epochs", type=int, default=None, help="override the preset")
     common.add_argument("--patience", type=int, default=None, help="override the preset")
@@ -310,18 +319,6 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--export", action="store_true", help="export to ONNX and evaluate when done")
     fit.set_defaults(handler=_fit)
 
-    cv = sub.add_parser("cv", parents=[common], help="K-fold cross-validation (paper 3.2)")
-    cv.add_argument("--task", default="emtnet", choices=["emtnet", "single-clf", "single-sgm"])
-    cv.add_argument("--folds", type=int, default=4)
-    cv.set_defaults(handler=_experiment)
-    sweep = sub.add_parser("sweep-wp", parents=[common], help="Single-CLF over W_p, K-fold (paper Fig. 2)")
-    sweep.add_argument("--folds", type=int, default=4)
-    sweep.set_defaults(handler=_experiment)
-    grid = sub.add_parser("grid", parents=[common], help="EMT-Net over W_clf x W_p (paper 3.4)")
-    grid.set_defaults(handler=_experiment)
-    ablation = sub.add_parser("ablation", parents=[common], help="EMT-Net vs Single-CLF vs Single-SGM (Table 1)")
-    ablation.set_defaults(handler=_experiment)
-
     study = sub.add_parser("study", help="run or report a study spec (variants x folds or seeds; TOML)")
     study_sub = study.add_subparsers(dest="study_command", required=True)
     study_run = study_sub.add_parser(
@@ -343,56 +340,71 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="export a run to ONNX and evaluate it on its test split")
     export.add_argument("run", type=Path)
-    export.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    export.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
     export.set_defaults(handler=_export)
 
     report = sub.add_parser("report", help="Markdown report with ROC/PR, confusion, curves and overlays")
     report.add_argument("run", type=Path)
     report.add_argument("--out", type=Path, required=True)
-    report.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    report.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
     report.set_defaults(handler=_report)
-
-    summary = sub.add_parser("experiments-report", help="one Markdown report over cv, sweep-wp, grid and ablation")
-    summary.add_argument("--out", type=Path, required=True)
-    for name in ("cv", "sweep-wp", "grid", "ablation"):
-        summary.add_argument(f"--{name}", type=Path, help=f"output folder of `busassist-train {name}`")
-    summary.add_argument("--preamble", type=Path, help="Markdown file placed under the title")
-    summary.set_defaults(handler=_experiments_report)
 
     quantize = sub.add_parser("quantize", help="int8 ONNX beside the fp32 one, with its cost in AUC/Dice")
     quantize.add_argument("run", type=Path)
-    quantize.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    quantize.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
     quantize.add_argument("--calibration", choices=list(CALIBRATION_METHODS), default="percentile")
     quantize.add_argument("--calibration-images", type=int, default=200, help="training images to calibrate on")
+    quantize.add_argument(
+        "--float-op",
+        action="append",
+        default=[],
+        metavar="OP",
+        help="ONNX operator type kept in float32 (repeatable), e.g. Gemm for the classifier's dense layers",
+    )
     quantize.set_defaults(handler=_quantize)
 
-    rescore = sub.add_parser(
-        "cv-rescore", help="score a finished `cv` run's folds again with today's metrics (no training)"
+    tools = sub.add_parser("tools", help="occasional tools: cv-rescore, mask-study, experiments-report")
+    tools_sub = tools.add_subparsers(dest="tool", required=True)
+    rescore = tools_sub.add_parser(
+        "cv-rescore", help="score a finished cross-validation's folds again with today's metrics (no training)"
     )
-    rescore.add_argument("out", type=Path, help="output folder of the `cv` run")
+    rescore.add_argument("out", type=Path, help="output folder of the cross-validation")
     rescore.set_defaults(handler=_cv_rescore)
-    versus = sub.add_parser("cv-compare", help="paired fold-by-fold difference between two `cv` runs")
-    versus.add_argument("candidate", type=Path, help="output folder of the candidate recipe's `cv`")
-    versus.add_argument("reference", type=Path, help="output folder of the reference recipe's `cv`")
-    versus.set_defaults(handler=_cv_compare)
-
-    study = sub.add_parser(
+    masks = tools_sub.add_parser(
         "mask-study", help="would a mask threshold or dropping small components raise validation Dice?"
     )
-    study.add_argument("run", type=Path)
-    study.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    study.set_defaults(handler=_mask_study)
+    masks.add_argument("run", type=Path)
+    masks.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
+    masks.set_defaults(handler=_mask_study)
+    summary = tools_sub.add_parser(
+        "experiments-report", help="one Markdown report over the cv, sweep-wp, grid and ablation output folders"
+    )
+    summary.add_argument("--out", type=Path, required=True)
+    for name in ("cv", "sweep-wp", "grid", "ablation"):
+        summary.add_argument(f"--{name}", type=Path, help=f"output folder of the {name} study")
+    summary.add_argument("--preamble", type=Path, help="Markdown file placed under the title")
+    summary.set_defaults(handler=_experiments_report)
 
     publish = sub.add_parser("publish", help="copy a run's model and card into Resources/Models")
     publish.add_argument("run", type=Path)
     publish.add_argument("--models-dir", type=Path, default=Path("Resources/Models"))
     publish.set_defaults(handler=_publish)
 
-    compare = sub.add_parser("compare", help="difference between a run's card and the shipped card")
-    compare.add_argument("run", type=Path)
+    compare = sub.add_parser(
+        "compare",
+        help="RUN against the shipped model (paired bootstrap on its test images), or A against B "
+        "(two cross-validations or study variants, paired fold by fold)",
+    )
+    compare.add_argument("run", type=Path, help="a finished run, or the candidate cross-validation / study variant")
+    compare.add_argument(
+        "reference", type=Path, nargs="?", default=None, help="the reference cross-validation / study variant"
+    )
     compare.add_argument("--models-dir", type=Path, default=Path("Resources/Models"))
     compare.add_argument(
-        "--data", type=Path, default=DEFAULT_DATA, help="BUSI root, to score the shipped model for paired intervals"
+        "--data",
+        type=Path,
+        default=_from_environment(DATA_VARIABLE),
+        help="BUSI root, to score the shipped model for paired intervals",
     )
     compare.set_defaults(handler=_compare)
     return parser
@@ -401,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "data", "") is None and args.handler is not _compare:
+            raise UsageError(f"no BUSI folder: give --data DIR or set {DATA_VARIABLE}")
         return args.handler(args)
     except UsageError as error:
         print(f"busassist-train: {error}", file=sys.stderr)

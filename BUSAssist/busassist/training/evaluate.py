@@ -202,14 +202,14 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
             "input_size": metadata.input_size,
         },
         "data": {
-            "name": "BUSI (Al-Dhabyani et al. 2020), ../shared/data/busi",
+            "name": "BUSI (Al-Dhabyani et al. 2020)",  # where it lay is the trainer's business; its hash names it
             "sha256": config["data_sha256"],
             "split": "70/15/15 stratified by class, seed 42, near-duplicate groups kept whole",
             "counts": {name: len(keys) for name, keys in split.items()},
         },
         "training": {
             "command": fit_command(config["config"]),
-            "config": config["config"],
+            "config": portable_config(config["config"]),
             "epochs_run": len(history),
             "best_epoch": best_epoch,
             "seconds": _training_seconds(history),
@@ -265,10 +265,27 @@ def flip_average_check(analyzer: Analyzer, val_cases: list[BusiCase], plain: dic
     }
 
 
+#: Settings that say where files lay on the training machine: a card leaves them out (the data are named by
+#: their hash, the pretrained graph by its file name).
+MACHINE_PATHS = ("data_root", "cache_dir", "extra")
+
+
+def portable_config(config: dict) -> dict:
+    """A run's recorded config without the training machine's paths (for the model card)."""
+    portable = {key: value for key, value in config.items() if key not in MACHINE_PATHS}
+    if portable.get("pretrained"):
+        portable["pretrained"] = Path(portable["pretrained"]).name
+    return portable
+
+
 def fit_command(config: dict) -> str:
-    """The ``busassist-train fit`` command line that reproduces a run from its recorded config."""
-    options = [f"--data {config['data_root']}", f"--out {config['out_dir']}", f"--task {config['task']}"]
-    options.append(f"--pretrained {config['pretrained']}" if config.get("pretrained") else "--no-pretrained")
+    """The ``busassist-train fit`` command line that reproduces a run from its recorded config.
+
+    The data and the pretrained graph are the environment's (``$BUSASSIST_DATA``, ``$BUSASSIST_PRETRAINED``),
+    not the training machine's paths.
+    """
+    options = ['--data "$BUSASSIST_DATA"', f"--out {config['out_dir']}", f"--task {config['task']}"]
+    options.append('--pretrained "$BUSASSIST_PRETRAINED"' if config.get("pretrained") else "--no-pretrained")
     for key in ("epochs", "patience", "image_size", "batch_size", "w_p", "w_clf", "mask_bce", "schedule", "seed"):
         if key in config:
             options.append(
@@ -283,6 +300,10 @@ def fit_command(config: dict) -> str:
         options.append(f"--deep-supervision {config['deep_supervision']:g}")
     if config.get("false_lesion"):
         options.append(f"--false-lesion {config['false_lesion']:g}")
+    if config.get("keep", "best") != "best":
+        options.append(f"--keep {config['keep']}")
+        if config["keep"] == "ema":
+            options.append(f"--ema-decay {config.get('ema_decay', 0.995):g}")
     if config.get("init_from"):  # a fine-tune: the command of the run it started from comes first
         options.append(f"--init-from {config['init_from']}")
     options += [f"--extra-train {folder}" for folder in config.get("extra_train") or []]

@@ -82,19 +82,21 @@ def nan_mean_se(values: list[float]) -> tuple[float, float]:
     return float(np.mean(finite)), se
 
 
-def paired_comparison(out: Path, weights: list[float], reference_wp: float, folds: int) -> list[dict]:
+def paired_comparison(
+    out: Path, weights: list[float], reference_wp: float, folds: int, prefix: str = "wp-"
+) -> list[dict]:
     """For each W_p: fold by fold, the model trained at W_p against the reference model thresholded at W'.
 
     Both are scored on the same test part of the same fold; a row holds the K-fold means of
     the trained and thresholded ACC/SEN/SPE and the mean and standard error of their paired
     differences (percentage points).
     """
-    reference = [fold_test_predictions(out / f"wp-{reference_wp:g}" / f"fold-{k}") for k in range(folds)]
+    reference = [fold_test_predictions(out / f"{prefix}{reference_wp:g}" / f"fold-{k}") for k in range(folds)]
     rows = []
     for weight in weights:
         threshold = threshold_for_effective_weight(weight, reference_wp)
         trained = [
-            json.loads((out / f"wp-{weight:g}" / f"fold-{k}" / "metrics.json").read_text()) for k in range(folds)
+            json.loads((out / f"{prefix}{weight:g}" / f"fold-{k}" / "metrics.json").read_text()) for k in range(folds)
         ]
         thresholded = [classification_metrics(labels, probabilities, threshold) for labels, probabilities in reference]
         row: dict[str, float] = {"w_p": weight, "threshold": threshold}
@@ -172,9 +174,11 @@ def plot_check(sweep_rows: list[dict], pairs: list[dict], reference_wp: float, s
     plt.close(figure)
 
 
-def check_sweep(out: Path, sweep_rows: list[dict], reference_wp: float, folds: int, shipped_card: Path) -> dict:
+def check_sweep(
+    out: Path, sweep_rows: list[dict], reference_wp: float, folds: int, shipped_card: Path, prefix: str = "wp-"
+) -> dict:
     """Write ``operating_check.csv/.json`` and ``sweep_vs_threshold.png`` for a finished sweep."""
-    pairs = paired_comparison(out, [row["w_p"] for row in sweep_rows], reference_wp, folds)
+    pairs = paired_comparison(out, [row["w_p"] for row in sweep_rows], reference_wp, folds, prefix)
     comparison = {
         "reference_w_p": reference_wp,
         "folds": folds,

@@ -249,9 +249,20 @@ def study_report(out: Path) -> str:
     for entry in summary[1:]:
         comparison = compare_cv(out / entry["variant"], out / reference)
         lines += [f"## {entry['variant']} against {reference}", "", format_comparison(comparison), ""]
-    plot = _plot(out, _parse(record["spec"]), rows, summary)
+    spec = _parse(record["spec"])
+    plot = _plot(out, spec, rows, summary)
     if plot:
         lines += [f"![{plot.stem}]({plot.name})", ""]
+    check = _operating_check(out, spec, rows, summary)
+    if check:
+        lines += [
+            "## Thresholding one model against training at each W_p",
+            "",
+            check,
+            "",
+            "![sweep_vs_threshold](sweep_vs_threshold.png)",
+            "",
+        ]
     lines += ["## Spec", "", "```toml", record["spec"].rstrip(), "```", ""]
     text = "\n".join(lines)
     (out / "report.md").write_text(text)
@@ -314,3 +325,25 @@ def _plot_against(path: Path, key: str, rows: list[dict], summary: list[dict]) -
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def _operating_check(out: Path, spec: dict, rows: list[dict], summary: list[dict]) -> str | None:
+    """For a cross-validated sweep of W_p alone: the slider's claim (``operating_check``), checked.
+
+    The reference W_p's fold models thresholded at W_p / (W_p + W') against the models trained at W'.
+    """
+    from busassist.constants import MODEL_CARD_JSON
+    from busassist.core.model_store import bundled_models_dir
+    from busassist.training.operating_check import check_sweep
+
+    reference = spec.get("reference", {})
+    if set(spec.get("vary", {})) != {"w_p"} or not spec.get("folds") or set(reference) != {"w_p"}:
+        return None
+    weight_of = {row["variant"]: float(row["w_p"]) for row in rows}
+    sweep_rows = sorted(
+        ({"w_p": weight_of[entry["variant"]], **entry} for entry in summary), key=lambda row: row["w_p"]
+    )
+    card = bundled_models_dir() / MODEL_CARD_JSON
+    result = check_sweep(out, sweep_rows, float(reference["w_p"]), int(spec["folds"]), card, prefix="w_p-")
+    summary_line = result.get("summary", {})
+    return f"`operating_check.json`, `operating_check.csv`: {json.dumps(summary_line)}"
