@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from busassist.core.calibration import expected_calibration_error, fit_temperature
+from busassist.training.calibration import expected_calibration_error, fit_temperature
 
 
 def synthetic(temperature: float, shift: float, n: int = 20000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

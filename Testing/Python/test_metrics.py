@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from busassist.core.metrics import (
+from busassist.training.metrics import (
     auc,
     bootstrap_interval,
     classification_metrics,

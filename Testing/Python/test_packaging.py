@@ -36,7 +36,7 @@ CORE_MODULES = [
     "busassist/core/preprocessing.py",
     "busassist/core/inference.py",
     "busassist/core/model_store.py",
-    "busassist/core/metrics.py",
+    "busassist/training/metrics.py",
     "busassist/apps/__init__.py",
     "busassist/apps/cli.py",
     "busassist/apps/analyze.py",

@@ -21,12 +21,12 @@ from busassist.constants import (
     MIN_LESION_FRACTION,
     threshold_for_effective_weight,
 )
-from busassist.core.calibration import expected_calibration_error, fit_temperature
 from busassist.core.inference import Analyzer, sigmoid
-from busassist.core.metrics import auc, classification_report, dice_iou, mean_report
 from busassist.core.model_store import write_checksum
 from busassist.training.busi import BusiCase, discover, load_image, load_mask
+from busassist.training.calibration import expected_calibration_error, fit_temperature
 from busassist.training.export import set_metadata
+from busassist.training.metrics import auc, classification_report, dice_iou, mean_report
 from busassist.training.model_card import strict_json, write_card
 from busassist.training.reference import REFERENCE_RUNTIME
 

@@ -22,8 +22,8 @@ import numpy as np
 from busassist.constants import MIN_LESION_FRACTION
 from busassist.core.inference import Analyzer
 from busassist.core.measurements import label_components
-from busassist.core.metrics import dice_iou
 from busassist.training.busi import BusiCase, discover, load_image, load_mask
+from busassist.training.metrics import dice_iou
 from busassist.training.reference import REFERENCE_RUNTIME
 
 #: Mask thresholds and component-size fractions (of the largest component) that the study tries.

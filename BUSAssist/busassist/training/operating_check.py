@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from busassist.constants import threshold_for_effective_weight
-from busassist.core.metrics import classification_metrics
+from busassist.training.metrics import classification_metrics
 from busassist.training.model_card import strict_json
 from busassist.training.tables import read_rows, write_csv
 

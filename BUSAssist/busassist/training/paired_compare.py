@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from busassist.constants import MODEL_CARD_JSON, MODEL_FILENAME
-from busassist.core.metrics import auc, bootstrap_interval, classification_metrics
+from busassist.training.metrics import auc, bootstrap_interval, classification_metrics
 from busassist.training.reference import REFERENCE_RUNTIME
 
 #: Metrics compared, each computed from per-image results (see ``metric``).

@@ -116,8 +116,8 @@ def quantize_run(
 
 def _accuracy(analyzer: Analyzer, cases: list[BusiCase]) -> dict:
     """AUC and Dice on the labelled cases, and the share of normal cases with no lesion found."""
-    from busassist.core.metrics import auc
     from busassist.training.evaluate import analyse_cases
+    from busassist.training.metrics import auc
 
     results = analyse_cases(analyzer, cases)
     labelled = results["labels"] >= 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from busassist.constants import MODEL_FILENAME
-from busassist.core.metrics import auc, confusion
+from busassist.training.metrics import auc, confusion
 from busassist.training.model_card import render_markdown
 from busassist.training.reference import REFERENCE_RUNTIME
 from busassist.training.tables import read_rows

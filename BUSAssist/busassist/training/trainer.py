@@ -29,7 +29,6 @@ from busassist.constants import (
     W_CLF,
     W_P,
 )
-from busassist.core.metrics import auc, classification_metrics, dice_iou
 from busassist.training.augment import AugmentConfig, augment_batch
 from busassist.training.busi import (
     PreparedData,
@@ -40,6 +39,7 @@ from busassist.training.busi import (
     stratified_group_split,
 )
 from busassist.training.losses import DICE_LOSSES, deep_supervision_loss, multitask_loss
+from busassist.training.metrics import auc, classification_metrics, dice_iou
 from busassist.training.model import EMTNet, Task, strip_training_heads
 from busassist.training.pretrained import load_imagenet_encoder, read_constants
 
