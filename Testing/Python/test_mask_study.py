@@ -59,13 +59,15 @@ def test_small_components_are_dropped_relative_to_the_largest() -> None:
 
 @pytest.fixture(scope="module")
 def exported_run(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
-    from busassist.training.evaluate import evaluate_run
+    from busassist.training.evaluate import calibrate_run, evaluate_run
     from busassist.training.export import export_run
 
     busi = shared_dir / "data" / "busi"
     tmp = tmp_path_factory.mktemp("mask-study")
     run = train(tiny_config(busi, tmp / "run", tmp / "cache", epochs=2))
-    card = evaluate_run(run, export_run(run), busi)
+    model = export_run(run)
+    calibrate_run(run, model, busi)
+    card = evaluate_run(run, model, busi)
     return busi, run, card
 
 

@@ -144,7 +144,7 @@ def test_the_trainer_has_at_most_eight_verbs() -> None:
 
     parser = build_parser()
     verbs = next(action for action in parser._actions if action.dest == "command").choices
-    assert sorted(verbs) == ["compare", "export", "fit", "publish", "quantize", "report", "study", "tools"]
+    assert sorted(verbs) == ["calibrate", "compare", "evaluate", "export", "fit", "publish", "study", "tools"]
 
 
 def test_a_cross_validated_w_p_sweep_checks_the_slider_claim(shared_dir: Path, tmp_path: Path) -> None:
@@ -179,3 +179,26 @@ def test_the_card_names_no_path_of_the_training_machine() -> None:
         {"data_root": "/home/x/busi", "cache_dir": "/tmp/c", "pretrained": "/home/x/m.pb", "w_p": 3.0, "extra": {}}
     )
     assert portable == {"pretrained": "m.pb", "w_p": 3.0}
+
+
+def test_the_production_line_from_the_command_line(shared_dir: Path, tmp_path: Path, capsys) -> None:
+    """fit -> export -> calibrate -> evaluate, each its own verb; evaluate refuses a model changed after sealing."""
+    from busassist.core.model_store import sha256_of
+
+    busi = ["--data", str(shared_dir / "data" / "busi")]
+    tiny = ["--image-size", "64", "--epochs", "1", "--batch-size", "8", "--limit", "40", "--no-pretrained"]
+    run = tmp_path / "run"
+    assert (
+        main(["fit", "--out", str(run), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", *busi, *tiny]) == 0
+    )
+    assert main(["export", str(run)]) == 0
+    assert main(["calibrate", str(run), *busi]) == 0
+    sealed = sha256_of(run / "emtnet.onnx")
+    assert main(["evaluate", str(run), *busi, "--report", str(tmp_path / "report")]) == 0
+    assert sha256_of(run / "emtnet.onnx") == sealed and (run / "model_card.json").exists()
+    assert (tmp_path / "report" / "report.md").exists()
+    capsys.readouterr()
+    with open(run / "emtnet.onnx", "ab") as handle:
+        handle.write(b"\0")
+    assert main(["evaluate", str(run), *busi]) == 1
+    assert "does not match" in capsys.readouterr().err

@@ -157,15 +157,18 @@ def test_deep_supervision_fine_tunes_from_a_plain_run_but_not_from_another_task(
         build_network(replace(config, init_from=str(clf / "best.pt")))
 
 
-def test_export_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None:
-    from busassist.core.model_store import verify_model
-    from busassist.training.evaluate import evaluate_run
+def test_export_calibrate_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None:
+    from busassist.core.model_store import sha256_of, verify_model
+    from busassist.training.evaluate import calibrate_run, evaluate_run
     from busassist.training.export import export_run
 
     run = train(tiny_config(busi, tmp_path / "run", tmp_path / "cache"))
     onnx_path = export_run(run)
+    record = calibrate_run(run, onnx_path, busi)
+    assert verify_model(onnx_path) == record["model_sha256"]  # calibration writes the metadata, then seals
+    sealed = sha256_of(onnx_path)
     card = evaluate_run(run, onnx_path, busi)
-    verify_model(onnx_path)  # evaluation rewrites metadata, then records the final checksum
+    assert sha256_of(onnx_path) == sealed, "evaluation must never change the model it evaluates"
     analyzer = Analyzer(onnx_path)
     table = analyzer.metadata.operating_table
     assert [row["w_effective"] for row in table] == list(range(1, 11))

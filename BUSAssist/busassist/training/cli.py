@@ -1,9 +1,11 @@
 """``busassist-train``: the trainer's command line.
 
-Eight verbs: ``fit`` (train one model), ``export`` (ONNX + evaluation), ``report``, ``quantize``,
-``publish``, ``compare`` (a run against the shipped model, or two cross-validations / study variants
-fold by fold), ``study`` (run or report a spec: cross-validation, the W_p sweep, the grid, the
-ablation, seed spreads) and ``tools`` (occasional: cv-rescore, mask-study, experiments-report)."""
+Eight verbs. The production line: ``fit`` -> ``export`` -> ``calibrate`` (operating table and temperature
+fitted on validation, written into the model and sealed by its checksum) -> ``evaluate`` (the card; reads
+the model, never writes it) -> ``publish``; ``fit --export`` runs the middle three. Beside it: ``compare``
+(a run against the shipped model, or two cross-validations / study variants fold by fold), ``study``
+(run or report a spec: cross-validation, the W_p sweep, the grid, the ablation, seed spreads) and
+``tools`` (occasional: quantize, cv-rescore, mask-study, experiments-report)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from busassist.constants import DICE_VARIANTS, W_CLF, W_P
+from busassist.constants import DICE_VARIANTS, MODEL_FILENAME, W_CLF, W_P
 from busassist.core.model_store import ModelError
 from busassist.training.quantize import CALIBRATION_METHODS
 
@@ -134,24 +136,49 @@ def _cv_rescore(args: argparse.Namespace) -> int:
 
 
 def _export_and_evaluate(run: Path, data: Path) -> int:
-    from busassist.training.evaluate import evaluate_run
+    """The production line after fit: export, calibrate (seals the model), evaluate (reads it)."""
+    from busassist.training.evaluate import calibrate_run, evaluate_run
     from busassist.training.export import export_run
 
     onnx_path = export_run(run)
     print(f"exported {onnx_path}")
+    calibrate_run(run, onnx_path, data)
+    print(f"calibrated on the validation split and sealed: {onnx_path}.sha256")
     card = evaluate_run(run, onnx_path, data)
     print(json.dumps(card["test"], indent=1))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    return _export_and_evaluate(Path(args.run), Path(args.data))
+    from busassist.training.export import export_run
+
+    print(f"exported {export_run(Path(args.run))} (next: calibrate, then evaluate)")
+    return 0
 
 
-def _report(args: argparse.Namespace) -> int:
-    from busassist.training.report import write_report
+def _calibrate(args: argparse.Namespace) -> int:
+    from busassist.training.evaluate import calibrate_run
 
-    print(f"report written to {write_report(args.run, args.out, args.data)}")
+    record = calibrate_run(Path(args.run), Path(args.run) / MODEL_FILENAME, Path(args.data))
+    print(
+        f"temperature {record['temperature']:.3f}, operating table of {len(record['operating_table'])} rows; "
+        f"model sealed (SHA-256 {record['model_sha256'][:12]})"
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from busassist.core.model_store import verify_model
+    from busassist.training.evaluate import evaluate_run
+
+    model = Path(args.run) / MODEL_FILENAME
+    verify_model(model)  # evaluates the sealed model, or says it was changed after calibration
+    card = evaluate_run(Path(args.run), model, Path(args.data))
+    print(json.dumps(card["test"], indent=1))
+    if args.report:
+        from busassist.training.report import write_report
+
+        print(f"report written to {write_report(args.run, args.report, args.data)}")
     return 0
 
 
@@ -308,6 +335,16 @@ def training_options() -> argparse.ArgumentParser:
     return common
 
 
+def _run_command(subparsers, name: str, help_text: str, handler, data: bool = True) -> argparse.ArgumentParser:
+    """A verb that works on one finished run folder (and, with ``data``, on the BUSI folder)."""
+    parser = subparsers.add_parser(name, help=help_text)
+    parser.add_argument("run", type=Path)
+    if data:
+        parser.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
+    parser.set_defaults(handler=handler)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="busassist-train", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -338,20 +375,23 @@ def build_parser() -> argparse.ArgumentParser:
     study_report_parser.add_argument("out", type=Path, help="the study's output folder")
     study_report_parser.set_defaults(handler=_study_report)
 
-    export = sub.add_parser("export", help="export a run to ONNX and evaluate it on its test split")
-    export.add_argument("run", type=Path)
-    export.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
-    export.set_defaults(handler=_export)
+    _run_command(sub, "export", "export a run's kept weights to ONNX (the exact fast graph form)", _export, data=False)
+    _run_command(
+        sub,
+        "calibrate",
+        "fit the operating table and temperature on validation, write them into the model, seal it",
+        _calibrate,
+    )
+    evaluate = _run_command(
+        sub, "evaluate", "the model card on validation and test (reads the model, never writes it)", _evaluate
+    )
+    evaluate.add_argument("--report", type=Path, default=None, metavar="FOLDER", help="also a Markdown report")
 
-    report = sub.add_parser("report", help="Markdown report with ROC/PR, confusion, curves and overlays")
-    report.add_argument("run", type=Path)
-    report.add_argument("--out", type=Path, required=True)
-    report.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
-    report.set_defaults(handler=_report)
-
-    quantize = sub.add_parser("quantize", help="int8 ONNX beside the fp32 one, with its cost in AUC/Dice")
-    quantize.add_argument("run", type=Path)
-    quantize.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
+    tools = sub.add_parser("tools", help="occasional tools: quantize, cv-rescore, mask-study, experiments-report")
+    tools_sub = tools.add_subparsers(dest="tool", required=True)
+    quantize = _run_command(
+        tools_sub, "quantize", "int8 ONNX beside the fp32 one, with its cost in AUC/Dice", _quantize
+    )
     quantize.add_argument("--calibration", choices=list(CALIBRATION_METHODS), default="percentile")
     quantize.add_argument("--calibration-images", type=int, default=200, help="training images to calibrate on")
     quantize.add_argument(
@@ -361,21 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OP",
         help="ONNX operator type kept in float32 (repeatable), e.g. Gemm for the classifier's dense layers",
     )
-    quantize.set_defaults(handler=_quantize)
-
-    tools = sub.add_parser("tools", help="occasional tools: cv-rescore, mask-study, experiments-report")
-    tools_sub = tools.add_subparsers(dest="tool", required=True)
     rescore = tools_sub.add_parser(
         "cv-rescore", help="score a finished cross-validation's folds again with today's metrics (no training)"
     )
     rescore.add_argument("out", type=Path, help="output folder of the cross-validation")
     rescore.set_defaults(handler=_cv_rescore)
-    masks = tools_sub.add_parser(
-        "mask-study", help="would a mask threshold or dropping small components raise validation Dice?"
+    _run_command(
+        tools_sub,
+        "mask-study",
+        "would a mask threshold or dropping small components raise validation Dice?",
+        _mask_study,
     )
-    masks.add_argument("run", type=Path)
-    masks.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
-    masks.set_defaults(handler=_mask_study)
     summary = tools_sub.add_parser(
         "experiments-report", help="one Markdown report over the cv, sweep-wp, grid and ablation output folders"
     )

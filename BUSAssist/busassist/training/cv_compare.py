@@ -101,7 +101,7 @@ def compare_cv(candidate: Path, reference: Path) -> dict:
 def format_comparison(result: dict) -> str:
     """A Markdown table of the comparison, for the terminal and the README."""
     lines = [
-        f"{result['candidate']} vs {result['reference']} ({result['folds']} paired folds); "
+        f"{result['candidate']} vs {result['reference']} ({result['folds']} paired replicates: folds or seeds); "
         f"changed: {', '.join(f'{k} {v[0]} -> {v[1]}' for k, v in result['changed_settings'].items()) or 'nothing'}",
         *([f"Caveat: {result['caveat']}."] if "caveat" in result else []),
         "",

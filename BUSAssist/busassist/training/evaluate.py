@@ -150,30 +150,63 @@ def summarise(results: dict[str, np.ndarray], threshold: float) -> dict:
     return summary
 
 
+def calibrate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
+    """Fit what the model carries on the validation split, write it into the model and seal it.
+
+    The operating table (W' -> threshold and its validation figures) and the temperature are fitted
+    on validation only and written into the model's metadata; the checksum file is renewed. This is
+    the only step after export that changes the model file; ``evaluate_run`` only reads it.
+    Returns the calibration record (also ``run/calibration.json``).
+    """
+    run = Path(run)
+    split = json.loads((run / "split.json").read_text())
+    cases = {case.key: case for case in discover(Path(data_root))}
+    analyzer = Analyzer(onnx_path, verify=False, backend=REFERENCE_RUNTIME)
+    w_p = analyzer.metadata.w_p
+    val = analyse_cases(analyzer, [cases[k] for k in split["val"]])
+    labelled = val["labels"] >= 0
+    metadata = analyzer.metadata
+    metadata.operating_table = strict_json(
+        operating_table(val["labels"][labelled], val["probabilities"][labelled], w_p)
+    )
+    metadata.temperature = fit_temperature(val["logits"][labelled], val["labels"][labelled], float(np.log(w_p)))
+    del analyzer  # release the file before rewriting it
+    set_metadata(onnx_path, metadata)
+    record = {
+        "model_sha256": write_checksum(onnx_path),
+        "temperature": metadata.temperature,
+        "operating_table": metadata.operating_table,
+        "fitted_on": f"validation split ({int(labelled.sum())} labelled images)",
+    }
+    (run / "calibration.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
 def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
-    """Evaluate ``onnx_path`` on the run's validation and test splits; write card and metadata."""
+    """The model card of ``onnx_path`` on the run's validation and test splits. Reads the model, never writes it.
+
+    The operating table and temperature are the model's own (``calibrate_run`` wrote them); the test
+    split only ever reports.
+    """
     run = Path(run)
     split = json.loads((run / "split.json").read_text())
     config = json.loads((run / "config.json").read_text())
     cases = {case.key: case for case in discover(Path(data_root))}
     analyzer = Analyzer(onnx_path, verify=False, backend=REFERENCE_RUNTIME)
-    w_p = analyzer.metadata.w_p
+    metadata = analyzer.metadata
+    w_p = metadata.w_p
     val = analyse_cases(analyzer, [cases[k] for k in split["val"]])
     test = analyse_cases(analyzer, [cases[k] for k in split["test"]])
     # The rule the exported model carries (export writes the default); analyse_cases applied it.
-    rule = lesion_rule(val["labels"], val["lesion_fraction"], analyzer.metadata.min_lesion_fraction)
+    rule = lesion_rule(val["labels"], val["lesion_fraction"], metadata.min_lesion_fraction)
     for name, results in (("val", val), ("test", test)):
         write_predictions(run / f"predictions_{name}.csv", split[name], results)
-    labelled = val["labels"] >= 0
-    table = operating_table(val["labels"][labelled], val["probabilities"][labelled], w_p)
+    table = metadata.operating_table
     test_labelled = test["labels"] >= 0
     # What the slider's promise turned into on unseen images (reported, never used to choose).
     table_test = operating_table(test["labels"][test_labelled], test["probabilities"][test_labelled], w_p)
     flip = flip_average_check(analyzer, [cases[k] for k in split["val"]], val)
-    metadata = analyzer.metadata
-    metadata.operating_table = strict_json(table)
     shift = float(np.log(w_p))
-    metadata.temperature = fit_temperature(val["logits"][labelled], val["labels"][labelled], shift)
     test_logits, test_labels = test["logits"][test_labelled], test["labels"][test_labelled]
     calibration = {
         "temperature": metadata.temperature,
@@ -183,9 +216,7 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
             1 / (1 + np.exp(-(test_logits - shift) / metadata.temperature)), test_labels
         ),
     }
-    del analyzer  # release the file before rewriting it
-    set_metadata(onnx_path, metadata)
-    write_checksum(onnx_path)
+    del analyzer
 
     with (run / "history.csv").open(newline="") as handle:
         history = list(csv.DictReader(handle))
