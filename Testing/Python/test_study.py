@@ -202,3 +202,25 @@ def test_the_production_line_from_the_command_line(shared_dir: Path, tmp_path: P
         handle.write(b"\0")
     assert main(["evaluate", str(run), *busi]) == 1
     assert "does not match" in capsys.readouterr().err
+
+
+def test_the_command_line_options_are_generated_from_the_training_config(tmp_path: Path) -> None:
+    """One source of defaults: a bare `fit` gives TrainConfig's own defaults, the preset its three."""
+    from dataclasses import asdict, fields
+
+    from busassist.training.cli import build_parser, config_from_args
+    from busassist.training.experiments import PRESETS
+    from busassist.training.trainer import TrainConfig
+
+    args = build_parser().parse_args(["fit", "--out", str(tmp_path), "--data", str(tmp_path), "--no-pretrained"])
+    config = asdict(config_from_args(args, tmp_path))
+    defaults = asdict(TrainConfig(str(tmp_path), str(tmp_path)))
+    preset = PRESETS["full"]
+    assert config == {**defaults, **preset}
+    quick = build_parser().parse_args(["fit", "--out", "x", "--preset", "cpu-quick", "--epochs", "3", "--lr", "1e-3"])
+    rebuilt = config_from_args(quick, tmp_path)
+    assert (rebuilt.image_size, rebuilt.epochs, rebuilt.learning_rate) == (128, 3, 1e-3)
+    study = build_parser().parse_args(["study", "run", "cv", "--out", "x"])
+    assert study.preset is None  # the spec's own preset, unless given
+    generated = {f.name for f in fields(TrainConfig) if "section" in f.metadata}
+    assert {"w_p", "w_clf", "keep", "learning_rate", "task", "extra_train"} <= generated

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from busassist.constants import DICE_VARIANTS, MODEL_FILENAME, W_CLF, W_P
+from busassist.constants import MODEL_FILENAME
 from busassist.core.model_store import ModelError
 from busassist.training.quantize import CALIBRATION_METHODS
 
@@ -39,8 +39,21 @@ class UsageError(Exception):
     """A command-line problem reported in one line."""
 
 
+def _generated_settings():
+    """The TrainConfig fields that are command-line options (those declared with ``trainer.setting``)."""
+    from dataclasses import fields
+
+    from busassist.training.trainer import TrainConfig
+
+    return [f for f in fields(TrainConfig) if "section" in f.metadata]
+
+
+def _flag(setting) -> str:
+    return setting.metadata.get("flag", "--" + setting.name.replace("_", "-"))
+
+
 def config_from_args(args: argparse.Namespace, out: Path) -> TrainConfig:
-    """TrainConfig from the shared training options; a preset fills what was not given."""
+    """TrainConfig from the generated training options; a preset fills the preset settings not given."""
     from busassist.training.experiments import PRESETS
     from busassist.training.trainer import TrainConfig
 
@@ -56,32 +69,15 @@ def config_from_args(args: argparse.Namespace, out: Path) -> TrainConfig:
             )
         pretrained = str(args.pretrained)
     preset = PRESETS[args.preset]
-    return TrainConfig(
-        data_root=str(args.data),
-        out_dir=str(out),
-        task=getattr(args, "task", "emtnet"),
-        pretrained=pretrained,
-        epochs=args.epochs or preset["epochs"],
-        patience=args.patience or preset["patience"],
-        image_size=args.image_size or preset["image_size"],
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        w_p=args.w_p,
-        w_clf=args.w_clf,
-        mask_bce=args.mask_bce,
-        dice=args.dice,
-        deep_supervision=args.deep_supervision,
-        false_lesion=args.false_lesion,
-        schedule=args.schedule,
-        seed=args.seed,
-        keep=args.keep,
-        ema_decay=args.ema_decay,
-        limit=args.limit,
-        device=args.device,
-        cache_dir=str(args.cache_dir),
-        extra_train=[str(folder) for folder in args.extra_train],
-        init_from=str(args.init_from) if args.init_from else None,
-    )
+    values = {}
+    for setting in _generated_settings():
+        value = getattr(args, setting.name)
+        if value is None and setting.metadata.get("preset"):
+            value = preset[setting.name]
+        if setting.name in ("extra_train", "init_from", "cache_dir") and value is not None:
+            value = [str(v) for v in value] if isinstance(value, list) else str(value)
+        values[setting.name] = value
+    return TrainConfig(data_root=str(args.data), out_dir=str(out), pretrained=pretrained, **values)
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -258,80 +254,55 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def training_options() -> argparse.ArgumentParser:
-    """Options every training command shares."""
+def training_options(preset_default: str | None = "full") -> argparse.ArgumentParser:
+    """Options every training command shares, generated from ``TrainConfig`` (one source of defaults).
+
+    Each setting's default, help and choices are declared once, on the field (``trainer.setting``); the
+    options appear in ``--help`` grouped by the config's sections. Only where things are (data, output,
+    pretrained graph) and the preset are declared here.
+    """
+    from busassist.training.trainer import SECTIONS
+
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE), help="BUSI root folder")
-    common.add_argument("--out", type=Path, required=True, help="output folder (resumed if it exists)")
-    common.add_argument(
-        "--preset",
-        default="full",
-        choices=["full", "cpu-quick"],
-        help="full: 224 px, 50 epochs; cpu-quick: 128 px, 8 epochs for sweeps on a CPU",
+    where = common.add_argument_group("where")
+    where.add_argument(
+        "--data",
+        type=Path,
+        default=_from_environment(DATA_VARIABLE),
+        help=f"BUSI root folder (default: ${DATA_VARIABLE})",
     )
-    common.add_argument(
+    where.add_argument("--out", type=Path, required=True, help="output folder (resumed if it exists)")
+    where.add_argument(
         "--pretrained",
         type=Path,
         default=_from_environment(PRETRAINED_VARIABLE),
         help=f"ImageNet MobileNetV1 frozen graph (default: ${PRETRAINED_VARIABLE})",
     )
-    common.add_argument("--no-pretrained", action="store_true", help="train from scratch")
-    common.add_argument("--epochs", type=int, default=None, help="override the preset")
-    common.add_argument("--patience", type=int, default=None, help="override the preset")
-    common.add_argument("--image-size", type=int, default=None, help="override the preset")
-    common.add_argument("--batch-size", type=int, default=16)
-    common.add_argument("--lr", type=float, default=3e-4)
-    common.add_argument("--w-p", type=float, default=W_P)
-    common.add_argument("--w-clf", type=float, default=W_CLF)
-    common.add_argument(
-        "--mask-bce", type=float, default=1.0, help="pixel-BCE weight added to the Dice loss (0 = paper)"
+    where.add_argument("--no-pretrained", action="store_true", help="train from scratch")
+    where.add_argument(
+        "--preset",
+        default=preset_default,
+        choices=["full", "cpu-quick"],
+        help="full: 224 px, 50 epochs; cpu-quick: 128 px, 8 epochs for sweeps on a CPU"
+        + ("" if preset_default else " (default: the spec's own preset)"),
     )
-    common.add_argument(
-        "--dice",
-        default="batch",
-        choices=DICE_VARIANTS,
-        help="mask Dice loss over the whole batch (paper Eq. 5) or averaged per lesion image",
-    )
-    common.add_argument(
-        "--false-lesion",
-        type=float,
-        default=0.0,
-        help="weight of log(1 + P/A) on normal images: predicted area P against the 'no lesion' area A (0 = none)",
-    )
-    common.add_argument(
-        "--deep-supervision",
-        type=float,
-        default=0.0,
-        metavar="WEIGHT",
-        help="weight of coarse mask losses at every decoder level (training only; 0 = none)",
-    )
-    common.add_argument("--schedule", default="cosine", choices=["cosine", "plateau"])
-    common.add_argument(
-        "--keep",
-        default="best",
-        choices=["best", "final", "ema"],
-        help="weights the run keeps: best validation epoch, the final epoch, or a moving average (ema)",
-    )
-    common.add_argument("--ema-decay", type=float, default=0.995, help="per-step decay of --keep ema")
-    common.add_argument("--seed", type=int, default=42)
-    common.add_argument("--limit", type=int, default=None, help="use only N cases (smoke tests)")
-    common.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    common.add_argument("--cache-dir", type=Path, default=Path(".cache"))
-    common.add_argument(
-        "--extra-train",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="FOLDER",
-        help="BUSI-layout folder (e.g. Slicer 'Export for training') added to the training split",
-    )
-    common.add_argument(
-        "--init-from",
-        type=Path,
-        default=None,
-        metavar="CHECKPOINT",
-        help="fine-tune: start from a run's best.pt instead of ImageNet weights",
-    )
+    groups = {section: common.add_argument_group(section) for section in SECTIONS}
+    for setting in _generated_settings():
+        meta = setting.metadata
+        options: dict = {"dest": setting.name, "help": meta["help"]}
+        if meta.get("action") == "append":
+            options.update(action="append", default=[], type=Path)
+        else:
+            default = None if meta.get("preset") else setting.default
+            kind = meta.get("type") or type(setting.default)
+            options.update(default=default, type=kind)
+            if "choices" in meta:
+                options["choices"] = meta["choices"]
+        if "metavar" in meta:
+            options["metavar"] = meta["metavar"]
+        if meta.get("preset"):
+            options["help"] += " (default: the preset's)"
+        groups[meta["section"]].add_argument(_flag(setting), **options)
     return common
 
 
@@ -351,23 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
     common = training_options()
 
     fit = sub.add_parser("fit", parents=[common], help="train one model (what `make reproduce` runs)")
-    fit.add_argument("--task", default="emtnet", choices=["emtnet", "single-clf", "single-sgm"])
     fit.add_argument("--restart", action="store_true", help="ignore last.pt and start over")
     fit.add_argument("--export", action="store_true", help="export to ONNX and evaluate when done")
     fit.set_defaults(handler=_fit)
 
     study = sub.add_parser("study", help="run or report a study spec (variants x folds or seeds; TOML)")
     study_sub = study.add_subparsers(dest="study_command", required=True)
+    # its own copy of the shared options: --preset defaults to the spec's (argparse parents share actions)
     study_run = study_sub.add_parser(
-        "run", parents=[common], help="train every variant x replicate of SPEC (resumable)", conflict_handler="resolve"
+        "run",
+        parents=[training_options(preset_default=None)],
+        help="train every variant x replicate of SPEC (resumable)",
     )
     study_run.add_argument("spec", help="a spec file, or a built-in study: cv, sweep-wp, grid, ablation, seed-spread")
-    study_run.add_argument(
-        "--preset",
-        default=None,
-        choices=["full", "cpu-quick"],
-        help="image size and epochs (default: the spec's own preset)",
-    )
     study_run.set_defaults(handler=_study_run)
     study_report_parser = study_sub.add_parser(
         "report", help="report.md of a study folder: spread and paired comparisons"

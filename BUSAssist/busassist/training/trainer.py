@@ -15,6 +15,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,41 +45,98 @@ from busassist.training.model import EMTNet, Task, strip_training_heads
 from busassist.training.pretrained import load_imagenet_encoder, read_constants
 
 
+def setting(default=None, *, section: str, help: str, factory=None, **cli) -> Any:  # noqa: A002
+    """A training setting: its default, the section it belongs to and its command-line help, in one place.
+
+    ``training/options.py`` generates the command-line options from these fields, so a default lives
+    here only. ``cli`` may give ``flag`` (default ``--name-with-dashes``), ``choices``, ``type`` (for
+    optional values) and ``preset=True`` (a value the preset fills when the command line does not).
+    """
+    metadata = {"section": section, "help": help, **cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+#: Sections of the training settings, in the order ``--help`` shows them.
+SECTIONS = ("model", "loss", "optimiser", "schedule", "data", "run")
+
+
 @dataclass
 class TrainConfig:
+    """Every training setting, grouped in sections (model, loss, optimiser, schedule, data, run).
+
+    The shipped recipe is the defaults: Dice + pixel BCE for the mask, cosine learning-rate decay over
+    all epochs, the best validation epoch kept. ``mask_bce=0, schedule="plateau"`` is the paper's loss.
+    """
+
     data_root: str
     out_dir: str
-    task: str = Task.MULTITASK.value
-    pretrained: str | None = None  # path of the MobileNetV1 frozen graph, None = from scratch
-    image_size: int = IMAGE_SIZE
-    epochs: int = 50
-    batch_size: int = 16
-    learning_rate: float = 3e-4
-    weight_decay: float = 1e-4
-    patience: int = 50  # epochs without a better validation score before stopping
-    w_p: float = W_P
-    w_clf: float = W_CLF
-    # The shipped recipe (model card): Dice + pixel BCE for the mask, cosine learning-rate decay over
-    # all epochs, best validation epoch kept. mask_bce=0, schedule="plateau" is the paper's loss alone.
-    mask_bce: float = 1.0  # weight of an extra pixel BCE term for the mask
-    dice: str = "batch"  # one of DICE_VARIANTS: "batch" = Dice over the whole batch (Eq. 5)
-    deep_supervision: float = 0.0  # weight of the coarse decoder-level mask losses; 0 = none
-    false_lesion: float = 0.0  # weight of log(1 + P/A) on normal images (losses.false_lesion_loss); 0 = none
-    schedule: str = "cosine"  # "cosine" (decay to 0 over ``epochs``) or "plateau" (halve when stalled)
-    seed: int = 42
+    task: str = setting(
+        Task.MULTITASK.value, section="model", help="network (paper Table 1)", choices=[t.value for t in Task]
+    )
+    pretrained: str | None = None  # path of the MobileNetV1 frozen graph, None = from scratch (--pretrained)
+    image_size: int = setting(IMAGE_SIZE, section="model", help="network input side in pixels", preset=True)
+    init_from: str | None = setting(
+        None,
+        section="model",
+        help="fine-tune: start from a run's best.pt instead of ImageNet weights",
+        type=str,
+        metavar="CHECKPOINT",
+    )
+    w_p: float = setting(W_P, section="loss", help="positive weight W_p of the numerically-stable weighted BCE")
+    w_clf: float = setting(W_CLF, section="loss", help="weight W_clf of the classification loss")
+    mask_bce: float = setting(1.0, section="loss", help="pixel-BCE weight added to the Dice loss (0 = paper)")
+    dice: str = setting(
+        "batch",
+        section="loss",
+        help="mask Dice loss over the whole batch (paper Eq. 5) or averaged per lesion image",
+        choices=list(DICE_LOSSES),
+    )
+    deep_supervision: float = setting(
+        0.0, section="loss", help="weight of coarse mask losses at every decoder level (training only; 0 = none)"
+    )
+    false_lesion: float = setting(
+        0.0,
+        section="loss",
+        help="weight of log(1 + P/A) on normal images: predicted area P against the 'no lesion' area A (0 = none)",
+    )
+    batch_size: int = setting(16, section="optimiser", help="images per step")
+    learning_rate: float = setting(3e-4, section="optimiser", help="Adam learning rate", flag="--lr")
+    weight_decay: float = setting(1e-4, section="optimiser", help="Adam weight decay")
+    epochs: int = setting(50, section="schedule", help="epochs (default: the preset's)", preset=True)
+    patience: int = setting(
+        50, section="schedule", help="epochs without a better validation score before stopping", preset=True
+    )
+    schedule: str = setting(
+        "cosine", section="schedule", help="cosine decay to 0, or halving when stalled", choices=["cosine", "plateau"]
+    )
     # Which weights the run keeps (best.pt): "best" = the epoch with the best validation score (a few
     # dozen validation images make that choice noisy: a lucky epoch), "final" = the last epoch of the
     # schedule, "ema" = an exponential moving average of the weights over the last steps (ema_decay).
-    keep: str = "best"
-    ema_decay: float = 0.995  # per optimiser step; 0.995 averages over about the last 200 steps (~7 epochs)
-    folds: int = 0  # K of a K-fold cross-validation; 0 = the fixed 70/15/15 split
+    keep: str = setting(
+        "best",
+        section="schedule",
+        help="weights the run keeps: best validation epoch, the final epoch, or a moving average (ema)",
+        choices=["best", "final", "ema"],
+    )
+    ema_decay: float = setting(
+        0.995, section="schedule", help="per-step decay of --keep ema (0.995: about the last 200 steps)"
+    )
+    seed: int = setting(42, section="schedule", help="training seed (and the K-fold partition's)")
+    folds: int = 0  # K of a K-fold cross-validation; 0 = the fixed 70/15/15 split (set by studies)
     fold: int = 0  # which fold this run trains when folds > 0
-    limit: int | None = None  # use only the first N cases (tests)
-    extra_train: list[str] = field(default_factory=list)  # BUSI-layout folders added to training only
-    init_from: str | None = None  # checkpoint (best.pt / last.pt of a run) to start from: fine-tuning
-    device: str = "auto"
+    limit: int | None = setting(None, section="data", help="use only N cases (smoke tests)", type=int)
+    extra_train: list[str] = setting(
+        section="data",
+        help="BUSI-layout folder (e.g. Slicer 'Export for training') added to the training split",
+        factory=list,
+        metavar="FOLDER",
+        action="append",
+    )
+    device: str = setting("auto", section="run", help="auto, cpu or cuda")
     augment: bool = True
-    cache_dir: str = ".cache"
+    cache_dir: str = setting(".cache", section="run", help="preprocessed-image cache folder")
     extra: dict = field(default_factory=dict)
 
 
