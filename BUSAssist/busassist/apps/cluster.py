@@ -112,7 +112,7 @@ def run_on_dask(
         raise
     try:
         workers = max(1, len(client.nthreads()))
-        largest = max(1, math.ceil(len(paths) / (4 * workers)))  # about four tasks per worker at least
+        largest = max(1, math.ceil(len(paths) / (8 * workers)))  # about eight tasks per worker at least
         groups = study_groups(paths, study_of, largest)
         pending = {
             client.submit(analyse_group, group, model_path, 1, str(out), options, backend, pure=False, retries=2): group
