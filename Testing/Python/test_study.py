@@ -224,3 +224,33 @@ def test_the_command_line_options_are_generated_from_the_training_config(tmp_pat
     assert study.preset is None  # the spec's own preset, unless given
     generated = {f.name for f in fields(TrainConfig) if "section" in f.metadata}
     assert {"w_p", "w_clf", "keep", "learning_rate", "task", "extra_train"} <= generated
+
+
+def test_calibrate_on_pooled_out_of_fold_predictions(shared_dir: Path, tmp_path: Path, capsys) -> None:
+    """`calibrate --pooled KFOLD_RUN`: the operating table from every fold's held-out test part."""
+    from busassist.core.model_store import read_metadata, verify_model
+    from busassist.training.evaluate import pooled_predictions
+
+    busi = shared_dir / "data" / "busi"
+    spec = write(tmp_path / "cv.toml", 'name = "cv"\nfolds = 2\n[base]\ntask = "emtnet"\n')
+    study = tmp_path / "cv"
+    run_study(load_spec(spec), tiny_config(busi, study, tmp_path / "cache"), study)
+    labels, probabilities, folds = pooled_predictions(study / "default", 3.0)
+    fold_sizes = [len(rows(study / "default" / f"fold-{k}" / "test_predictions.csv")) for k in range(2)]
+    assert folds == 2 and labels.size == probabilities.size == sum(fold_sizes) > 0
+    with pytest.raises(ValueError, match="W_p 3"):
+        pooled_predictions(study / "default", 5.0)
+
+    run = tmp_path / "run"
+    common = ["--data", str(busi), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    tiny = ["--image-size", "64", "--epochs", "1", "--batch-size", "8", "--limit", "40", "--no-pretrained"]
+    assert main(["fit", "--out", str(run), *common, *tiny]) == 0
+    assert main(["export", str(run)]) == 0
+    assert main(["calibrate", str(run), "--data", str(busi), "--pooled", str(study / "default")]) == 0
+    assert "pooled out-of-fold predictions" in capsys.readouterr().out
+    record = json.loads((run / "calibration.json").read_text())
+    assert f"{labels.size} labelled images, 2 folds" in record["fitted_on"]
+    assert verify_model(run / "emtnet.onnx") == record["model_sha256"]
+    assert read_metadata(run / "emtnet.onnx").operating_table == record["operating_table"]
+    assert main(["calibrate", str(run), "--data", str(busi), "--pooled", str(tmp_path)]) == 1
+    assert "not a finished K-fold run" in capsys.readouterr().err

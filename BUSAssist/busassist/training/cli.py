@@ -155,7 +155,12 @@ def _export(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from busassist.training.evaluate import calibrate_run
 
-    record = calibrate_run(Path(args.run), Path(args.run) / MODEL_FILENAME, Path(args.data))
+    pooled = Path(args.pooled) if args.pooled else None
+    try:
+        record = calibrate_run(Path(args.run), Path(args.run) / MODEL_FILENAME, Path(args.data), pooled)
+    except ValueError as error:  # not a finished K-fold run, or one of another W_p
+        raise UsageError(str(error)) from error
+    print(f"fitted on {record['fitted_on']}")
     print(
         f"temperature {record['temperature']:.3f}, operating table of {len(record['operating_table'])} rows; "
         f"model sealed (SHA-256 {record['model_sha256'][:12]})"
@@ -343,11 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
     study_report_parser.set_defaults(handler=_study_report)
 
     _run_command(sub, "export", "export a run's kept weights to ONNX (the exact fast graph form)", _export, data=False)
-    _run_command(
+    calibrate = _run_command(
         sub,
         "calibrate",
         "fit the operating table and temperature on validation, write them into the model, seal it",
         _calibrate,
+    )
+    calibrate.add_argument(
+        "--pooled",
+        type=Path,
+        default=None,
+        metavar="KFOLD_RUN",
+        help="fit on the pooled out-of-fold predictions of a K-fold run of the same recipe instead of validation",
     )
     evaluate = _run_command(
         sub, "evaluate", "the model card on validation and test (reads the model, never writes it)", _evaluate

@@ -150,13 +150,39 @@ def summarise(results: dict[str, np.ndarray], threshold: float) -> dict:
     return summary
 
 
-def calibrate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
-    """Fit what the model carries on the validation split, write it into the model and seal it.
+def pooled_predictions(cross_validation: Path, w_p: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Labels and probabilities of every fold's model on its own held-out test part, pooled.
 
-    The operating table (W' -> threshold and its validation figures) and the temperature are fitted
-    on validation only and written into the model's metadata; the checksum file is renewed. This is
-    the only step after export that changes the model file; ``evaluate_run`` only reads it.
-    Returns the calibration record (also ``run/calibration.json``).
+    ``cross_validation`` is a K-fold run (a ``study`` variant folder or a ``cv`` output). The K test parts
+    are disjoint and together hold half of the images (the other half is the folds' validation parts),
+    each scored by a model that neither trained on it nor chose its epoch with it. Refused, in one
+    line, when its folds trained with another W_p: the thresholds W_p / (W_p + W') would then not mean
+    the same thing.
+    """
+    from busassist.training.operating_check import fold_test_predictions, run_config
+
+    folders = sorted(Path(cross_validation).glob("fold-*"), key=lambda folder: int(folder.name.split("-")[1]))
+    if not folders or not all((folder / "metrics.json").exists() for folder in folders):
+        raise ValueError(f"{cross_validation}: not a finished K-fold run (fold-*/metrics.json)")
+    labels, probabilities = [], []
+    for folder in folders:
+        if run_config(folder).w_p != w_p:
+            raise ValueError(f"{folder}: trained with W_p {run_config(folder).w_p:g}, the model with {w_p:g}")
+        fold_labels, fold_probabilities = fold_test_predictions(folder)
+        labels.append(fold_labels)
+        probabilities.append(fold_probabilities)
+    return np.concatenate(labels), np.concatenate(probabilities), len(folders)
+
+
+def calibrate_run(run: Path, onnx_path: Path, data_root: Path, pooled_from: Path | None = None) -> dict:
+    """Fit what the model carries, write it into the model and seal it.
+
+    The operating table (W' -> threshold and its figures) and the temperature are fitted on the
+    validation split, or, with ``pooled_from`` (a K-fold run of the same recipe), on the pooled
+    out-of-fold test predictions (``pooled_predictions``: about four times the validation split's
+    labelled images, so the table's intervals are about half as wide). They are written into the model's
+    metadata and the checksum file is renewed. This is the only step after export that changes the model file;
+    ``evaluate_run`` only reads it. Returns the calibration record (also ``run/calibration.json``).
     """
     run = Path(run)
     split = json.loads((run / "split.json").read_text())
@@ -166,17 +192,23 @@ def calibrate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
     val = analyse_cases(analyzer, [cases[k] for k in split["val"]])
     labelled = val["labels"] >= 0
     metadata = analyzer.metadata
-    metadata.operating_table = strict_json(
-        operating_table(val["labels"][labelled], val["probabilities"][labelled], w_p)
-    )
-    metadata.temperature = fit_temperature(val["logits"][labelled], val["labels"][labelled], float(np.log(w_p)))
+    labels, probabilities = val["labels"][labelled], val["probabilities"][labelled]
+    logits = val["logits"][labelled]
+    fitted_on = f"validation split ({int(labelled.sum())} labelled images)"
+    if pooled_from is not None:
+        labels, probabilities, folds = pooled_predictions(pooled_from, w_p)
+        clipped = np.clip(probabilities.astype(np.float64), 1e-7, 1 - 1e-7)
+        logits = np.log(clipped / (1 - clipped))
+        fitted_on = f"pooled out-of-fold predictions ({labels.size} labelled images, {folds} folds of {pooled_from})"
+    metadata.operating_table = strict_json(operating_table(labels, probabilities, w_p))
+    metadata.temperature = fit_temperature(logits, labels, float(np.log(w_p)))
     del analyzer  # release the file before rewriting it
     set_metadata(onnx_path, metadata)
     record = {
         "model_sha256": write_checksum(onnx_path),
         "temperature": metadata.temperature,
         "operating_table": metadata.operating_table,
-        "fitted_on": f"validation split ({int(labelled.sum())} labelled images)",
+        "fitted_on": fitted_on,
     }
     (run / "calibration.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
