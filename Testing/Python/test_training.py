@@ -240,6 +240,8 @@ def test_export_calibrate_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None
     assert figures["ship_int8"] == all(drop <= 0.005 for drop in drops)
     for part in ("validation", "test"):
         assert figures[part]["auc_drop"] == figures[part]["fp32"]["auc"] - figures[part]["int8"]["auc"]
+        paired = figures[part]["paired_int8_minus_fp32"]["auc"]  # the one paired engine, with an interval
+        assert paired["difference"] == pytest.approx(-figures[part]["auc_drop"], abs=1e-9)
     text = write_report(run, tmp_path / "report", busi).read_text()
     assert "## int8 model" in text and f"{figures['int8']['size_mb']:.1f} MB;" in text
     assert f"| test | int8 | {figures['test']['int8']['auc']:.4f} |" in text

@@ -23,11 +23,11 @@ import numpy as np
 
 from busassist.constants import MODEL_FILENAME, ONNX_INPUT
 from busassist.core.preprocessing import preprocess
-from busassist.training.busi import BusiCase, discover, load_image
+from busassist.training.busi import discover, load_image
 from busassist.training.reference import REFERENCE_RUNTIME
 
 if TYPE_CHECKING:
-    from busassist.core.inference import Analyzer
+    pass
 
 INT8_FILENAME = "emtnet.int8.onnx"
 MAX_DROP = 0.005
@@ -114,12 +114,10 @@ def quantize_run(
     return target
 
 
-def _accuracy(analyzer: Analyzer, cases: list[BusiCase]) -> dict:
+def _accuracy(results: dict) -> dict:
     """AUC and Dice on the labelled cases, and the share of normal cases with no lesion found."""
-    from busassist.training.evaluate import analyse_cases
     from busassist.training.metrics import auc
 
-    results = analyse_cases(analyzer, cases)
     labelled = results["labels"] >= 0
     normal = ~labelled
     return {
@@ -147,7 +145,10 @@ def _network_ms(analyzers: dict, repeats: int) -> dict[str, float]:
 
 def compare_int8(run: Path, data_root: Path, repeats: int = 50) -> dict:
     """Size, network latency, validation and test AUC/Dice of fp32 vs int8, and the shipping decision."""
+    from busassist.constants import threshold_for_effective_weight
     from busassist.core.inference import Analyzer
+    from busassist.training.evaluate import analyse_cases
+    from busassist.training.paired_compare import paired_differences
 
     run = Path(run)
     split = json.loads((run / "split.json").read_text())
@@ -165,13 +166,17 @@ def compare_int8(run: Path, data_root: Path, repeats: int = 50) -> dict:
     }
     for name, filename in files.items():
         figures[name] = {"size_mb": (run / filename).stat().st_size / 1e6, "network_ms": latency[name]}
+    threshold = threshold_for_effective_weight(analyzers["fp32"].metadata.w_p, analyzers["fp32"].metadata.w_p)
     for part, key in (("validation", "val"), ("test", "test")):
         chosen = [cases[k] for k in split[key]]
-        scores = {name: _accuracy(analyzer, chosen) for name, analyzer in analyzers.items()}
+        results = {name: analyse_cases(analyzer, chosen) for name, analyzer in analyzers.items()}
+        scores = {name: _accuracy(result) for name, result in results.items()}
         figures[part] = {
             **scores,
             "auc_drop": scores["fp32"]["auc"] - scores["int8"]["auc"],
             "dice_drop": scores["fp32"]["dice"] - scores["int8"]["dice"],
+            # the same paired engine as `compare`: int8 - fp32 on resamples of the same images
+            "paired_int8_minus_fp32": paired_differences(results["int8"], results["fp32"], threshold, threshold),
         }
     figures["ship_int8"] = all(
         figures[part][drop] <= MAX_DROP for part in ("validation", "test") for drop in ("auc_drop", "dice_drop")
