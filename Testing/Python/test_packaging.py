@@ -129,8 +129,11 @@ def test_wheel_contains_bundled_model(wheel: Path) -> None:
 
 
 def python39_sources() -> list[Path]:
+    """Everything Slicer 5.8 (Python 3.9) imports: the core, the Slicer logic, the presenter, and the CLI."""
     core = sorted((PACKAGE_DIR / "core").glob("*.py"))
-    return [*core, PACKAGE_DIR / "apps" / "cli.py", PACKAGE_DIR / "apps" / "analyze.py", PACKAGE_DIR / "constants.py"]
+    slicer = sorted((PACKAGE_DIR / "slicer").glob("*.py"))
+    apps = [PACKAGE_DIR / "apps" / name for name in ("cli.py", "analyze.py", "options.py")]
+    return [*core, *slicer, *apps, PACKAGE_DIR / "presenter.py", PACKAGE_DIR / "constants.py"]
 
 
 @pytest.mark.skipif(not PYTHON39.is_file(), reason=f"{PYTHON39} is not installed")
