@@ -1,7 +1,7 @@
 """``python bench/measurements_speed.py``: ms per ``count_and_measure_largest`` call, old vs new.
 
 "Old" is the image-based implementation that ``busassist.core.measurements`` replaced, kept
-frozen in ``Testing/Python/test_measurements.py`` (the parity test's reference) and imported from
+frozen in ``Testing/Python/measurements_reference.py`` (the parity test's reference) and imported from
 there; "new" is the package. The masks are full-resolution frames of typical ultrasound size
 with one or a few lesions, as the batch measures them (0/255 uint8). Each figure is the best of
 several repeats, so background load on a shared machine inflates it less; compare the two
@@ -24,7 +24,7 @@ import numpy as np
 
 from busassist.core.measurements import count_and_measure_largest
 
-TEST_FILE = Path(__file__).resolve().parents[1] / "Testing" / "Python" / "test_measurements.py"
+TEST_FILE = Path(__file__).resolve().parents[1] / "Testing" / "Python" / "measurements_reference.py"
 
 
 def load_reference() -> Callable:

@@ -172,3 +172,28 @@ def test_fast_form_answers_as_the_plain_export_and_pytorch(
     assert np.count_nonzero((fast[1] >= 0) != (reference.mask_logit.numpy() >= 0)) <= np.count_nonzero(
         (plain[1] >= 0) != (reference.mask_logit.numpy() >= 0)
     )
+
+
+def test_rewriting_an_exported_file_in_place_keeps_its_version_and_names_its_source(
+    plain_and_fast: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``export.rewrite_to_fast_form``: how the bundled model (no checkpoint at hand) got its fast form."""
+    import shutil
+
+    from busassist.core.model_store import sha256_of, verify_model, write_checksum
+    from busassist.training.export import rewrite_to_fast_form
+
+    plain, fast = plain_and_fast
+    path = tmp_path / "emtnet.onnx"
+    shutil.copyfile(plain, path)
+    write_checksum(path)
+    source = sha256_of(path)
+    rewrite_to_fast_form(path)
+    verify_model(path)  # the checksum file was renewed
+    metadata = read_metadata(path)
+    assert metadata.model_version == read_metadata(plain).model_version
+    assert metadata.extra["graph_form"] == GRAPH_FORM and metadata.extra["source_sha256"] == source
+    assert [n.op_type for n in onnx.load(str(path)).graph.node] == [n.op_type for n in onnx.load(str(fast)).graph.node]
+    rewritten = sha256_of(path)
+    rewrite_to_fast_form(path)  # a file already in the fast form is left alone
+    assert sha256_of(path) == rewritten

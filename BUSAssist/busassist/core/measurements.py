@@ -32,11 +32,12 @@ written for speed with numpy alone: the frame is read once to find its horizonta
 foreground, and everything after that works on runs (a few per row of a lesion) and per-row
 extremes rather than on pixels; only the second moments touch each pixel of the lesion once.
 Holes, the contour length, both convex hulls and the pixel count inside the hull are derived
-from the runs; the hulls are pruned with array operations instead of a Python loop. A
+from the runs (``core.mask_runs``); the hulls are pruned with array operations instead of a
+Python loop (``core.hull``). A
 658 x 889 frame with a 40,000-pixel lesion takes about 1.3 ms (``bench/measurements_speed.py``),
 against about 7 ms for the image-based version this replaced. Every figure is bit-for-bit
 identical to that version's, floats included (exactly equal, not merely within a tolerance):
-``Testing/Python/test_measurements.py`` keeps a frozen copy of it and compares every field on
+``Testing/Python/measurements_reference.py`` keeps a frozen copy of it and the parity tests compare every field on
 hundreds of hostile masks.
 """
 
@@ -48,6 +49,16 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
+
+from busassist.core.hull import hull_chain_candidates, pixels_in_hull, polygon_perimeter, strict_chains
+from busassist.core.mask_runs import (
+    as_mask,
+    connect_runs,
+    fill_run_holes,
+    foreground_runs,
+    row_bounds,
+    touching_pairs,
+)
 
 #: Components with fewer pixels than this are dropped as segmentation specks. A fixed pixel
 #: count rather than a fraction of the frame: frames differ in size and field of view, and
@@ -97,330 +108,6 @@ class LesionMeasurement:
 # --------------------------------------------------------------------------------------------
 
 
-def _as_mask(mask: np.ndarray) -> np.ndarray:
-    m = np.asarray(mask)
-    if m.ndim != 2:
-        raise ValueError(f"expected a 2-D (rows, columns) mask, got shape {m.shape}")
-    return m if m.dtype == bool else m != 0
-
-
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Horizontal runs of foreground as (row, start, end-exclusive) int64 arrays in raster order.
-
-    The rows are laid end to end in one flat boolean line with a background pixel before each row
-    (and one after the last), so no run continues into the next row and the changes between
-    neighbours along the line are run starts and ends, alternately. One comparison and one
-    ``flatnonzero`` over the frame find them all; differencing an int8 copy and searching it twice
-    took 20 times longer and was half the time of a whole measurement.
-    """
-    height, width = mask.shape
-    stride = width + 1
-    line = np.zeros(height * stride + 1, dtype=bool)
-    line[:-1].reshape(height, stride)[:, 1:] = mask
-    change = np.flatnonzero(line[1:] != line[:-1]).astype(np.int64, copy=False) + 1
-    first, after = change[0::2], change[1::2]
-    rows = first // stride
-    line_start = rows * stride + 1
-    return rows, first - line_start, after - line_start
-
-
-def _connect_runs(
-    rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int, connectivity: int
-) -> tuple[np.ndarray, int]:
-    """Component index (0..k-1, in raster order of each component's first pixel) of every run.
-
-    Two runs touch when they lie in consecutive rows and their column ranges overlap (4-
-    connectivity) or overlap or meet diagonally (8-connectivity). Because runs are sorted in
-    raster order and disjoint within a row, the runs below a given run that touch it form one
-    contiguous index range, found with two binary searches on row-major keys. The resulting run
-    graph is merged with a vectorised union-find (hook larger root onto smaller, then pointer
-    jumping) so no Python loop runs per pixel or per run.
-    """
-    if connectivity not in (4, 8):
-        raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
-    n = rows.size
-    a, b = _touching_pairs(rows, starts, ends, width, connectivity)
-    parent = np.arange(n, dtype=np.int64)
-    if a.size:
-        # Invariant parent[x] <= x (roots only ever hook onto smaller roots), so there are no
-        # cycles; each pass hooks every root that still has an edge to a different root.
-        while True:
-            root_a, root_b = parent[a], parent[b]
-            differ = root_a != root_b
-            if not differ.any():
-                break
-            a, b = a[differ], b[differ]  # edges inside one tree stay inside it
-            root_a, root_b = root_a[differ], root_b[differ]
-            np.minimum.at(parent, np.maximum(root_a, root_b), np.minimum(root_a, root_b))
-            while True:  # full path compression: afterwards parent[x] is x's root
-                grand = parent[parent]
-                if np.array_equal(grand, parent):
-                    break
-                parent = grand
-    # Each root is the smallest run index of its component, i.e. its first run in raster order.
-    roots, component = np.unique(parent, return_inverse=True)
-    return component.reshape(-1), int(roots.size)
-
-
-def _touching_pairs(
-    rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int, connectivity: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every (run, run in the next row that touches it) index pair, as two arrays (see ``_connect_runs``)."""
-    key = np.int64(width + 2)  # > any column index, so row-major keys never collide across rows
-    below = (rows + 1) * key
-    start_key = rows * key + starts
-    end_key = rows * key + ends
-    if connectivity == 8:  # run b below a touches a when b.start <= a.end and b.end >= a.start
-        lo = np.searchsorted(end_key, below + starts, side="left")
-        hi = np.searchsorted(start_key, below + ends, side="right")
-    else:  # strict overlap: b.start < a.end and b.end > a.start
-        lo = np.searchsorted(end_key, below + starts, side="right")
-        hi = np.searchsorted(start_key, below + ends, side="left")
-    counts = np.maximum(hi - lo, 0)
-    total = int(counts.sum())
-    a = np.repeat(np.arange(rows.size, dtype=np.int64), counts)
-    b = np.repeat(lo, counts) + (np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts))
-    return a, b
-
-
-def _paint(shape: tuple[int, int], rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, values) -> np.ndarray:
-    """An int32 image with each run [start, end) of ``rows`` set to its value (0 elsewhere)."""
-    image = np.zeros(shape, dtype=np.int32)
-    lengths = ends - starts
-    total = int(lengths.sum())
-    if total == 0:
-        return image
-    run = np.repeat(np.arange(rows.size), lengths)
-    offset = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    flat = rows[run] * shape[1] + starts[run] + offset
-    image.reshape(-1)[flat] = np.broadcast_to(np.asarray(values, dtype=np.int32), rows.shape)[run]
-    return image
-
-
-def label_components(mask: np.ndarray, connectivity: int = 8) -> tuple[np.ndarray, int]:
-    """Label connected components of a 2-D mask: (int32 label image, number of components).
-
-    Labels run 1..n in raster order of each component's first pixel (as ``skimage.measure.label``
-    numbers them); 0 is background. ``connectivity`` is 8 (diagonal neighbours touch, the
-    default for lesions, so a lesion whose outline narrows to a diagonal step stays one lesion)
-    or 4. A 1000x1000 mask of a few blobs labels in a few milliseconds.
-    """
-    m = _as_mask(mask)
-    rows, starts, ends = _runs(m)
-    if rows.size == 0:
-        return np.zeros(m.shape, dtype=np.int32), 0
-    component, count = _connect_runs(rows, starts, ends, m.shape[1], connectivity)
-    return _paint(m.shape, rows, starts, ends, component + 1), count
-
-
-def _row_bounds(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Masks of the first and of the last run of each row, for runs in raster order."""
-    first = np.ones(rows.size, dtype=bool)
-    first[1:] = rows[1:] != rows[:-1]
-    last = np.ones(rows.size, dtype=bool)
-    last[:-1] = first[1:]
-    return first, last
-
-
-def _fill_holes(
-    rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The runs of one component (rows 1..h of a crop ``width`` wide with a background border) with its holes filled.
-
-    Background is 4-connected (the complement of 8-connected foreground), so a background pixel
-    reaching the outside only through a diagonal gap between two foreground pixels is a hole.
-    The background runs are known without an image: in each row the one before the first run
-    and the one after the last touch the border, the gaps between runs may be holes. Those runs
-    (plus the empty border rows) are labelled like the foreground; a gap not connected to the
-    border run at (0, 0) is a hole, and filling it joins the two runs on either side. A row with a
-    single run has no gap, so most lesions skip all of this.
-    """
-    first, last = _row_bounds(rows)
-    if first.all():
-        return rows, starts, ends
-    n, height = rows.size, int(rows[-1])
-    total = n + height + 2
-    bg_rows = np.empty(total, dtype=np.int64)
-    bg_starts = np.zeros(total, dtype=np.int64)
-    bg_ends = np.full(total, width, dtype=np.int64)
-    bg_rows[0], bg_rows[-1] = 0, height + 1  # the empty border rows above and below
-    before = np.arange(n, dtype=np.int64) + rows  # the background run before each run, in raster order
-    bg_rows[before] = rows
-    bg_starts[before[1:]] = np.where(first[1:], 0, ends[:-1])
-    bg_ends[before] = starts
-    after = before[last] + 1  # the background run after the last run of each row
-    bg_rows[after] = rows[last]
-    bg_starts[after] = ends[last]
-    component, _ = _connect_runs(bg_rows, bg_starts, bg_ends, width, 4)
-    hole = ~first & (component[before] != component[0])
-    if not hole.any():
-        return rows, starts, ends
-    keep_end = np.ones(n, dtype=bool)
-    keep_end[:-1] = ~hole[1:]
-    return rows[~hole], starts[~hole], ends[keep_end]
-
-
-# --------------------------------------------------------------------------------------------
-# Convex hull and contour geometry
-# --------------------------------------------------------------------------------------------
-
-#: Passes of parallel pruning before ``_strict_chains`` finishes a chain with the sequential stack.
-_CHAIN_PASSES = 64
-
-
-def _cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
-    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-
-def _stack_chain(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """One half of Andrew's monotone chain: pop every point that does not make a strict left turn."""
-    chain: list[tuple[float, float]] = []
-    for p in points:
-        while len(chain) >= 2 and _cross(chain[-2], chain[-1], p) <= 0:
-            chain.pop()
-        chain.append(p)
-    return chain
-
-
-def _strict_chains(chains: list[np.ndarray]) -> list[np.ndarray]:
-    """Each int64 (n, 2) chain reduced as the monotone chain's stack reduces it, all chains at once with numpy.
-
-    Every chain is sorted by first coordinate and the stack keeps its two ends and, between them,
-    exactly the points that make a strict left turn with *any* kept neighbours: the vertices of
-    that side of the hull. A vertex turns left whatever points surround it, so removing every
-    point that does not turn left with its current neighbours, all at once, never removes a
-    vertex; repeating until all turns are strict leaves exactly the stack's answer. The chains
-    are concatenated with their ends pinned, so one pass prunes all of them. A pixel outline
-    needs a handful of passes; should one need more, the Python stack finishes the pruned points.
-    """
-    points = np.concatenate(chains)
-    pinned = np.zeros(points.shape[0], dtype=bool)
-    ends = np.cumsum([c.shape[0] for c in chains])
-    pinned[ends - 1] = True
-    pinned[ends - np.array([c.shape[0] for c in chains])] = True
-    for _ in range(_CHAIN_PASSES):
-        step = np.diff(points, axis=0)
-        left = step[:-1, 0] * step[1:, 1] - step[:-1, 1] * step[1:, 0] > 0  # turn at points 1..n-2
-        keep = pinned.copy()
-        keep[1:-1] |= left
-        if keep.all():
-            break
-        points, pinned = points[keep], pinned[keep]
-    else:
-        bounds = np.flatnonzero(pinned).reshape(-1, 2)
-        return [
-            np.asarray(_stack_chain([tuple(p) for p in points[i : j + 1].tolist()]), dtype=np.int64) for i, j in bounds
-        ]
-    bounds = np.flatnonzero(pinned).reshape(-1, 2)
-    return [points[i : j + 1] for i, j in bounds]
-
-
-def _hull_chain_candidates(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The points the two halves of the monotone chain can keep, for lines ``x`` (increasing) holding ``low..high``.
-
-    Sorted by (x, y), the lower chain runs from (x0, low0) to (xn, highn) and can only keep the
-    lowest point of each line (and that last point); the upper chain runs back and can only keep
-    the highest point of each line (and the first point).
-    """
-    lower = np.stack([x, low], axis=1)
-    if high[-1] != low[-1]:
-        lower = np.concatenate([lower, [[x[-1], high[-1]]]])
-    upper = np.stack([x[::-1], high[::-1]], axis=1)
-    if high[0] != low[0]:
-        upper = np.concatenate([upper, [[x[0], low[0]]]])
-    return lower.astype(np.int64, copy=False), upper.astype(np.int64, copy=False)
-
-
-def convex_hull(points: np.ndarray) -> np.ndarray:
-    """Convex hull vertices of an (N, 2) point array, in order around the hull, Andrew's monotone chain.
-
-    Collinear and duplicate points are dropped. Points that share a first coordinate and are
-    not the extremes of that group in the second coordinate cannot be hull vertices, so they are
-    removed first with numpy. Integer input (the pixel case) stays integer, so the orientation
-    tests are exact, and is pruned with array operations (``_strict_chains``); other input goes
-    through the Python stack. Either way the vertices and their order are those of the textbook
-    algorithm: starting at the smallest point in (first, second) order, lower chain then upper.
-    """
-    pts = np.asarray(points)
-    if pts.ndim != 2 or pts.shape[1] != 2:
-        raise ValueError(f"expected an (N, 2) point array, got shape {pts.shape}")
-    if pts.shape[0] == 0:
-        return pts.reshape(0, 2)
-    pts = pts[np.lexsort((pts[:, 1], pts[:, 0]))]
-    new_group = np.ones(pts.shape[0], dtype=bool)
-    new_group[1:] = pts[1:, 0] != pts[:-1, 0]
-    last_of_group = np.ones(pts.shape[0], dtype=bool)
-    last_of_group[:-1] = new_group[1:]
-    reduced = pts[new_group | last_of_group]
-    if reduced.shape[0] < 3:
-        return np.unique(reduced, axis=0)
-    if pts.dtype.kind in "iu" and reduced.min() > -(2**30) and reduced.max() < 2**30:  # products fit in int64
-        chains = _hull_chain_candidates(pts[new_group, 0], pts[new_group, 1], pts[last_of_group, 1])
-        lower, upper = _strict_chains(list(chains))
-        return np.concatenate([lower[:-1], upper[:-1]]).astype(pts.dtype, copy=False)
-    pts = reduced
-    if pts.shape[0] > 16:
-        pts = _drop_interior(pts)
-    ordered = [tuple(p) for p in pts.tolist()]
-    hull = _stack_chain(ordered)[:-1] + _stack_chain(ordered[::-1])[:-1]
-    return np.asarray(hull, dtype=pts.dtype).reshape(-1, 2)
-
-
-def _drop_interior(pts: np.ndarray) -> np.ndarray:
-    """``pts`` (sorted) without the points strictly inside the hull of its eight extreme points.
-
-    Such points can never be hull vertices (the Akl-Toussaint heuristic), so the hull is exactly
-    the same; removing them with numpy leaves the Python loop a few dozen points instead of
-    hundreds. Only the non-integer path of ``convex_hull`` uses it.
-    """
-    x, y = pts[:, 0], pts[:, 1]
-    extremes = {int(f(v)) for v in (x, y, x + y, x - y) for f in (np.argmin, np.argmax)}
-    polygon = convex_hull(pts[sorted(extremes)])  # at most 8 points: the loop is trivial
-    if polygon.shape[0] < 3:
-        return pts
-    a, b = polygon, np.roll(polygon, -1, axis=0)
-    edge = b - a  # counter-clockwise polygon: strictly inside means left of every edge
-    cross = edge[None, :, 0] * (pts[:, None, 1] - a[None, :, 1]) - edge[None, :, 1] * (pts[:, None, 0] - a[None, :, 0])
-    return pts[~(cross > 0).all(axis=1)]
-
-
-def _perimeter(polygon: np.ndarray) -> float:
-    if polygon.shape[0] < 2:
-        return 0.0
-    edges = np.roll(polygon, -1, axis=0) - polygon
-    return float(np.hypot(edges[:, 0], edges[:, 1]).sum())
-
-
-def _chain_column(chain: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where a hull side (vertices by non-decreasing row) crosses ``rows + 0.5``, minus 0.5: (numerator, denominator).
-
-    Vertices have integer rows, so no crossing falls on a vertex: exactly one edge of the side
-    spans each line, and the crossing is a fraction with denominator 2 * (edge height).
-    """
-    r, c = chain[:, 0], chain[:, 1]
-    i = np.searchsorted(r, rows, side="right") - 1
-    r1, c1, height = r[i], c[i], r[i + 1] - r[i]
-    return 2 * c1 * height + (2 * rows + 1 - 2 * r1) * (c[i + 1] - c1) - height, 2 * height
-
-
-def _pixels_in_hull(left: np.ndarray, right: np.ndarray, row0: int, row1: int) -> int:
-    """Number of pixel centres (r + 0.5, c + 0.5) inside (or on) a convex polygon in corner coordinates.
-
-    ``left`` and ``right`` are its two sides as vertex chains with increasing rows (the lower and
-    the reversed upper half of the monotone chain). Row by row, the polygon cuts the line through
-    the pixel centres in one interval and the centres from ceil(left - 0.5) to floor(right - 0.5)
-    are in. This is computed exactly with integers; the former floating-point version with a
-    1e-9 tolerance gives the same counts, since a crossing that is not on a centre is at least
-    1 / (2 * frame height) away from one.
-    """
-    rows = np.arange(row0, row1, dtype=np.int64)
-    num, den = _chain_column(left, rows)
-    first = -((-num) // den)  # ceil
-    num, den = _chain_column(right, rows)
-    last = num // den  # floor
-    return int(np.maximum(last - first + 1, 0).sum())
-
-
 def _contour_length(
     rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, area_px: int, row_mm: float, col_mm: float
 ) -> float:
@@ -456,7 +143,7 @@ def _contour_length(
 
     vertical = found(start_key, start_key + key) + found(end_key, end_key + key)
     saddle = found(end_key, start_key + key) + found(start_key, end_key + key)
-    a, b = _touching_pairs(rows, starts, ends, int(key) - 2, 4)
+    a, b = touching_pairs(rows, starts, ends, int(key) - 2, 4)
     overlap = int((np.minimum(ends[a], ends[b]) - np.maximum(starts[a], starts[b])).sum())
     corner = 4 * n - 2 * vertical - 2 * saddle
     horizontal = 2 * area_px - 2 * overlap - 2 * n + vertical
@@ -508,13 +195,13 @@ def _measure_component(
     width = int(ends.max()) - left_col + 2  # the crop's width, border included
     rows, starts, ends = rows - (top - 1), starts - (left_col - 1), ends - (left_col - 1)
     if fill_holes:
-        rows, starts, ends = _fill_holes(rows, starts, ends, width)
+        rows, starts, ends = fill_run_holes(rows, starts, ends, width)
     scale = np.array([row_mm, col_mm])
     lengths = ends - starts
     area_px = int(lengths.sum())
 
     # Each row of a connected component (crop rows 1..height) has at least one run.
-    first_run, last_run = _row_bounds(rows)
+    first_run, last_run = row_bounds(rows)
     first, last = starts[first_run], ends[last_run]  # outer pixel edges of every row
     height = first.size
 
@@ -524,7 +211,7 @@ def _measure_component(
     lines = np.arange(1, height + 2, dtype=np.int64)
     low = np.concatenate([first[:1], np.minimum(first[1:], first[:-1]), first[-1:]])
     high = np.concatenate([last[:1], np.maximum(last[1:], last[:-1]), last[-1:]])
-    corner_chains = _hull_chain_candidates(lines, low, high)
+    corner_chains = hull_chain_candidates(lines, low, high)
 
     # The marching-squares vertices (midpoints of boundary pixel edges) in doubled corner
     # coordinates, so they are integers. Per horizontal line only the extremes can be hull
@@ -547,9 +234,9 @@ def _measure_component(
     mid_high[0::2] = np.where(has_right, right, left)
     present = np.ones(mid_lines.size, dtype=bool)
     present[0::2] = has_left | has_right
-    mid_chains = _hull_chain_candidates(mid_lines[present], mid_low[present], mid_high[present])
+    mid_chains = hull_chain_candidates(mid_lines[present], mid_low[present], mid_high[present])
 
-    lower, upper, mid_lower, mid_upper = _strict_chains([*corner_chains, *mid_chains])
+    lower, upper, mid_lower, mid_upper = strict_chains([*corner_chains, *mid_chains])
     hull = np.concatenate([lower[:-1], upper[:-1]])
     hull_mm = hull * scale
 
@@ -584,12 +271,12 @@ def _measure_component(
     # scikit-image does: the polygon area of the corner hull exceeds the pixel count of a
     # digitised convex shape by about half a pixel times its perimeter, which would make small
     # lesions look less solid than large ones. Counting is unaffected by anisotropic spacing.
-    hull_px = _pixels_in_hull(lower, upper[::-1], row0, row1)
+    hull_px = pixels_in_hull(lower, upper[::-1], row0, row1)
     solidity = area_px / hull_px if hull_px else 1.0
     midpoint_hull_mm = np.concatenate([mid_lower[:-1], mid_upper[:-1]]) * (0.5 * scale)
     contour = _contour_length(rows, starts, ends, area_px, row_mm, col_mm)
     # The contour's own hull can never be longer than the contour (the min() only absorbs rounding).
-    convexity = min(1.0, _perimeter(midpoint_hull_mm) / contour) if contour > 0 else 1.0
+    convexity = min(1.0, polygon_perimeter(midpoint_hull_mm) / contour) if contour > 0 else 1.0
 
     # Pixel index sums are exact integers, so dividing them equals numpy's mean of the indices.
     sum_r = int((rows * lengths).sum())
@@ -621,12 +308,12 @@ def _measure(
     limit: int | None,
 ) -> tuple[list[LesionMeasurement], int]:
     """The measured lesions (largest first, at most ``limit``) and how many lesions there are in all."""
-    m = _as_mask(mask)
+    m = as_mask(mask)
     row_mm, col_mm, calibrated = _parse_spacing(spacing_mm)
-    rows, starts, ends = _runs(m)
+    rows, starts, ends = foreground_runs(m)
     if rows.size == 0:
         return [], 0
-    component, count = _connect_runs(rows, starts, ends, m.shape[1], 8)
+    component, count = connect_runs(rows, starts, ends, m.shape[1], 8)
     area = np.bincount(component, weights=ends - starts, minlength=count).astype(np.int64)
     kept = np.flatnonzero(area >= min_area_px)
     kept = kept[np.argsort(-area[kept], kind="stable")]  # largest first; ties in raster order

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from busassist.core.measurements import label_components
+from busassist.core.mask_runs import label_components
 
 #: Undo steps kept per frame (each a bit-packed copy of the mask).
 UNDO_DEPTH = 50

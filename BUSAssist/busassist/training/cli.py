@@ -74,8 +74,6 @@ def config_from_args(args: argparse.Namespace, out: Path) -> TrainConfig:
         value = getattr(args, setting.name)
         if value is None and setting.metadata.get("preset"):
             value = preset[setting.name]
-        if setting.name in ("extra_train", "init_from", "cache_dir") and value is not None:
-            value = [str(v) for v in value] if isinstance(value, list) else str(value)
         values[setting.name] = value
     return TrainConfig(data_root=str(args.data), out_dir=str(out), pretrained=pretrained, **values)
 
@@ -296,7 +294,7 @@ def training_options(preset_default: str | None = "full") -> argparse.ArgumentPa
         meta = setting.metadata
         options: dict = {"dest": setting.name, "help": meta["help"]}
         if meta.get("action") == "append":
-            options.update(action="append", default=[], type=Path)
+            options.update(action="append", default=[], type=str)
         else:
             default = None if meta.get("preset") else setting.default
             kind = meta.get("type") or type(setting.default)

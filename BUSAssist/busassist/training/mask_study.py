@@ -21,7 +21,7 @@ import numpy as np
 
 from busassist.constants import MIN_LESION_FRACTION
 from busassist.core.inference import Analyzer
-from busassist.core.measurements import label_components
+from busassist.core.mask_runs import label_components
 from busassist.training.busi import BusiCase, discover, load_image, load_mask
 from busassist.training.metrics import dice_iou
 from busassist.training.reference import REFERENCE_RUNTIME
