@@ -50,3 +50,40 @@ def test_bad_rules_are_refused_before_any_data_is_read(tmp_path: Path, field: st
     config = tiny_config(tmp_path / "no-data", tmp_path, tmp_path / "cache", **{field: value})
     with pytest.raises(ValueError, match=reason):
         check_config(config)
+
+
+def test_a_keep_rule_study_trains_each_seed_once_and_reads_the_best_epoch_from_it(
+    shared_dir: Path, tmp_path: Path
+) -> None:
+    """best vs final walk one trajectory: the study's best variant must equal a real keep=best training."""
+    from busassist.training.study import load_spec, run_study
+
+    busi = shared_dir / "data" / "busi"
+    spec = tmp_path / "keep.toml"
+    spec.write_text('name = "keep"\nseeds = [5]\nreference = { keep = "best" }\n[vary]\nkeep = ["best", "final"]\n')
+    base = tiny_config(busi, tmp_path / "out", tmp_path / "cache", epochs=3, patience=3)
+    rows = run_study(load_spec(spec), base, tmp_path / "out")
+    derived, final = tmp_path / "out" / "keep-best" / "seed-5", tmp_path / "out" / "keep-final" / "seed-5"
+    assert not (derived / "last.pt").exists(), "the best-epoch variant was trained a second time"
+    assert (final / "last.pt").exists() and kept(final)["epoch"] == 3
+    assert json.loads((derived / "config.json").read_text())["config"]["keep"] == "best"
+    assert [row["variant"] for row in rows] == ["keep-best", "keep-final"]
+
+    real = tmp_path / "real-best"
+    train(replace(base, out_dir=str(real), seed=5, keep="best"))
+    assert kept(derived)["epoch"] == kept(real)["epoch"]
+    for name, tensor in kept(real)["model"].items():
+        assert torch.equal(kept(derived)["model"][name], tensor), f"{name}: the two rules did not share a trajectory"
+    assert json.loads((derived / "metrics.json").read_text())["acc"] == rows[0]["acc"]
+
+
+def test_a_best_rule_that_may_stop_early_is_trained_on_its_own(shared_dir: Path, tmp_path: Path) -> None:
+    from busassist.training.study import load_spec, trajectory_twin
+
+    spec = tmp_path / "keep.toml"
+    spec.write_text('name = "keep"\nseeds = [5]\n[vary]\nkeep = ["best", "final"]\n')
+    loaded = load_spec(spec)
+    base = tiny_config(shared_dir / "data" / "busi", tmp_path, tmp_path / "cache", epochs=3, patience=1)
+    assert trajectory_twin(loaded, base, {"keep": "best"}) is None
+    assert trajectory_twin(loaded, replace(base, patience=3), {"keep": "best"}) == "keep-final"
+    assert trajectory_twin(loaded, replace(base, patience=3), {"keep": "final"}) is None

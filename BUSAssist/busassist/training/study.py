@@ -73,6 +73,10 @@ class StudySpec:
             return [(f"fold-{k}", {"folds": self.folds, "fold": k}) for k in range(self.folds)]
         return [(f"seed-{seed}", {"seed": seed}) for seed in self.seeds]
 
+    def variant_overrides(self, name: str) -> dict:
+        """The overrides of the variant called ``name``."""
+        return dict(self.variants())[name]
+
     def variants(self) -> list[tuple[str, dict]]:
         """(folder name, overrides) of every variant, in spec order; the reference variant first."""
         keys = list(self.vary)
@@ -180,8 +184,15 @@ def run_study(spec: StudySpec, base: TrainConfig, out: Path) -> list[dict]:
         folder = out / name
         variant_config = _config(base, folder, overrides)
         rows = []
+        twin = trajectory_twin(spec, base, overrides)
         for index, (replicate, extra) in enumerate(replicates):
-            metrics = train_and_score(_config(base, folder / replicate, {**overrides, **extra}), progress)
+            config = _config(base, folder / replicate, {**overrides, **extra})
+            if twin is None:
+                metrics = train_and_score(config, progress)
+            else:  # the best-epoch rule of a "final" twin's training: no second training of the same trajectory
+                twin_config = _config(base, out / twin / replicate, {**spec.variant_overrides(twin), **extra})
+                train_and_score(twin_config, progress)
+                metrics = derive_best_validation(out / twin / replicate, config)
             rows.append({"fold": index, "replicate": replicate, **metrics})
             study_rows.append({"variant": name, **overrides, "replicate": replicate, **metrics})
         # the layout of a `cv` run, so that cv_compare (and `compare`) can pair any two variants
@@ -193,6 +204,52 @@ def run_study(spec: StudySpec, base: TrainConfig, out: Path) -> list[dict]:
         write_csv(out / "study.csv", study_rows)
     write_csv(out / "summary.csv", summarise_variants(study_rows))
     return study_rows
+
+
+def trajectory_twin(spec: StudySpec, base: TrainConfig, overrides: dict) -> str | None:
+    """The variant whose trainings this ``keep = "best"`` variant can be read from, or None.
+
+    ``keep = "best"`` and ``keep = "final"`` with otherwise equal settings walk the same trajectory
+    when the best-epoch rule never stops early (patience >= epochs): the trainer then keeps both
+    checkpoints in the "final" run (``best.pt`` and ``best_validation.pt``), and a keep-rule study
+    costs one training per replicate instead of two.
+    """
+    config = replace(base, **overrides)
+    if config.keep != "best" or config.patience < config.epochs:
+        return None
+    wanted = {**overrides, "keep": "final"}
+    return next((name for name, other in spec.variants() if other == wanted), None)
+
+
+def derive_best_validation(twin_run: Path, config: TrainConfig) -> dict:
+    """Score the best-validation checkpoint of a finished ``keep = "final"`` run as a ``keep = "best"`` run.
+
+    The derived folder holds what a best-rule training would have written: the twin's split, history
+    and configuration (with ``keep`` set to ``best``) and its best-validation weights as ``best.pt``.
+    """
+    import shutil
+
+    from busassist.training.experiments import test_metrics
+    from busassist.training.trainer import BEST_VALIDATION_CHECKPOINT
+
+    run = Path(config.out_dir)
+    done = run / "metrics.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    source = Path(twin_run) / BEST_VALIDATION_CHECKPOINT
+    if not source.exists():
+        raise SpecError(f"{twin_run}: no {BEST_VALIDATION_CHECKPOINT} (trained before the trainer kept it); retrain it")
+    run.mkdir(parents=True, exist_ok=True)
+    for name in ("split.json", "history.csv"):
+        shutil.copy2(Path(twin_run) / name, run / name)
+    meta = json.loads((Path(twin_run) / "config.json").read_text())
+    meta["config"] = asdict(config)
+    meta["derived_from"] = f"{twin_run} ({BEST_VALIDATION_CHECKPOINT}: the same trajectory, best validation epoch)"
+    (run / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
+    shutil.copy2(source, run / "best.pt")
+    metrics = test_metrics(config, run)
+    done.write_text(json.dumps(metrics, indent=1) + "\n")
+    return metrics
 
 
 def summarise_variants(rows: list[dict]) -> list[dict]:

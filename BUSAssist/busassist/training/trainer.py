@@ -272,6 +272,8 @@ def selection_score(task: Task, scores: dict[str, float]) -> float:
 
 
 KEEP_RULES = ("best", "final", "ema")
+#: The best-validation epoch's weights, also kept by a ``--keep final`` run.
+BEST_VALIDATION_CHECKPOINT = "best_validation.pt"
 
 
 def check_config(config: TrainConfig) -> None:
@@ -420,6 +422,14 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
             torch.save(
                 {"model": kept.state_dict(), "task": task.value, "epoch": epoch + 1, "scores": scores},
                 out / "best.pt",
+            )
+        # A "final" run also keeps what the best-epoch rule would have kept: the two rules walk the same
+        # trajectory (same seed, no early stop), so one training answers both (study.derive_best_validation).
+        if config.keep == "final" and score > state.get("validation_best_score", float("-inf")):
+            state["validation_best_score"], state["validation_best_epoch"] = score, epoch + 1
+            torch.save(
+                {"model": kept.state_dict(), "task": task.value, "epoch": epoch + 1, "scores": scores},
+                out / BEST_VALIDATION_CHECKPOINT,
             )
         torch.save(
             {
