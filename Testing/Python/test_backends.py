@@ -24,6 +24,11 @@ SAMPLE_DIR = REPO_ROOT / "Resources" / "SampleData"
 needs_openvino = pytest.mark.skipif(not backends.openvino_installed(), reason="OpenVINO is not installed")
 
 
+def probabilities(outputs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """What ``parity_problem`` expects of the reference: probabilities, as every face shows them."""
+    return tuple(1 / (1 + np.exp(-logits.astype(np.float64))) for logits in outputs)
+
+
 def test_onnxruntime_does_not_spin() -> None:
     network = backends.OnnxRuntimeNetwork(default_model_path(), threads=1)
     options = network.session.get_session_options()
@@ -43,7 +48,7 @@ def test_openvino_answers_as_onnxruntime_on_the_bundled_model() -> None:
     reference = backends.OnnxRuntimeNetwork(model, threads=1)
     candidate = backends.OpenVinoNetwork(model, threads=1)
     batch = backends.probe_batch()
-    assert backends.parity_problem(candidate, reference.run(batch), batch) is None
+    assert backends.parity_problem(candidate, probabilities(reference.run(batch)), batch) is None
     assert np.abs(candidate.run(batch)[1] - reference.run(batch)[1]).max() <= 1e-4  # logits too, when trained
     assert backends.open_network(model, backends.AUTO, threads=1).name == backends.OPENVINO
 
@@ -55,7 +60,7 @@ def test_auto_follows_the_parity_check_on_a_fresh_export(emtnet_onnx: FixtureMod
     reference = backends.OnnxRuntimeNetwork(emtnet_onnx.path, threads=1)
     candidate = backends.OpenVinoNetwork(emtnet_onnx.path, threads=1)
     batch = backends.probe_batch()
-    problem = backends.parity_problem(candidate, reference.run(batch), batch)
+    problem = backends.parity_problem(candidate, probabilities(reference.run(batch)), batch)
     chosen = backends.open_network(emtnet_onnx.path, backends.AUTO, threads=1).name
     assert chosen == (backends.ONNXRUNTIME if problem else backends.OPENVINO)
     batch = backends.probe_batch()
@@ -79,7 +84,7 @@ class _Shifted:
 def test_parity_check_catches_a_small_difference() -> None:
     reference = backends.OnnxRuntimeNetwork(default_model_path(), threads=1)
     batch = backends.probe_batch()
-    expected = reference.run(batch)
+    expected = probabilities(reference.run(batch))
     assert backends.parity_problem(_Shifted(reference, 5e-5), expected, batch) is None
     problem = backends.parity_problem(_Shifted(reference, 0.01), expected, batch)
     assert problem is not None and "probabilities differ" in problem
@@ -158,3 +163,69 @@ def test_faces_name_the_runtime_that_answers() -> None:
     assert "on " not in settings.model_description()  # not loaded yet: no runtime to name
     assert isinstance(settings.analyzer, Analyzer)
     assert settings.model_description().endswith(", on onnxruntime")
+
+
+@pytest.fixture
+def sealed_copy(tmp_path: Path) -> tuple[Path, str]:
+    """The bundled model copied, sealed and given its stored probe reference."""
+    import shutil
+
+    from busassist.core.model_store import write_checksum
+
+    model = tmp_path / "emtnet.onnx"
+    shutil.copyfile(default_model_path(), model)
+    digest = write_checksum(model)
+    backends.write_probe_reference(model)
+    return model, digest
+
+
+def test_the_stored_reference_is_onnxruntimes_answer_on_the_probe(sealed_copy: tuple[Path, str]) -> None:
+    model, digest = sealed_copy
+    stored = backends.read_probe_reference(model, digest)
+    live = probabilities(backends.OnnxRuntimeNetwork(model, threads=1).run(backends.probe_batch()))
+    assert stored is not None
+    for ours, theirs in zip(stored, live):
+        assert ours.shape == theirs.shape and np.abs(ours - theirs).max() <= 8e-6
+    assert backends.probe_reference_path(model).stat().st_size < 300_000  # it ships beside every model
+
+
+def test_a_stale_or_broken_stored_reference_is_ignored(sealed_copy: tuple[Path, str]) -> None:
+    model, digest = sealed_copy
+    assert backends.read_probe_reference(model, "0" * 64) is None  # made for another model
+    backends.probe_reference_path(model).write_bytes(b"not an npz")
+    assert backends.read_probe_reference(model, digest) is None
+    backends.probe_reference_path(model).unlink()
+    assert backends.read_probe_reference(model, digest) is None
+
+
+def test_auto_checks_against_the_stored_reference_without_loading_onnxruntime(
+    sealed_copy: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, digest = sealed_copy
+    loaded = []
+    original = backends.OnnxRuntimeNetwork
+
+    def counted(path, threads=None):
+        loaded.append(path)
+        return original(path, threads)
+
+    monkeypatch.setattr(backends, "openvino_installed", lambda: True)
+    monkeypatch.setattr(backends, "OpenVinoNetwork", lambda path, threads=None: _Shifted(original(path, threads), 0))
+    monkeypatch.setattr(backends, "OnnxRuntimeNetwork", counted)
+    assert backends.open_network(model, backends.AUTO, threads=1, sha256=digest).name == "shifted"
+    assert loaded == [], "the stored reference should have answered the probe"
+    # a candidate that is off is still caught by the stored reference, and auto falls back
+    monkeypatch.setattr(backends, "OpenVinoNetwork", lambda path, threads=None: _Shifted(original(path, threads), 0.05))
+    assert backends.open_network(model, backends.AUTO, threads=1, sha256=digest).name == backends.ONNXRUNTIME
+    # without the verified digest (or with a stale file) onnxruntime answers the probe itself
+    loaded.clear()
+    monkeypatch.setattr(backends, "OpenVinoNetwork", lambda path, threads=None: _Shifted(original(path, threads), 0))
+    backends.open_network(model, backends.AUTO, threads=1)
+    assert len(loaded) == 1
+
+
+def test_the_bundled_model_ships_its_probe_reference() -> None:
+    from busassist.core.model_store import verify_model
+
+    model = default_model_path()
+    assert backends.read_probe_reference(model, verify_model(model)) is not None

@@ -115,6 +115,7 @@ def test_wheel_contains_bundled_model(wheel: Path) -> None:
     names = wheel_names(wheel)
     assert "busassist/models/emtnet.onnx" in names
     assert "busassist/models/emtnet.onnx.sha256" in names
+    assert "busassist/models/emtnet.onnx.probe.npz" in names  # auto's parity check without onnxruntime
     # The shipped checksum file matches the shipped model.
     import hashlib
 

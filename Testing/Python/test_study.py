@@ -194,6 +194,9 @@ def test_the_production_line_from_the_command_line(shared_dir: Path, tmp_path: P
     assert main(["export", str(run)]) == 0
     assert main(["calibrate", str(run), *busi]) == 0
     sealed = sha256_of(run / "emtnet.onnx")
+    from busassist.core.backends import read_probe_reference
+
+    assert read_probe_reference(run / "emtnet.onnx", sealed) is not None, "sealing writes auto's probe reference"
     assert main(["evaluate", str(run), *busi, "--report", str(tmp_path / "report")]) == 0
     assert sha256_of(run / "emtnet.onnx") == sealed and (run / "model_card.json").exists()
     assert (tmp_path / "report" / "report.md").exists()

@@ -4,7 +4,8 @@ onnxruntime is always installed and is the reference. OpenVINO (``pip install 'b
 runs the same ONNX file in float32 at about 0.8x onnxruntime's time on a CPU with AVX-512 (see
 docs/benchmarks.md). ``auto`` takes OpenVINO only when it is installed *and* answers like onnxruntime
 on a probe at load (``parity_problem``): a runtime that computes something else must never be used
-silently, so on a mismatch ``auto`` falls back to onnxruntime and says why.
+silently, so on a mismatch ``auto`` falls back to onnxruntime and says why. onnxruntime's answers on the
+probe are stored beside every sealed model (``PROBE_SUFFIX``), so the check need not load onnxruntime.
 
 Neither runtime spin-waits or pins threads. onnxruntime's workers normally busy-wait between operators
 for lower latency, which on a shared CPU (two batch workers on two cores, Slicer beside the viewer)
@@ -128,23 +129,88 @@ def probe_batch(size: int = IMAGE_SIZE) -> np.ndarray:
     return np.stack([first, second])[:, None].astype(np.float32)
 
 
+def _one_image_at_a_time(network, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``network.run`` on each image of ``batch`` alone, as the faces run it, outputs stacked.
+
+    A batch of two would make a runtime plan (and keep) buffers twice the size inference ever needs:
+    ~40 MB of a worker's peak with OpenVINO.
+    """
+    answers = [network.run(batch[index : index + 1]) for index in range(len(batch))]
+    class_logits, mask_logits = (np.concatenate([answer[part] for answer in answers]) for part in (0, 1))
+    return class_logits, mask_logits
+
+
 def _probability(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -60, 60)))
 
 
 def parity_problem(candidate, expected: tuple[np.ndarray, np.ndarray], batch: np.ndarray) -> Optional[str]:
-    """Why ``candidate`` does not answer ``expected`` (the reference's outputs on ``batch``), or None."""
-    got = candidate.run(batch)
+    """Why ``candidate`` does not answer ``expected`` on ``batch``, or None.
+
+    ``expected`` holds the reference's class and mask *probabilities* on ``batch`` (a live onnxruntime
+    run, or the answers stored beside the model: ``ProbeReference``).
+    """
+    got = _one_image_at_a_time(candidate, batch)
     for name, ours, theirs in zip(("class", "mask"), got, expected):
         if ours.shape != theirs.shape or not np.all(np.isfinite(ours)):
             return f"{name} outputs have shape {ours.shape} or non-finite values"
-        difference = float(np.abs(_probability(ours) - _probability(theirs)).max())
+        difference = float(np.abs(_probability(ours) - theirs).max())
         if difference > PARITY_TOLERANCE:
             return f"{name} probabilities differ by up to {difference:.2g} (tolerance {PARITY_TOLERANCE:g})"
-    reference_mask = _probability(expected[1])
+    reference_mask = expected[1]
     decided = np.abs(reference_mask - 0.5) > PARITY_TOLERANCE
-    flipped = int(np.count_nonzero(((got[1] >= 0) != (expected[1] >= 0)) & decided))
+    flipped = int(np.count_nonzero(((got[1] >= 0) != (reference_mask >= 0.5)) & decided))
     return f"{flipped} mask pixels flipped" if flipped else None
+
+
+#: Beside the model: onnxruntime's answers on the probe, so that ``auto`` checks OpenVINO without loading
+#: onnxruntime at all (loading both cost a batch worker ~65 MB of peak memory that never came back).
+PROBE_SUFFIX = ".probe.npz"
+#: Stored probabilities are rounded to 1/65535 (|error| <= 7.7e-6, far inside ``PARITY_TOLERANCE``).
+_PROBE_SCALE = 65535
+
+
+def probe_reference_path(model_path: Path) -> Path:
+    return Path(model_path).with_name(Path(model_path).name + PROBE_SUFFIX)
+
+
+def write_probe_reference(model_path: Path) -> Path:
+    """Store onnxruntime's probabilities on the probe beside the model, keyed by the model's SHA-256.
+
+    Written wherever a model is sealed (export, calibrate, quantize, publish), after its checksum: a
+    model changed afterwards no longer matches its key, and ``auto`` then runs onnxruntime itself.
+    """
+    from busassist.core.model_store import sha256_of
+
+    model_path = Path(model_path)
+    batch = probe_batch(read_metadata(model_path).input_size)
+    class_logits, mask_logits = _one_image_at_a_time(OnnxRuntimeNetwork(model_path), batch)
+    target = probe_reference_path(model_path)
+    with open(target, "wb") as handle:  # np.savez would add ".npz" to a name that lacks it
+        np.savez_compressed(
+            handle,
+            sha256=np.array(sha256_of(model_path)),
+            class_probability=_probability(class_logits),
+            mask_probability=np.round(_probability(mask_logits) * _PROBE_SCALE).astype(np.uint16),
+        )
+    return target
+
+
+def read_probe_reference(model_path: Path, sha256: str) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """The stored reference probabilities of the model whose SHA-256 is ``sha256``; None when absent or stale."""
+    path = probe_reference_path(model_path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            if str(stored["sha256"]) != sha256:
+                log.info("%s: made for another model; onnxruntime answers the probe itself", path)
+                return None
+            mask = stored["mask_probability"].astype(np.float64) / _PROBE_SCALE
+            return stored["class_probability"].astype(np.float64), mask
+    except (OSError, KeyError, ValueError) as error:  # unreadable: the live reference still works
+        log.info("%s: unreadable (%s); onnxruntime answers the probe itself", path, error)
+        return None
 
 
 def _return_freed_memory() -> None:
@@ -160,8 +226,12 @@ def _return_freed_memory() -> None:
         pass
 
 
-def open_network(model_path: Path, backend: str = AUTO, threads: Optional[int] = None):
-    """The model on ``backend`` (``auto``: OpenVINO when installed and parity-checked, else onnxruntime)."""
+def open_network(model_path: Path, backend: str = AUTO, threads: Optional[int] = None, sha256: Optional[str] = None):
+    """The model on ``backend`` (``auto``: OpenVINO when installed and parity-checked, else onnxruntime).
+
+    ``sha256`` (the verified model's digest) lets ``auto`` use the reference answers stored beside the
+    model instead of running onnxruntime on the probe.
+    """
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKEND_CHOICES)}")
     if backend == ONNXRUNTIME or (backend == AUTO and not openvino_installed()):
@@ -170,11 +240,14 @@ def open_network(model_path: Path, backend: str = AUTO, threads: Optional[int] =
         if not openvino_installed():
             raise ModelError("the OpenVINO backend is not installed (pip install 'busassist[openvino]')")
         return OpenVinoNetwork(model_path, threads)
-    # The reference answers first and is released before OpenVINO compiles, so the two never hold memory
-    # together (one worker's peak stays that of one runtime).
     batch = probe_batch(read_metadata(model_path).input_size)
-    expected = OnnxRuntimeNetwork(model_path, threads).run(batch)
-    _return_freed_memory()
+    expected = read_probe_reference(model_path, sha256) if sha256 else None
+    if expected is None:
+        # The reference answers first and is released before OpenVINO compiles, so the two never hold
+        # their working memory together (the library itself stays mapped: the stored reference avoids it).
+        class_logits, mask_logits = _one_image_at_a_time(OnnxRuntimeNetwork(model_path, threads), batch)
+        expected = (_probability(class_logits), _probability(mask_logits))
+        _return_freed_memory()
     try:
         candidate = OpenVinoNetwork(model_path, threads)
         problem = parity_problem(candidate, expected, batch)

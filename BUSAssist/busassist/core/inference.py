@@ -81,7 +81,7 @@ class Analyzer:
     ) -> None:
         self.model_path = Path(model_path) if model_path else default_model_path()
         self.sha256 = verify_model(self.model_path) if verify else None
-        self.network = open_network(self.model_path, backend, threads)
+        self.network = open_network(self.model_path, backend, threads, self.sha256)
         self.network_seconds = 0.0  # time spent inside the runtime, for the benchmarks
         self.metadata = read_metadata(self.model_path)
 

@@ -22,10 +22,9 @@ from busassist.constants import (
     threshold_for_effective_weight,
 )
 from busassist.core.inference import Analyzer, sigmoid
-from busassist.core.model_store import write_checksum
 from busassist.training.busi import BusiCase, discover, load_image, load_mask
 from busassist.training.calibration import expected_calibration_error, fit_temperature
-from busassist.training.export import set_metadata
+from busassist.training.export import seal_model, set_metadata
 from busassist.training.metrics import auc, classification_report, dice_iou, mean_report
 from busassist.training.model_card import strict_json, write_card
 from busassist.training.reference import REFERENCE_RUNTIME
@@ -205,7 +204,7 @@ def calibrate_run(run: Path, onnx_path: Path, data_root: Path, pooled_from: Path
     del analyzer  # release the file before rewriting it
     set_metadata(onnx_path, metadata)
     record = {
-        "model_sha256": write_checksum(onnx_path),
+        "model_sha256": seal_model(onnx_path),
         "temperature": metadata.temperature,
         "operating_table": metadata.operating_table,
         "fitted_on": fitted_on,

@@ -99,7 +99,7 @@ def rewrite_to_fast_form(path: Path) -> Path:
     ``graph_form`` and ``source_sha256``, the checksum of the file it was rewritten from; the ``.sha256``
     file beside it is renewed.
     """
-    from busassist.core.model_store import read_metadata, sha256_of, write_checksum
+    from busassist.core.model_store import read_metadata, sha256_of
 
     path = Path(path)
     source_sha256 = sha256_of(path)
@@ -109,5 +109,20 @@ def rewrite_to_fast_form(path: Path) -> Path:
     onnx.save(fast_form(onnx.load(str(path))), str(path))
     extra = {**metadata.extra, "graph_form": GRAPH_FORM, "source_sha256": source_sha256}
     set_metadata(path, dataclasses.replace(metadata, extra=extra))
-    write_checksum(path)
+    seal_model(path)
     return path
+
+
+def seal_model(path: Path) -> str:
+    """Seal a finished model: its ``.sha256`` file, then onnxruntime's probe answers keyed by that digest.
+
+    Every step that writes a model users may load ends here (calibrate, quantize, publish, the fast-form
+    rewrite), so a shipped model always carries the reference the ``auto`` backend checks against.
+    Returns the SHA-256.
+    """
+    from busassist.core.backends import write_probe_reference
+    from busassist.core.model_store import write_checksum
+
+    digest = write_checksum(Path(path))
+    write_probe_reference(Path(path))
+    return digest

@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 from busassist.constants import MODEL_CARD_JSON, MODEL_FILENAME
-from busassist.core.model_store import write_checksum
 
 CARD_MARKDOWN = "MODEL_CARD.md"
 HEADLINE = ("acc", "sen", "spe", "auc", "ppv", "npv", "dice", "iou")
@@ -194,10 +193,12 @@ def write_card(folder: Path, card: dict) -> None:
 
 
 def publish(run: Path, models_dir: Path) -> Path:
-    """Copy a run's ONNX model and card into ``models_dir`` and write the model's SHA-256."""
+    """Copy a run's ONNX model and card into ``models_dir`` and seal it (SHA-256 and probe reference)."""
+    from busassist.training.export import seal_model
+
     models_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / MODEL_FILENAME, models_dir / MODEL_FILENAME)
-    write_checksum(models_dir / MODEL_FILENAME)
+    seal_model(models_dir / MODEL_FILENAME)
     for name in (MODEL_CARD_JSON, CARD_MARKDOWN):
         shutil.copyfile(run / name, models_dir / name)
     return models_dir

@@ -60,8 +60,7 @@ def quantize_run(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from busassist.core.model_store import write_checksum
-    from busassist.training.export import set_metadata
+    from busassist.training.export import seal_model, set_metadata
 
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method {method!r}: expected one of {', '.join(CALIBRATION_METHODS)}")
@@ -109,7 +108,7 @@ def quantize_run(
     prepared.unlink()
     metadata.model_version += "-int8"
     set_metadata(target, metadata)
-    write_checksum(target)
+    seal_model(target)
     (run / "int8_calibration.json").write_text(json.dumps(calibration) + "\n")
     return target
 
