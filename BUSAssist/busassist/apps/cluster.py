@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,6 +47,35 @@ def study_groups(paths: list, study_of: Callable[[object], str], largest: int | 
     return groups
 
 
+#: glibc's mallopt parameters, and the values its dynamic thresholds settle at on 64-bit Linux.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_SETTLED_MMAP_THRESHOLD, _SETTLED_TRIM_THRESHOLD = 32 << 20, 64 << 20
+
+
+def restore_malloc_thresholds() -> bool:
+    """Undo Dask's ``MALLOC_TRIM_THRESHOLD_=65536`` in this worker process; True when it was undone.
+
+    Dask's nanny starts workers with that variable so they hand freed memory back at once. Setting it
+    also freezes glibc's mmap threshold at 128 KB, so every frame-sized array was mapped, zero-filled
+    and unmapped again: 1,200 frames took 35.6 s on two Dask workers against 29.7 s without it. Setting
+    the thresholds where glibc's own dynamic ones settle (mmap 32 MB, trim 64 MB) gives the speed back
+    (30.2 s), on a ``local:N`` cluster and a remote one alike, for 17 MB more peak memory per worker
+    (249 -> 266 MB). Measured with ``bench/benchmark.py``'s frames; docs/benchmarks.md.
+    """
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(
+            libc.mallopt(_M_MMAP_THRESHOLD, _SETTLED_MMAP_THRESHOLD)
+            and libc.mallopt(_M_TRIM_THRESHOLD, _SETTLED_TRIM_THRESHOLD)
+        )
+    except (OSError, AttributeError):  # not glibc: the variable means nothing there
+        return False
+
+
 def analyse_group(
     paths: list, model_path: str, threads: int, out: str, options: AnalyzeOptions, backend: str = "auto"
 ) -> list[FileReport]:
@@ -54,6 +84,7 @@ def analyse_group(
 
     analyzer = _WORKER_STATE.get(("analyzer", model_path, backend))
     if analyzer is None:
+        restore_malloc_thresholds()
         analyzer = Analyzer(model_path, threads=threads, backend=backend)
         _WORKER_STATE[("analyzer", model_path, backend)] = analyzer
     done = _WORKER_STATE.get(("done", out))
