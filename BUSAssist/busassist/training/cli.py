@@ -193,7 +193,9 @@ def _experiments_report(args: argparse.Namespace) -> int:
 def _quantize(args: argparse.Namespace) -> int:
     from busassist.training.quantize import compare_int8, quantize_run
 
-    target = quantize_run(args.run, args.data, args.calibration_images, args.calibration, tuple(args.float_op))
+    target = quantize_run(
+        args.run, args.data, args.calibration_images, args.calibration, tuple(args.float_op), args.reduce_range
+    )
     print(f"wrote {target}")
     print(json.dumps(compare_int8(args.run, args.data), indent=1))
     return 0
@@ -377,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="OP",
         help="ONNX operator type kept in float32 (repeatable), e.g. Gemm for the classifier's dense layers",
+    )
+    quantize.add_argument(
+        "--reduce-range",
+        action="store_true",
+        help="7-bit weights: no int16 saturation on CPUs without VNNI, so the same answers on every x86-64",
     )
     rescore = tools_sub.add_parser(
         "cv-rescore", help="score a finished cross-validation's folds again with today's metrics (no training)"
