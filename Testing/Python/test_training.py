@@ -246,6 +246,24 @@ def test_export_calibrate_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None
     assert "## int8 model" in text and f"{figures['int8']['size_mb']:.1f} MB;" in text
     assert f"| test | int8 | {figures['test']['int8']['auc']:.4f} |" in text
 
+    # The variants that cannot saturate on a CPU without VNNI: 7-bit int8 weights, or uint8 weights.
+    import onnx
+    from onnx import numpy_helper
+
+    def quantised_weights(path: Path) -> list[np.ndarray]:
+        model = onnx.load(str(path))
+        tensors = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        dequantised = [node.input[0] for node in model.graph.node if node.op_type == "DequantizeLinear"]
+        return [tensors[name] for name in dequantised if name in tensors and tensors[name].ndim == 4]
+
+    seven_bit = quantised_weights(quantize_run(run, busi, calibration_images=8, reduce_range=True))
+    assert seven_bit and all(w.dtype == np.int8 and np.abs(w.astype(int)).max() <= 64 for w in seven_bit)
+    assert json.loads((run / "int8_calibration.json").read_text())["reduce_range"] is True
+    unsigned = quantised_weights(quantize_run(run, busi, calibration_images=8, weight_type="uint8"))
+    assert unsigned and all(w.dtype == np.uint8 for w in unsigned)
+    with pytest.raises(ValueError, match="weight type"):
+        quantize_run(run, busi, calibration_images=8, weight_type="int4")
+
 
 def test_lesion_rule_stays_the_smallest_and_tabulates_larger_ones() -> None:
     from busassist.constants import MIN_LESION_FRACTION

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from busassist.constants import MODEL_FILENAME
 from busassist.core.model_store import ModelError
-from busassist.training.quantize import CALIBRATION_METHODS
+from busassist.training.quantize import CALIBRATION_METHODS, WEIGHT_TYPES
 
 if TYPE_CHECKING:
     from busassist.training.trainer import TrainConfig
@@ -194,7 +194,13 @@ def _quantize(args: argparse.Namespace) -> int:
     from busassist.training.quantize import compare_int8, quantize_run
 
     target = quantize_run(
-        args.run, args.data, args.calibration_images, args.calibration, tuple(args.float_op), args.reduce_range
+        args.run,
+        args.data,
+        args.calibration_images,
+        args.calibration,
+        tuple(args.float_op),
+        reduce_range=args.reduce_range,
+        weight_type=args.weights,
     )
     print(f"wrote {target}")
     print(json.dumps(compare_int8(args.run, args.data), indent=1))
@@ -384,6 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--reduce-range",
         action="store_true",
         help="7-bit weights: no int16 saturation on CPUs without VNNI, so the same answers on every x86-64",
+    )
+    quantize.add_argument(
+        "--weights",
+        choices=list(WEIGHT_TYPES),
+        default="int8",
+        help="weight type; uint8 takes onnxruntime's u8u8 kernels, which cannot saturate either",
     )
     rescore = tools_sub.add_parser(
         "cv-rescore", help="score a finished cross-validation's folds again with today's metrics (no training)"

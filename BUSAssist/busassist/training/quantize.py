@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 INT8_FILENAME = "emtnet.int8.onnx"
 MAX_DROP = 0.005
 #: Command-line name -> onnxruntime ``CalibrationMethod`` member (imported only when quantising).
+WEIGHT_TYPES = ("int8", "uint8")
 CALIBRATION_METHODS = {"percentile": "Percentile", "minmax": "MinMax", "entropy": "Entropy"}
 
 
@@ -52,6 +53,7 @@ def quantize_run(
     method: str = "percentile",
     float_ops: tuple[str, ...] = (),
     reduce_range: bool = False,
+    weight_type: str = "int8",
 ) -> Path:
     """Write ``run/emtnet.int8.onnx`` (QDQ, per-channel int8 weights, uint8 activations).
 
@@ -62,12 +64,16 @@ def quantize_run(
     products into a saturating int16; with |weight| <= 64 a pair (<= 2 x 255 x 64 = 32,640) cannot
     saturate, so the int8 model answers alike on every x86-64 CPU, not only on the VNNI one it was
     checked on.
+    ``weight_type``: ``"int8"`` (signed, symmetric) or ``"uint8"``: onnxruntime multiplies uint8 by
+    uint8 with another kernel that widens to int16 before adding, so it cannot saturate either.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from busassist.training.export import seal_model, set_metadata
 
+    if weight_type not in WEIGHT_TYPES:
+        raise ValueError(f"weight type {weight_type!r}: expected one of {', '.join(WEIGHT_TYPES)}")
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method {method!r}: expected one of {', '.join(CALIBRATION_METHODS)}")
     run = Path(run)
@@ -95,7 +101,7 @@ def quantize_run(
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
             calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[chosen]),
             nodes_to_exclude=excluded,
             reduce_range=reduce_range,
@@ -106,6 +112,7 @@ def quantize_run(
         "images": len(images),
         "float_ops": list(float_ops),
         "reduce_range": reduce_range,
+        "weight_type": weight_type,
     }
     try:
         quantize(method)
