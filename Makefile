@@ -69,7 +69,7 @@ bench: $(VENV)/.stamp-dev
 # compare with the shipped model card. `busassist-train publish $(RUN_DIR)` then replaces it.
 reproduce: $(VENV)/.stamp-dev
 	$(VENV)/bin/busassist-train fit --data $(DATA) --out $(RUN_DIR) --export
-	$(VENV)/bin/busassist-train compare $(RUN_DIR)
+	$(VENV)/bin/busassist-train compare --check $(RUN_DIR)
 
 # The paper's four experiments as study specs (resumable; finished trainings are skipped), each with its
 # report.md. PRESET=cpu-quick (128 px, 8 epochs) on a CPU; PRESET=full on a GPU. Two studies run side by

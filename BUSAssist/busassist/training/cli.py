@@ -242,7 +242,7 @@ def _compare(args: argparse.Namespace) -> int:
         args.candidate = args.run
         return _cv_compare(args)
     from busassist.training.model_card import compare_cards
-    from busassist.training.paired_compare import compare_with_shipped
+    from busassist.training.paired_compare import beyond_noise, compare_with_shipped
 
     shipped_card = Path(args.models_dir) / "model_card.json"
     print(compare_cards(Path(args.run) / "model_card.json", shipped_card))
@@ -262,7 +262,12 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"\nPaired on the same {args.run} test images (both models scored on each bootstrap resample):")
     print(table)
     print(f"written to {path}")
-    return 0
+    differing = beyond_noise(report)
+    if not differing:
+        print("reproduces the shipped card: every paired 95 % interval includes 0")
+        return 0
+    print(f"does not reproduce the shipped card: {', '.join(differing)} differ beyond resampling noise")
+    return 3 if args.check else 0
 
 
 def training_options(preset_default: str | None = "full") -> argparse.ArgumentParser:
@@ -432,6 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
         "reference", type=Path, nargs="?", default=None, help="the reference cross-validation / study variant"
     )
     compare.add_argument("--models-dir", type=Path, default=Path("Resources/Models"))
+    compare.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 3 when RUN differs from the shipped model beyond noise on any metric (make reproduce)",
+    )
     compare.add_argument(
         "--data",
         type=Path,

@@ -85,6 +85,15 @@ def format_paired(report: dict[str, dict[str, float]], new_label: str = "this ru
     return "\n".join(lines)
 
 
+def beyond_noise(report: dict[str, dict[str, float]]) -> list[str]:
+    """The metrics whose paired 95 % interval excludes 0: where a rebuild does not reproduce the reference.
+
+    ``make reproduce`` passes when this is empty: the rebuilt model is inside the shipped card's paired
+    intervals on every metric (bit-identical weights are only promised on the same CPU type).
+    """
+    return [name for name, row in report.items() if row["ci_low"] > 0 or row["ci_high"] < 0]
+
+
 def compare_with_shipped(run: Path, models_dir: Path, data_root: Path) -> tuple[dict, str]:
     """Paired differences of ``run``'s exported model against the shipped one on the run's test split.
 
