@@ -136,7 +136,7 @@ class Analyzer:
             probability_map[:] = crop_probability
         else:
             probability_map[region.y0 : region.y1, region.x0 : region.x1] = crop_probability
-        mask = np.where(probability_map >= self.metadata.mask_threshold, 255, 0).astype(np.uint8)
+        mask = np.multiply(probability_map >= self.metadata.mask_threshold, 255, dtype=np.uint8)  # 0 or 255
         analysed_area = crop.shape[0] * crop.shape[1]
         logit = float(class_logits[0])
         return FrameResult(
