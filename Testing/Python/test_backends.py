@@ -187,13 +187,21 @@ def test_the_stored_reference_is_onnxruntimes_answer_on_the_probe(sealed_copy: t
     for ours, theirs in zip(stored, live):
         assert ours.shape == theirs.shape and np.abs(ours - theirs).max() <= 8e-6
     assert backends.probe_reference_path(model).stat().st_size < 300_000  # it ships beside every model
+    assert [path.name for path in model.parent.iterdir() if path.name.endswith(".partial")] == []
 
 
 def test_a_stale_or_broken_stored_reference_is_ignored(sealed_copy: tuple[Path, str]) -> None:
     model, digest = sealed_copy
     assert backends.read_probe_reference(model, "0" * 64) is None  # made for another model
-    backends.probe_reference_path(model).write_bytes(b"not an npz")
+    stored = backends.probe_reference_path(model)
+    whole = stored.read_bytes()
+    stored.write_bytes(whole[: len(whole) // 2])  # torn: a zip without its directory
     assert backends.read_probe_reference(model, digest) is None
+    stored.write_bytes(whole[:-30])  # the directory cut short
+    assert backends.read_probe_reference(model, digest) is None
+    stored.write_bytes(b"not an npz")
+    assert backends.read_probe_reference(model, digest) is None
+    Analyzer(model, backend=backends.AUTO)  # a broken reference never stops the model from loading
     backends.probe_reference_path(model).unlink()
     assert backends.read_probe_reference(model, digest) is None
 

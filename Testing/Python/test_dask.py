@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -108,7 +109,7 @@ def test_a_killed_dask_worker_loses_and_duplicates_nothing(emtnet_onnx: FixtureM
     assert len(keys) == 36 and len(set(keys)) == 36, "every frame once"
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 def test_a_dask_worker_undoes_the_nannys_malloc_trim_threshold() -> None:
     """Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536 (frames 17 % slower); the worker undoes it."""
     code = "from busassist.apps.cluster import restore_malloc_thresholds as r; print(r())"
@@ -121,5 +122,13 @@ def test_a_dask_worker_undoes_the_nannys_malloc_trim_threshold() -> None:
         text=True,
         check=True,
     )
+    chosen = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**environment, "MALLOC_TRIM_THRESHOLD_": "1048576"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert plain.stdout.strip() == "False"  # nothing to undo outside a Dask nanny
     assert under_dask.stdout.strip() == "True"
+    assert chosen.stdout.strip() == "False"  # a value the user chose is theirs

@@ -69,6 +69,11 @@ def test_a_keep_rule_study_trains_each_seed_once_and_reads_the_best_epoch_from_i
     assert json.loads((derived / "config.json").read_text())["config"]["keep"] == "best"
     assert [row["variant"] for row in rows] == ["keep-best", "keep-final"]
 
+    import csv
+
+    with (final / "history.csv").open(newline="") as handle:
+        scores = [float(row["val_score"]) for row in csv.DictReader(handle)]
+    assert kept(derived)["epoch"] == scores.index(max(scores)) + 1, "not the best validation epoch's weights"
     real = tmp_path / "real-best"
     train(replace(base, out_dir=str(real), seed=5, keep="best"))
     assert kept(derived)["epoch"] == kept(real)["epoch"]

@@ -86,7 +86,27 @@ def test_compare_scores_the_shipped_model_as_its_card_says(shared_dir: Path, tmp
     assert report["normal_no_lesion"]["reference"] == pytest.approx(card["normal_no_lesion_rate"])
     assert "95 % interval (paired)" in capsys.readouterr().out
     assert main(["compare", "--check", str(run), "--data", str(shared_dir / "data" / "busi")]) == 0
-    assert "reproduces the shipped card" in capsys.readouterr().out
+    assert "within the shipped card's paired 95 % intervals" in capsys.readouterr().out
+
+
+def test_compare_check_fails_beyond_noise_and_when_nothing_was_compared(
+    shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from busassist.training import paired_compare
+
+    run = _run_like_the_shipped_model(shared_dir, tmp_path / "run")
+    busi = ["--data", str(shared_dir / "data" / "busi")]
+    row = {"new": 0.5, "reference": 0.85, "difference": -0.35, "ci_low": -0.5, "ci_high": -0.2}
+    same = {"new": 0.9, "reference": 0.9, "difference": 0.0, "ci_low": -0.05, "ci_high": 0.05}
+    monkeypatch.setattr(paired_compare, "compare_with_shipped", lambda *args: ({"sen": row, "auc": same}, "table"))
+    assert main(["compare", "--check", str(run), *busi]) == 3
+    assert "outside the shipped card's paired 95 % intervals: sen" in capsys.readouterr().out
+    assert main(["compare", str(run), *busi]) == 0  # without --check: a report, not a verdict
+    undefined = {**same, "ci_low": float("nan")}
+    monkeypatch.setattr(paired_compare, "compare_with_shipped", lambda *args: ({"auc": undefined}, "table"))
+    assert main(["compare", "--check", str(run), *busi]) == 3
+    assert main(["compare", "--check", str(run), "--data", str(tmp_path / "no-busi")]) == 3  # nothing compared
+    assert main(["compare", "--check", str(run), "--models-dir", str(tmp_path / "none"), *busi]) == 3
 
 
 def test_compare_without_data_or_on_other_data_says_so_in_one_line(shared_dir: Path, tmp_path: Path, capsys) -> None:

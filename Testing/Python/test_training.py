@@ -259,6 +259,9 @@ def test_export_calibrate_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None
     seven_bit = quantised_weights(quantize_run(run, busi, calibration_images=8, reduce_range=True))
     assert seven_bit and all(w.dtype == np.int8 and np.abs(w.astype(int)).max() <= 64 for w in seven_bit)
     assert json.loads((run / "int8_calibration.json").read_text())["reduce_range"] is True
+    from busassist.core.model_store import read_metadata
+
+    assert read_metadata(run / "emtnet.int8.onnx").extra["quantization"]["reduce_range"] is True
     unsigned = quantised_weights(quantize_run(run, busi, calibration_images=8, weight_type="uint8"))
     assert unsigned and all(w.dtype == np.uint8 for w in unsigned)
     with pytest.raises(ValueError, match="weight type"):

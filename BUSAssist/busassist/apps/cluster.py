@@ -50,10 +50,15 @@ def study_groups(paths: list, study_of: Callable[[object], str], largest: int | 
 #: glibc's mallopt parameters, and the values its dynamic thresholds settle at on 64-bit Linux.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _SETTLED_MMAP_THRESHOLD, _SETTLED_TRIM_THRESHOLD = 32 << 20, 64 << 20
+#: The value Dask's nanny sets (``distributed.nanny.pre-spawn-environ``); any other value is left alone.
+_DASK_TRIM_THRESHOLD = "65536"
 
 
 def restore_malloc_thresholds() -> bool:
     """Undo Dask's ``MALLOC_TRIM_THRESHOLD_=65536`` in this worker process; True when it was undone.
+
+    Glibc's dynamic thresholds rise to (at most) those values as the process frees large blocks; a
+    worker freeing frame-sized arrays gets there within its first frames.
 
     Dask's nanny starts workers with that variable so they hand freed memory back at once. Setting it
     also freezes glibc's mmap threshold at 128 KB, so every frame-sized array was mapped, zero-filled
@@ -62,7 +67,7 @@ def restore_malloc_thresholds() -> bool:
     (30.2 s), on a ``local:N`` cluster and a remote one alike, for 17 MB more peak memory per worker
     (249 -> 266 MB). Measured with ``bench/benchmark.py``'s frames; docs/benchmarks.md.
     """
-    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_") != _DASK_TRIM_THRESHOLD:  # absent, or a user's own choice
         return False
     try:
         import ctypes

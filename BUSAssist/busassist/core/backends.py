@@ -17,6 +17,7 @@ processes both landed on core 0 and ran at half speed.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -177,8 +178,9 @@ def probe_reference_path(model_path: Path) -> Path:
 def write_probe_reference(model_path: Path) -> Path:
     """Store onnxruntime's probabilities on the probe beside the model, keyed by the model's SHA-256.
 
-    Written wherever a model is sealed (export, calibrate, quantize, publish), after its checksum: a
-    model changed afterwards no longer matches its key, and ``auto`` then runs onnxruntime itself.
+    Written wherever a model is sealed (calibrate, quantize, publish, the fast-form rewrite), after its
+    checksum: a model changed afterwards no longer matches its key, and ``auto`` then runs onnxruntime
+    itself. Written under a temporary name and renamed, so an interrupted write leaves no torn file.
     """
     from busassist.core.model_store import sha256_of
 
@@ -186,13 +188,15 @@ def write_probe_reference(model_path: Path) -> Path:
     batch = probe_batch(read_metadata(model_path).input_size)
     class_logits, mask_logits = _one_image_at_a_time(OnnxRuntimeNetwork(model_path), batch)
     target = probe_reference_path(model_path)
-    with open(target, "wb") as handle:  # np.savez would add ".npz" to a name that lacks it
+    partial = target.with_name(target.name + ".partial")
+    with open(partial, "wb") as handle:  # np.savez would add ".npz" to a name that lacks it
         np.savez_compressed(
             handle,
             sha256=np.array(sha256_of(model_path)),
             class_probability=_probability(class_logits),
             mask_probability=np.round(_probability(mask_logits) * _PROBE_SCALE).astype(np.uint16),
         )
+    os.replace(partial, target)
     return target
 
 
@@ -208,7 +212,7 @@ def read_probe_reference(model_path: Path, sha256: str) -> Optional[tuple[np.nda
                 return None
             mask = stored["mask_probability"].astype(np.float64) / _PROBE_SCALE
             return stored["class_probability"].astype(np.float64), mask
-    except (OSError, KeyError, ValueError) as error:  # unreadable: the live reference still works
+    except Exception as error:  # unreadable (torn zip, wrong keys or types): the live reference still works
         log.info("%s: unreadable (%s); onnxruntime answers the probe itself", path, error)
         return None
 

@@ -239,20 +239,23 @@ def _publish(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     if args.reference is not None:
+        if args.check:
+            raise UsageError("--check compares a run with the shipped model; give one RUN, not A B")
         args.candidate = args.run
         return _cv_compare(args)
     from busassist.training.model_card import compare_cards
     from busassist.training.paired_compare import beyond_noise, compare_with_shipped
 
+    not_checked = 3 if args.check else 0  # --check promises a verdict: no comparison is no pass
     shipped_card = Path(args.models_dir) / "model_card.json"
     print(compare_cards(Path(args.run) / "model_card.json", shipped_card))
     if not shipped_card.exists():
-        return 0
+        return not_checked
     if args.data is None or not Path(args.data).is_dir():
         print(
             f"paired intervals skipped: {args.data or 'no BUSI folder'}: not found (give --data or set {DATA_VARIABLE})"
         )
-        return 0
+        return not_checked
     try:
         report, table = compare_with_shipped(Path(args.run), Path(args.models_dir), Path(args.data))
     except ValueError as error:
@@ -264,10 +267,10 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"written to {path}")
     differing = beyond_noise(report)
     if not differing:
-        print("reproduces the shipped card: every paired 95 % interval includes 0")
+        print("within the shipped card's paired 95 % intervals: no metric differs beyond resampling noise")
         return 0
-    print(f"does not reproduce the shipped card: {', '.join(differing)} differ beyond resampling noise")
-    return 3 if args.check else 0
+    print(f"outside the shipped card's paired 95 % intervals: {', '.join(differing)} (or undefined)")
+    return not_checked
 
 
 def training_options(preset_default: str | None = "full") -> argparse.ArgumentParser:

@@ -30,9 +30,10 @@ if TYPE_CHECKING:
     pass
 
 INT8_FILENAME = "emtnet.int8.onnx"
+#: Weight formats ``quantize_run`` writes: signed int8 (the default) or uint8 (onnxruntime's u8u8 kernels).
+WEIGHT_TYPES = ("int8", "uint8")
 MAX_DROP = 0.005
 #: Command-line name -> onnxruntime ``CalibrationMethod`` member (imported only when quantising).
-WEIGHT_TYPES = ("int8", "uint8")
 CALIBRATION_METHODS = {"percentile": "Percentile", "minmax": "MinMax", "entropy": "Entropy"}
 
 
@@ -55,7 +56,7 @@ def quantize_run(
     reduce_range: bool = False,
     weight_type: str = "int8",
 ) -> Path:
-    """Write ``run/emtnet.int8.onnx`` (QDQ, per-channel int8 weights, uint8 activations).
+    """Write ``run/emtnet.int8.onnx`` (QDQ, per-channel 8-bit weights, uint8 activations).
 
     ``float_ops``: operator types left in float32, e.g. ``("Gemm",)`` keeps the classifier's three
     fully connected layers (a negligible share of the time) out of int8.
@@ -126,6 +127,8 @@ def quantize_run(
         calibration.update(method="minmax", requested=method, reason=str(error))
     prepared.unlink()
     metadata.model_version += "-int8"
+    # Which int8 this is travels with the file: two formats of one model differ in their answers.
+    metadata.extra = {**metadata.extra, "quantization": calibration}
     set_metadata(target, metadata)
     seal_model(target)
     (run / "int8_calibration.json").write_text(json.dumps(calibration) + "\n")

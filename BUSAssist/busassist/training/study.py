@@ -227,18 +227,29 @@ def derive_best_validation(twin_run: Path, config: TrainConfig) -> dict:
     The derived folder holds what a best-rule training would have written: the twin's split, history
     and configuration (with ``keep`` set to ``best``) and its best-validation weights as ``best.pt``.
     """
+    import csv
     import shutil
 
-    from busassist.training.experiments import test_metrics
+    import torch
+
+    from busassist.training.experiments import test_metrics, train_and_score
     from busassist.training.trainer import BEST_VALIDATION_CHECKPOINT
 
     run = Path(config.out_dir)
     done = run / "metrics.json"
     if done.exists():
         return json.loads(done.read_text())
+    if (run / "last.pt").exists():  # a real keep=best training already started here: finish it, never overwrite
+        return train_and_score(config)
     source = Path(twin_run) / BEST_VALIDATION_CHECKPOINT
     if not source.exists():
         raise SpecError(f"{twin_run}: no {BEST_VALIDATION_CHECKPOINT} (trained before the trainer kept it); retrain it")
+    with (Path(twin_run) / "history.csv").open(newline="") as handle:
+        scores = [float(row["val_score"]) for row in csv.DictReader(handle)]
+    first_best = int(np.argmax(scores)) + 1  # the epoch the best rule keeps: the first of equal best scores
+    kept_epoch = torch.load(source, map_location="cpu", weights_only=False)["epoch"]
+    if kept_epoch != first_best:
+        raise SpecError(f"{source}: holds epoch {kept_epoch}, the best validation epoch is {first_best}; retrain it")
     run.mkdir(parents=True, exist_ok=True)
     for name in ("split.json", "history.csv"):
         shutil.copy2(Path(twin_run) / name, run / name)

@@ -317,6 +317,8 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     generator = torch.Generator().manual_seed(config.seed)
     average = _moving_average(network, config.ema_decay) if config.keep == "ema" else None
     state = {"epoch": 0, "best_score": float("-inf"), "best_epoch": -1, "history": [], "seconds": 0.0}
+    if config.keep == "final":  # what the best-epoch rule would keep, tracked from the first epoch
+        state.update(validation_best_score=float("-inf"), validation_best_epoch=-1)
     last = out / "last.pt"
     if resume and last.exists():
         checkpoint = torch.load(last, map_location=device, weights_only=False)
@@ -425,7 +427,9 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
             )
         # A "final" run also keeps what the best-epoch rule would have kept: the two rules walk the same
         # trajectory (same seed, no early stop), so one training answers both (study.derive_best_validation).
-        if config.keep == "final" and score > state.get("validation_best_score", float("-inf")):
+        # (a run resumed from a checkpoint that predates this tracking has no such key: it never writes a
+        # best-validation file that would cover only the epochs after the resume)
+        if "validation_best_score" in state and score > state["validation_best_score"]:
             state["validation_best_score"], state["validation_best_epoch"] = score, epoch + 1
             torch.save(
                 {"model": kept.state_dict(), "task": task.value, "epoch": epoch + 1, "scores": scores},
