@@ -112,23 +112,15 @@ def test_a_killed_dask_worker_loses_and_duplicates_nothing(emtnet_onnx: FixtureM
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 def test_a_dask_worker_undoes_the_nannys_malloc_trim_threshold() -> None:
     """Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536 (frames 17 % slower); the worker undoes it."""
-    code = "from busassist.apps.cluster import restore_malloc_thresholds as r; print(r())"
-    environment = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
-    plain = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True)
-    under_dask = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**environment, "MALLOC_TRIM_THRESHOLD_": "65536"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    chosen = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**environment, "MALLOC_TRIM_THRESHOLD_": "1048576"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert plain.stdout.strip() == "False"  # nothing to undo outside a Dask nanny
-    assert under_dask.stdout.strip() == "True"
-    assert chosen.stdout.strip() == "False"  # a value the user chose is theirs
+
+    def undone_with(value: str | None) -> str:
+        environment = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+        if value is not None:
+            environment["MALLOC_TRIM_THRESHOLD_"] = value
+        code = "from busassist.apps.cluster import restore_malloc_thresholds as r; print(r())"
+        done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    assert undone_with(None) == "False"  # nothing to undo outside a Dask nanny
+    assert undone_with("65536") == "True"
+    assert undone_with("1048576") == "False"  # a value the user chose is theirs
