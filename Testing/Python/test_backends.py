@@ -24,6 +24,13 @@ SAMPLE_DIR = REPO_ROOT / "Resources" / "SampleData"
 needs_openvino = pytest.mark.skipif(not backends.openvino_installed(), reason="OpenVINO is not installed")
 
 
+@pytest.fixture
+def candidate_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto``'s timing says the candidate runtime is the faster one (the parity check is what is tested)."""
+    timing = {backends.ONNXRUNTIME: 2.0}
+    monkeypatch.setattr(backends, "_median_ms", lambda network, image: timing.get(network.name, 1.0))
+
+
 def probabilities(outputs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """What ``parity_problem`` expects of the reference: probabilities, as every face shows them."""
     return tuple(1 / (1 + np.exp(-logits.astype(np.float64))) for logits in outputs)
@@ -50,11 +57,23 @@ def test_openvino_answers_as_onnxruntime_on_the_bundled_model() -> None:
     batch = backends.probe_batch()
     assert backends.parity_problem(candidate, probabilities(reference.run(batch)), batch) is None
     assert np.abs(candidate.run(batch)[1] - reference.run(batch)[1]).max() <= 1e-4  # logits too, when trained
-    assert backends.open_network(model, backends.AUTO, threads=1).name == backends.OPENVINO
 
 
 @needs_openvino
-def test_auto_follows_the_parity_check_on_a_fresh_export(emtnet_onnx: FixtureModel) -> None:
+def test_auto_takes_openvino_only_where_it_is_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = default_model_path()
+    for openvino_ms, chosen in ((1.0, backends.OPENVINO), (3.0, backends.ONNXRUNTIME), (2.0, backends.ONNXRUNTIME)):
+        timing = {backends.ONNXRUNTIME: 2.0, backends.OPENVINO: openvino_ms}
+        monkeypatch.setattr(backends, "_median_ms", lambda network, image, timing=timing: timing[network.name])
+        assert backends.open_network(model, backends.AUTO, threads=1).name == chosen, openvino_ms
+    monkeypatch.undo()
+    network = backends.open_network(model, backends.AUTO, threads=1)  # the real timing: either may win here
+    assert network.name in (backends.OPENVINO, backends.ONNXRUNTIME)
+    assert backends._median_ms(network, backends.probe_batch()[:1]) > 0
+
+
+@needs_openvino
+def test_auto_follows_the_parity_check_on_a_fresh_export(emtnet_onnx: FixtureModel, candidate_faster: None) -> None:
     # The untrained test network is badly conditioned: its logits differ between runtimes by ~3e-4, as
     # onnxruntime's differ from PyTorch's. Whatever the check says, auto must follow it.
     reference = backends.OnnxRuntimeNetwork(emtnet_onnx.path, threads=1)
@@ -206,30 +225,34 @@ def test_a_stale_or_broken_stored_reference_is_ignored(sealed_copy: tuple[Path, 
     assert backends.read_probe_reference(model, digest) is None
 
 
-def test_auto_checks_against_the_stored_reference_without_loading_onnxruntime(
-    sealed_copy: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+def test_auto_checks_against_the_stored_reference(
+    sealed_copy: tuple[Path, str], monkeypatch: pytest.MonkeyPatch, candidate_faster: None
 ) -> None:
     model, digest = sealed_copy
-    loaded = []
+    second_image = backends.probe_batch()[1:]
     original = backends.OnnxRuntimeNetwork
+    live = []
 
-    def counted(path, threads=None):
-        loaded.append(path)
-        return original(path, threads)
+    class Watched(original):
+        """onnxruntime that notes when it answers the probe's second image (only a live reference does)."""
+
+        def run(self, batch):
+            if batch.shape == second_image.shape and np.array_equal(batch, second_image):
+                live.append(batch)
+            return super().run(batch)
 
     monkeypatch.setattr(backends, "openvino_installed", lambda: True)
     monkeypatch.setattr(backends, "OpenVinoNetwork", lambda path, threads=None: _Shifted(original(path, threads), 0))
-    monkeypatch.setattr(backends, "OnnxRuntimeNetwork", counted)
+    monkeypatch.setattr(backends, "OnnxRuntimeNetwork", Watched)
     assert backends.open_network(model, backends.AUTO, threads=1, sha256=digest).name == "shifted"
-    assert loaded == [], "the stored reference should have answered the probe"
+    assert live == [], "the stored reference should have answered the probe"
     # a candidate that is off is still caught by the stored reference, and auto falls back
     monkeypatch.setattr(backends, "OpenVinoNetwork", lambda path, threads=None: _Shifted(original(path, threads), 0.05))
     assert backends.open_network(model, backends.AUTO, threads=1, sha256=digest).name == backends.ONNXRUNTIME
     # without the verified digest (or with a stale file) onnxruntime answers the probe itself
-    loaded.clear()
     monkeypatch.setattr(backends, "OpenVinoNetwork", lambda path, threads=None: _Shifted(original(path, threads), 0))
     backends.open_network(model, backends.AUTO, threads=1)
-    assert len(loaded) == 1
+    assert len(live) == 1
 
 
 def test_the_bundled_model_ships_its_probe_reference() -> None:

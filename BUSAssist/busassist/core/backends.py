@@ -1,11 +1,12 @@
 """The runtimes that execute the ONNX model, behind one small interface.
 
 onnxruntime is always installed and is the reference. OpenVINO (``pip install 'busassist[openvino]'``)
-runs the same ONNX file in float32 at about 0.8x onnxruntime's time on a CPU with AVX-512 (see
+runs the same ONNX file in float32, faster than onnxruntime on some CPUs and slower on others (see
 docs/benchmarks.md). ``auto`` takes OpenVINO only when it is installed *and* answers like onnxruntime
 on a probe at load (``parity_problem``): a runtime that computes something else must never be used
-silently, so on a mismatch ``auto`` falls back to onnxruntime and says why. onnxruntime's answers on the
-probe are stored beside every sealed model (``PROBE_SUFFIX``), so the check need not load onnxruntime.
+silently, so on a mismatch ``auto`` falls back to onnxruntime and says why. It also times both on the
+probe and keeps onnxruntime where OpenVINO is not faster: that depends on the machine. onnxruntime's
+answers on the probe are stored beside every sealed model (``PROBE_SUFFIX``).
 
 Neither runtime spin-waits or pins threads. onnxruntime's workers normally busy-wait between operators
 for lower latency, which on a shared CPU (two batch workers on two cores, Slicer beside the viewer)
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -230,11 +232,28 @@ def _return_freed_memory() -> None:
         pass
 
 
-def open_network(model_path: Path, backend: str = AUTO, threads: Optional[int] = None, sha256: Optional[str] = None):
-    """The model on ``backend`` (``auto``: OpenVINO when installed and parity-checked, else onnxruntime).
+#: Timed runs of each runtime on one probe image when ``auto`` chooses (after one warm-up run each).
+PROBE_TIMING_RUNS = 5
 
-    ``sha256`` (the verified model's digest) lets ``auto`` use the reference answers stored beside the
-    model instead of running onnxruntime on the probe.
+
+def _median_ms(network, image: np.ndarray) -> float:
+    """Median milliseconds of ``network.run(image)`` after a warm-up run (the first one allocates)."""
+    network.run(image)
+    times = []
+    for _ in range(PROBE_TIMING_RUNS):
+        started = time.perf_counter()
+        network.run(image)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times)) * 1000
+
+
+def open_network(model_path: Path, backend: str = AUTO, threads: Optional[int] = None, sha256: Optional[str] = None):
+    """The model on ``backend``; ``auto``: the faster of the two runtimes that answer alike, on this machine.
+
+    ``auto`` takes OpenVINO only when it is installed, answers like onnxruntime on the probe, and runs
+    the probe faster than onnxruntime here: it is not faster on every CPU (1.3x faster on one 2-core
+    Xeon, 1.35x slower on another of the same model name; docs/benchmarks.md). ``sha256`` (the
+    verified model's digest) lets the parity check use the answers stored beside the model.
     """
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKEND_CHOICES)}")
@@ -246,20 +265,34 @@ def open_network(model_path: Path, backend: str = AUTO, threads: Optional[int] =
         return OpenVinoNetwork(model_path, threads)
     batch = probe_batch(read_metadata(model_path).input_size)
     expected = read_probe_reference(model_path, sha256) if sha256 else None
+    # The reference runs first and is released before OpenVINO compiles, so the two never hold their
+    # working memory together (one worker's peak stays that of one runtime, plus the mapped library).
+    reference = OnnxRuntimeNetwork(model_path, threads)
     if expected is None:
-        # The reference answers first and is released before OpenVINO compiles, so the two never hold
-        # their working memory together (the library itself stays mapped: the stored reference avoids it).
-        class_logits, mask_logits = _one_image_at_a_time(OnnxRuntimeNetwork(model_path, threads), batch)
+        class_logits, mask_logits = _one_image_at_a_time(reference, batch)
         expected = (_probability(class_logits), _probability(mask_logits))
-        _return_freed_memory()
+    reference_ms = _median_ms(reference, batch[:1])
+    del reference
+    _return_freed_memory()
     try:
         candidate = OpenVinoNetwork(model_path, threads)
         problem = parity_problem(candidate, expected, batch)
+        candidate_ms = _median_ms(candidate, batch[:1]) if problem is None else float("inf")
     except ModelError as error:
         problem = str(error)
     except Exception as error:  # a runtime failing on the probe is a failed check, not a crash
         problem = f"{error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     if problem:
         log.warning("%s: OpenVINO not used, it does not answer like onnxruntime (%s)", model_path, problem)
+        return OnnxRuntimeNetwork(model_path, threads)
+    if candidate_ms >= reference_ms:
+        log.info(
+            "%s: OpenVINO answers like onnxruntime but is not faster on this machine (%.1f against %.1f ms)",
+            model_path,
+            candidate_ms,
+            reference_ms,
+        )
+        del candidate
+        _return_freed_memory()
         return OnnxRuntimeNetwork(model_path, threads)
     return candidate
