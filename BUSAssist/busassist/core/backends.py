@@ -177,12 +177,13 @@ def probe_reference_path(model_path: Path) -> Path:
     return Path(model_path).with_name(Path(model_path).name + PROBE_SUFFIX)
 
 
-def write_probe_reference(model_path: Path) -> Path:
+def write_probe_reference(model_path: Path, sha256: Optional[str] = None) -> Path:
     """Store onnxruntime's probabilities on the probe beside the model, keyed by the model's SHA-256.
 
     Written wherever a model is sealed (calibrate, quantize, publish, the fast-form rewrite), after its
     checksum: a model changed afterwards no longer matches its key, and ``auto`` then runs onnxruntime
     itself. Written under a temporary name and renamed, so an interrupted write leaves no torn file.
+    ``sha256``: the model's digest when the caller has just computed it (``seal_model``).
     """
     from busassist.core.model_store import sha256_of
 
@@ -194,7 +195,7 @@ def write_probe_reference(model_path: Path) -> Path:
     with open(partial, "wb") as handle:  # np.savez would add ".npz" to a name that lacks it
         np.savez_compressed(
             handle,
-            sha256=np.array(sha256_of(model_path)),
+            sha256=np.array(sha256 or sha256_of(model_path)),
             class_probability=_probability(class_logits),
             mask_probability=np.round(_probability(mask_logits) * _PROBE_SCALE).astype(np.uint16),
         )

@@ -124,5 +124,5 @@ def seal_model(path: Path) -> str:
     from busassist.core.model_store import write_checksum
 
     digest = write_checksum(Path(path))
-    write_probe_reference(Path(path))
+    write_probe_reference(Path(path), digest)
     return digest

@@ -419,22 +419,17 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         state["epoch"] = epoch + 1
         # "best" keeps the best validation epoch; "final" and "ema" keep the latest weights (never a lucky
         # epoch) and so never stop early
+        weights = {"model": kept.state_dict(), "task": task.value, "epoch": epoch + 1, "scores": scores}
         if score > state["best_score"] or config.keep != "best":
             state["best_score"], state["best_epoch"] = score, epoch + 1
-            torch.save(
-                {"model": kept.state_dict(), "task": task.value, "epoch": epoch + 1, "scores": scores},
-                out / "best.pt",
-            )
+            torch.save(weights, out / "best.pt")
         # A "final" run also keeps what the best-epoch rule would have kept: the two rules walk the same
         # trajectory (same seed, no early stop), so one training answers both (study.derive_best_validation).
         # (a run resumed from a checkpoint that predates this tracking has no such key: it never writes a
         # best-validation file that would cover only the epochs after the resume)
         if "validation_best_score" in state and score > state["validation_best_score"]:
             state["validation_best_score"], state["validation_best_epoch"] = score, epoch + 1
-            torch.save(
-                {"model": kept.state_dict(), "task": task.value, "epoch": epoch + 1, "scores": scores},
-                out / BEST_VALIDATION_CHECKPOINT,
-            )
+            torch.save(weights, out / BEST_VALIDATION_CHECKPOINT)
         torch.save(
             {
                 "model": network.state_dict(),
