@@ -4,7 +4,8 @@ Eight verbs. The production line: ``fit`` -> ``export`` -> ``calibrate`` (operat
 fitted on validation, written into the model and sealed by its checksum) -> ``evaluate`` (the card; reads
 the model, never writes it) -> ``publish``; ``fit --export`` runs the middle three. Beside it: ``compare``
 (a run against the shipped model, or two cross-validations / study variants fold by fold), ``study``
-(run or report a spec: cross-validation, the W_p sweep, the grid, the ablation, seed spreads) and
+(run or report a spec: cross-validation, the W_p sweep, the grid, the ablation, seed spreads; and
+``agreement``: would one seed pass ``compare --check`` against another) and
 ``tools`` (occasional: quantize, cv-rescore, mask-study, experiments-report)."""
 
 from __future__ import annotations
@@ -115,6 +116,21 @@ def _study_report(args: argparse.Namespace) -> int:
     if not (args.out / "study.json").exists():
         raise UsageError(f"{args.out}: not a study folder (no study.json)")
     print(study_report(args.out))
+    return 0
+
+
+def _study_agreement(args: argparse.Namespace) -> int:
+    from busassist.training.agreement import AGREEMENT_MARKDOWN, replicate_agreement
+
+    if not (args.out / "study.json").exists():
+        raise UsageError(f"{args.out}: not a study folder (no study.json)")
+    models_dir = None if args.no_shipped else args.models_dir
+    try:
+        rows = replicate_agreement(args.out, args.data, models_dir)
+    except ValueError as error:  # folds instead of seeds, missing images, nothing finished
+        raise UsageError(str(error)) from error
+    print((args.out / AGREEMENT_MARKDOWN).read_text(), end="")
+    print(f"{sum(row['passes'] for row in rows)} of {len(rows)} comparisons pass; {args.out / AGREEMENT_MARKDOWN}")
     return 0
 
 
@@ -360,6 +376,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     study_report_parser.add_argument("out", type=Path, help="the study's output folder")
     study_report_parser.set_defaults(handler=_study_report)
+    agreement = study_sub.add_parser(
+        "agreement",
+        help="would one seed pass make reproduce's check against another? (and against the shipped model)",
+    )
+    agreement.add_argument("out", type=Path, help="a seed study's output folder (one test split)")
+    agreement.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
+    agreement.add_argument("--models-dir", type=Path, default=Path("Resources/Models"))
+    agreement.add_argument("--no-shipped", action="store_true", help="only replicate against replicate")
+    agreement.set_defaults(handler=_study_agreement)
 
     _run_command(sub, "export", "export a run's kept weights to ONNX (the exact fast graph form)", _export, data=False)
     calibrate = _run_command(

@@ -1,0 +1,136 @@
+"""Do two trainings of one recipe agree within the paired intervals that ``compare --check`` applies?
+
+``make reproduce`` passes when a rebuilt model lies inside the shipped card's paired 95 % intervals
+(``paired_compare.beyond_noise``). Those intervals resample the *test images* only: they hold the
+noise of a 93-image test split, not the noise of training. Whether the check can be met on another
+machine therefore depends on how far two trainings of the same recipe land apart anyway. This module
+answers that from a seed study: every pair of replicates of a variant is compared exactly as
+``compare --check`` compares a rebuild with the shipped model (same images, same engine, each
+model at its own decision threshold), and so is every replicate with the shipped model. A recipe
+whose own seeds fail each other's intervals cannot promise a rebuild inside them on another CPU,
+whatever the CPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+from busassist.constants import MODEL_FILENAME, threshold_for_effective_weight
+from busassist.training.paired_compare import PAIRED_METRICS, beyond_noise, paired_differences
+from busassist.training.reference import REFERENCE_RUNTIME
+
+AGREEMENT_JSON = "agreement.json"
+AGREEMENT_MARKDOWN = "agreement.md"
+
+
+def replicate_folders(out: Path) -> dict[str, list[Path]]:
+    """Variant name -> its finished replicate folders (those holding the kept weights, ``best.pt``)."""
+    variants: dict[str, list[Path]] = {}
+    for variant in sorted(path for path in Path(out).iterdir() if path.is_dir()):
+        finished = sorted(path for path in variant.iterdir() if (path / "best.pt").exists())
+        if finished:
+            variants[variant.name] = finished
+    return variants
+
+
+def replicate_model(run: Path) -> Path:
+    """The replicate's ONNX model, exported from its kept weights when missing or older than them."""
+    from busassist.training.export import export_run
+
+    model = run / MODEL_FILENAME
+    if not model.exists() or model.stat().st_mtime < (run / "best.pt").stat().st_mtime:
+        export_run(run)
+    return model
+
+
+def _scored(model: Path, cases: list) -> tuple[dict, float]:
+    """Per-image test results of one model and its own decision threshold (W' = W_p)."""
+    from busassist.core.inference import Analyzer
+    from busassist.training.evaluate import analyse_cases
+
+    analyzer = Analyzer(model, verify=False, backend=REFERENCE_RUNTIME)
+    w_p = analyzer.metadata.w_p
+    return analyse_cases(analyzer, cases), threshold_for_effective_weight(w_p, w_p)
+
+
+def _row(kind: str, variant: str, new: str, reference: str, report: dict) -> dict:
+    outside = beyond_noise(report)
+    return {
+        "kind": kind,
+        "variant": variant,
+        "new": new,
+        "reference": reference,
+        "passes": not outside,
+        "outside": outside,
+        "differences": {name: report[name] for name in PAIRED_METRICS},
+    }
+
+
+def replicate_agreement(out: Path, data_root: Path, models_dir: Path | None = None) -> list[dict]:
+    """Every replicate pair of every variant (and, with ``models_dir``, every replicate against the
+    shipped model there) through ``compare --check``'s paired test; rows also go to ``agreement.json``.
+
+    All replicates must share one test split (a seed study on the fixed split); folds of a
+    cross-validation test on different images and are refused.
+    """
+    from busassist.training.busi import discover
+
+    out = Path(out)
+    variants = replicate_folders(out)
+    if not variants:
+        raise ValueError(f"{out}: no finished replicates (variant/replicate/best.pt)")
+    runs = [run for folders in variants.values() for run in folders]
+    tests = {json.dumps(json.loads((run / "split.json").read_text())["test"]) for run in runs}
+    if len(tests) != 1:
+        raise ValueError(f"{out}: the replicates test on different images (folds?); pairing needs one test split")
+    keys = json.loads(tests.pop())
+    cases = {case.key: case for case in discover(Path(data_root))}
+    missing = [key for key in keys if key not in cases]
+    if missing:
+        raise ValueError(f"{data_root}: {len(missing)} test images of the study are missing (e.g. {missing[0]})")
+    test_cases = [cases[key] for key in keys]
+    scored = {run: _scored(replicate_model(run), test_cases) for run in runs}
+    shipped = None
+    if models_dir is not None:
+        shipped = _scored(Path(models_dir) / MODEL_FILENAME, test_cases)
+
+    rows = []
+    for variant, folders in variants.items():
+        for first, second in itertools.combinations(folders, 2):
+            (a, threshold_a), (b, threshold_b) = scored[second], scored[first]
+            report = paired_differences(a, b, threshold_a, threshold_b)
+            rows.append(_row("replicates", variant, second.name, first.name, report))
+        if shipped is not None:
+            for run in folders:
+                (a, threshold_a), (b, threshold_b) = scored[run], shipped
+                report = paired_differences(a, b, threshold_a, threshold_b)
+                rows.append(_row("against shipped", variant, run.name, "shipped", report))
+    (out / AGREEMENT_JSON).write_text(json.dumps(rows, indent=1) + "\n")
+    (out / AGREEMENT_MARKDOWN).write_text(format_agreement(rows))
+    return rows
+
+
+def format_agreement(rows: list[dict]) -> str:
+    """Markdown: one line per comparison (which metrics fall outside the paired 95 % interval)."""
+    lines = [
+        "# Replicate agreement",
+        "",
+        "Each line is `compare --check`'s test: the paired 95 % interval of new − reference over resampled",
+        "test images, on every metric. *passes*: every interval includes 0.",
+        "",
+        "| comparison | variant | new | reference | verdict | outside the interval (difference) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        outside = ", ".join(f"{name} {row['differences'][name]['difference']:+.3f}" for name in row["outside"])
+        verdict = "passes" if row["passes"] else "fails"
+        lines.append(
+            f"| {row['kind']} | {row['variant']} | {row['new']} | {row['reference']} | {verdict} | {outside or '-'} |"
+        )
+    lines += ["", "| comparison | variant | passing |", "|---|---|---|"]
+    for (kind, variant), group in itertools.groupby(rows, key=lambda row: (row["kind"], row["variant"])):
+        group = list(group)
+        lines.append(f"| {kind} | {variant} | {sum(row['passes'] for row in group)} of {len(group)} |")
+    return "\n".join(lines) + "\n"
