@@ -262,6 +262,20 @@ def test_export_calibrate_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None
     from busassist.core.model_store import read_metadata
 
     assert read_metadata(run / "emtnet.int8.onnx").extra["quantization"]["reduce_range"] is True
+
+    # Bias correction: only the int32 biases change, and the convolutions' mean outputs move towards float32's.
+    def biases(path: Path) -> list[np.ndarray]:
+        tensors = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+        return [array for array in tensors.values() if array.dtype == np.int32]
+
+    plain_biases = biases(run / "emtnet.int8.onnx")
+    corrected = quantize_run(run, busi, calibration_images=8, reduce_range=True, bias_correction_images=6)
+    assert all(np.array_equal(a, b) for a, b in zip(quantised_weights(corrected), seven_bit, strict=True))
+    assert any(not np.array_equal(a, b) for a, b in zip(biases(corrected), plain_biases, strict=True))
+    record = read_metadata(corrected).extra["quantization"]["bias_correction"]
+    assert record["images"] == 6 and record["layers"] > 10
+    assert record["relative_mean_error_after"] < record["relative_mean_error_before"]
+    Analyzer(corrected)  # sealed after the correction, not before
     unsigned = quantised_weights(quantize_run(run, busi, calibration_images=8, weight_type="uint8"))
     assert unsigned and all(w.dtype == np.uint8 for w in unsigned)
     with pytest.raises(ValueError, match="weight type"):

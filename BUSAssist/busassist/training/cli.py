@@ -217,6 +217,7 @@ def _quantize(args: argparse.Namespace) -> int:
         tuple(args.float_op),
         reduce_range=args.reduce_range,
         weight_type=args.weights,
+        bias_correction_images=args.bias_correction,
     )
     print(f"wrote {target}")
     print(json.dumps(compare_int8(args.run, args.data), indent=1))
@@ -429,6 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(WEIGHT_TYPES),
         default="int8",
         help="weight type; uint8 takes onnxruntime's u8u8 kernels, which cannot saturate either",
+    )
+    quantize.add_argument(
+        "--bias-correction",
+        type=int,
+        default=0,
+        metavar="IMAGES",
+        help="correct each int8 convolution's bias so its mean output matches float32 on IMAGES further "
+        "training images, layer by layer (0: off)",
     )
     rescore = tools_sub.add_parser(
         "cv-rescore", help="score a finished cross-validation's folds again with today's metrics (no training)"
