@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from training_fixtures import tiny_config
 
-from busassist.training.agreement import replicate_agreement
+from busassist.training.agreement import THRESHOLD_RULES, replicate_agreement
 from busassist.training.cli import main
 from busassist.training.study import load_spec, run_study
 
@@ -47,10 +47,22 @@ def test_every_pair_and_every_seed_against_the_shipped_model(seed_study: Path, s
     # the second comparison of seed 2 (against the copy) is the first one's, image for image
     assert rows[1]["differences"] == rows[2]["differences"]
     written = json.loads((seed_study / "agreement.json").read_text())
-    assert [row["passes"] for row in written] == [row["passes"] for row in rows]
+    assert [row["passes"] for row in written["comparisons"]] == [row["passes"] for row in rows]
     markdown = (seed_study / "agreement.md").read_text()
     assert "| against shipped | keep-final | 0 of 3 |" in markdown
     assert "| replicates | keep-final | " in markdown
+
+    # the decision threshold each rule fits on validation, and what it gives on test
+    thresholds = written["thresholds"]
+    assert len(thresholds) == 3 * len(THRESHOLD_RULES)
+    for row in thresholds:
+        if row["rule"] == THRESHOLD_RULES[0]:
+            assert row["threshold"] == 0.5  # W' = W_p: W_p / (W_p + W_p)
+        if row["rule"] == THRESHOLD_RULES[1]:
+            assert row["validation_sen"] >= 0.9
+    copies = [row for row in thresholds if row["replicate"] in ("seed-1", "seed-1-copy")]
+    assert [row["test_sen"] for row in copies[:3]] == [row["test_sen"] for row in copies[3:]]
+    assert "## The decision threshold fitted on validation" in markdown
 
 
 def test_folds_of_a_cross_validation_are_refused_in_one_line(

@@ -17,12 +17,17 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
+
 from busassist.constants import MODEL_FILENAME, threshold_for_effective_weight
+from busassist.training.metrics import classification_metrics
 from busassist.training.paired_compare import PAIRED_METRICS, beyond_noise, paired_differences
 from busassist.training.reference import REFERENCE_RUNTIME
 
 AGREEMENT_JSON = "agreement.json"
 AGREEMENT_MARKDOWN = "agreement.md"
+#: Decision thresholds a calibration step could fit on the validation split, against the fixed one.
+THRESHOLD_RULES = ("W' = W_p (fixed)", "validation SEN >= 0.90", "validation Youden J")
 
 
 def replicate_folders(out: Path) -> dict[str, list[Path]]:
@@ -53,6 +58,56 @@ def _scored(model: Path, cases: list) -> tuple[dict, float]:
     analyzer = Analyzer(model, verify=False, backend=REFERENCE_RUNTIME)
     w_p = analyzer.metadata.w_p
     return analyse_cases(analyzer, cases), threshold_for_effective_weight(w_p, w_p)
+
+
+def fitted_threshold(rule: str, labels: np.ndarray, probabilities: np.ndarray, fixed: float) -> float:
+    """The decision threshold ``rule`` picks on one model's validation predictions (labelled images)."""
+    if rule == THRESHOLD_RULES[0]:
+        return fixed
+    positives = np.sort(probabilities[labels == 1])[::-1]
+    if rule == THRESHOLD_RULES[1]:  # the highest threshold that still flags 90 % of malignant images
+        return float(positives[int(np.ceil(0.90 * positives.size)) - 1])
+    candidates = np.unique(probabilities)
+    youden = [sum(classification_metrics(labels, probabilities, t)[k] for k in ("sen", "spe")) for t in candidates]
+    return float(candidates[int(np.argmax(youden))])
+
+
+def threshold_rules(scored_validation: dict, scored_test: dict) -> list[dict]:
+    """Per replicate and rule: the threshold fitted on validation and the test SEN/SPE it gives.
+
+    Answers whether the operating point, rather than the weights, is what moves between trainings:
+    a rule fitted on validation that stabilised test sensitivity would be a recipe fix.
+    """
+    rows = []
+    for run, (validation, fixed) in scored_validation.items():
+        test = scored_test[run][0]
+        labelled_validation, labelled_test = validation["labels"] >= 0, test["labels"] >= 0
+        for rule in THRESHOLD_RULES:
+            threshold = fitted_threshold(
+                rule,
+                validation["labels"][labelled_validation],
+                validation["probabilities"][labelled_validation],
+                fixed,
+            )
+            figures = classification_metrics(
+                test["labels"][labelled_test], test["probabilities"][labelled_test], threshold
+            )
+            validation_figures = classification_metrics(
+                validation["labels"][labelled_validation], validation["probabilities"][labelled_validation], threshold
+            )
+            rows.append(
+                {
+                    "variant": run.parent.name,
+                    "replicate": run.name,
+                    "rule": rule,
+                    "threshold": threshold,
+                    "validation_sen": validation_figures["sen"],
+                    "test_sen": figures["sen"],
+                    "test_spe": figures["spe"],
+                    "test_acc": figures["acc"],
+                }
+            )
+    return rows
 
 
 def _row(kind: str, variant: str, new: str, reference: str, report: dict) -> dict:
@@ -92,6 +147,9 @@ def replicate_agreement(out: Path, data_root: Path, models_dir: Path | None = No
         raise ValueError(f"{data_root}: {len(missing)} test images of the study are missing (e.g. {missing[0]})")
     test_cases = [cases[key] for key in keys]
     scored = {run: _scored(replicate_model(run), test_cases) for run in runs}
+    validation_keys = json.loads((runs[0] / "split.json").read_text())["val"]
+    validation_cases = [cases[key] for key in validation_keys if key in cases]
+    scored_validation = {run: _scored(run / MODEL_FILENAME, validation_cases) for run in runs}
     shipped = None
     if models_dir is not None:
         shipped = _scored(Path(models_dir) / MODEL_FILENAME, test_cases)
@@ -107,8 +165,9 @@ def replicate_agreement(out: Path, data_root: Path, models_dir: Path | None = No
                 (a, threshold_a), (b, threshold_b) = scored[run], shipped
                 report = paired_differences(a, b, threshold_a, threshold_b)
                 rows.append(_row("against shipped", variant, run.name, "shipped", report))
-    (out / AGREEMENT_JSON).write_text(json.dumps(rows, indent=1) + "\n")
-    (out / AGREEMENT_MARKDOWN).write_text(format_agreement(rows))
+    thresholds = threshold_rules(scored_validation, scored)
+    (out / AGREEMENT_JSON).write_text(json.dumps({"comparisons": rows, "thresholds": thresholds}, indent=1) + "\n")
+    (out / AGREEMENT_MARKDOWN).write_text(format_agreement(rows) + format_thresholds(thresholds))
     return rows
 
 
@@ -133,4 +192,32 @@ def format_agreement(rows: list[dict]) -> str:
     for (kind, variant), group in itertools.groupby(rows, key=lambda row: (row["kind"], row["variant"])):
         group = list(group)
         lines.append(f"| {kind} | {variant} | {sum(row['passes'] for row in group)} of {len(group)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _spread(values: list[float]) -> str:
+    array = np.array(values, dtype=float)
+    sd = f" ± {array.std(ddof=1):.3f}" if array.size > 1 else ""
+    return f"{array.mean():.3f}{sd} ({array.min():.3f}–{array.max():.3f})"
+
+
+def format_thresholds(rows: list[dict]) -> str:
+    """Markdown: per variant and rule, test SEN/SPE over the replicates (mean ± SD (min–max))."""
+    lines = [
+        "",
+        "## The decision threshold fitted on validation",
+        "",
+        "Each replicate's threshold is chosen on its own validation predictions by the rule, then applied",
+        "to the test split.",
+        "",
+        "| variant | rule | threshold | validation SEN | test SEN | test SPE |",
+        "|---|---|---|---|---|---|",
+    ]
+    for variant in dict.fromkeys(row["variant"] for row in rows):
+        for rule in THRESHOLD_RULES:
+            mine = [row for row in rows if row["variant"] == variant and row["rule"] == rule]
+            cells = [
+                _spread([row[key] for row in mine]) for key in ("threshold", "validation_sen", "test_sen", "test_spe")
+            ]
+            lines.append(f"| {variant} | {rule} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
