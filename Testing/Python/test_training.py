@@ -273,9 +273,11 @@ def test_export_calibrate_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None
     assert all(np.array_equal(a, b) for a, b in zip(quantised_weights(corrected), seven_bit, strict=True))
     assert any(not np.array_equal(a, b) for a, b in zip(biases(corrected), plain_biases, strict=True))
     record = read_metadata(corrected).extra["quantization"]["bias_correction"]
-    assert record["images"] == 6 and record["layers"] > 10
+    assert record["images"] == 6 and record["layers"] > 10 and record["pick"] == "unused"
     assert record["relative_mean_error_after"] < record["relative_mean_error_before"]
     Analyzer(corrected)  # sealed after the correction, not before
+    with pytest.raises(ValueError, match="bias correction pick"):
+        quantize_run(run, busi, calibration_images=8, bias_correction_images=2, bias_correction_pick="test")
     unsigned = quantised_weights(quantize_run(run, busi, calibration_images=8, weight_type="uint8"))
     assert unsigned and all(w.dtype == np.uint8 for w in unsigned)
     with pytest.raises(ValueError, match="weight type"):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from busassist.constants import MODEL_FILENAME
 from busassist.core.model_store import ModelError
-from busassist.training.quantize import CALIBRATION_METHODS, WEIGHT_TYPES
+from busassist.training.quantize import BIAS_CORRECTION_PICKS, CALIBRATION_METHODS, WEIGHT_TYPES
 
 if TYPE_CHECKING:
     from busassist.training.trainer import TrainConfig
@@ -218,6 +218,7 @@ def _quantize(args: argparse.Namespace) -> int:
         reduce_range=args.reduce_range,
         weight_type=args.weights,
         bias_correction_images=args.bias_correction,
+        bias_correction_pick=args.bias_correction_pick,
     )
     print(f"wrote {target}")
     print(json.dumps(compare_int8(args.run, args.data), indent=1))
@@ -438,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IMAGES",
         help="correct each int8 convolution's bias so its mean output matches float32 on IMAGES further "
         "training images, layer by layer (0: off)",
+    )
+    quantize.add_argument(
+        "--bias-correction-pick",
+        choices=list(BIAS_CORRECTION_PICKS),
+        default="unused",
+        help="take those images from the training images the range calibration did not use, or from all",
     )
     rescore = tools_sub.add_parser(
         "cv-rescore", help="score a finished cross-validation's folds again with today's metrics (no training)"

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 INT8_FILENAME = "emtnet.int8.onnx"
 #: Weight formats ``quantize_run`` writes: signed int8 (the default) or uint8 (onnxruntime's u8u8 kernels).
 WEIGHT_TYPES = ("int8", "uint8")
+#: Where ``--bias-correction`` takes its images from: the training images the ranges did not use, or all.
+BIAS_CORRECTION_PICKS = ("unused", "all")
 MAX_DROP = 0.005
 #: Command-line name -> onnxruntime ``CalibrationMethod`` member (imported only when quantising).
 CALIBRATION_METHODS = {"percentile": "Percentile", "minmax": "MinMax", "entropy": "Entropy"}
@@ -56,6 +58,7 @@ def quantize_run(
     reduce_range: bool = False,
     weight_type: str = "int8",
     bias_correction_images: int = 0,
+    bias_correction_pick: str = "unused",
 ) -> Path:
     """Write ``run/emtnet.int8.onnx`` (QDQ, per-channel 8-bit weights, uint8 activations).
 
@@ -70,7 +73,9 @@ def quantize_run(
     uint8 with another kernel that widens to int16 before adding, so it cannot saturate either.
     ``bias_correction_images``: when > 0, that many further training images (not the calibration
     ones) measure each convolution's mean output in float32 and int8, and the int8 biases are
-    corrected layer by layer (``bias_correction``): what makes 7-bit weights pass the rule.
+    corrected layer by layer (``bias_correction``). ``bias_correction_pick``: ``"unused"`` takes them
+    evenly from the training images the range calibration did not see, ``"all"`` evenly from the
+    whole training split (docs/benchmarks.md compares both: the choice moves test Dice).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -88,10 +93,14 @@ def quantize_run(
     chosen_keys = split["train"][::step][:calibration_images]
     images = [load_image(cases[key]) for key in chosen_keys]
     # bias correction measures on training images the range calibration did not see
+    if bias_correction_pick not in BIAS_CORRECTION_PICKS:
+        raise ValueError(
+            f"bias correction pick {bias_correction_pick!r}: expected one of {', '.join(BIAS_CORRECTION_PICKS)}"
+        )
     calibrating = set(chosen_keys)
-    unused = [key for key in split["train"] if key not in calibrating]
+    pool = [key for key in split["train"] if bias_correction_pick == "all" or key not in calibrating]
     correction_keys = (
-        unused[:: max(1, len(unused) // bias_correction_images)][:bias_correction_images]
+        pool[:: max(1, len(pool) // bias_correction_images)][:bias_correction_images]
         if bias_correction_images > 0
         else []
     )
@@ -145,7 +154,11 @@ def quantize_run(
         feeds = [
             {ONNX_INPUT: preprocess(load_image(cases[key]), metadata.input_size)[0][None]} for key in correction_keys
         ]
-        calibration["bias_correction"] = {"images": len(feeds), **correct_biases(fp32, target, feeds)}
+        calibration["bias_correction"] = {
+            "images": len(feeds),
+            "pick": bias_correction_pick,
+            **correct_biases(fp32, target, feeds),
+        }
     metadata.model_version += "-int8"
     # Which int8 this is travels with the file: two formats of one model differ in their answers.
     metadata.extra = {**metadata.extra, "quantization": calibration}
