@@ -41,9 +41,10 @@ def test_every_pair_and_every_seed_against_the_shipped_model(seed_study: Path, s
     identical = rows[0]
     assert identical["passes"] and identical["outside"] == []
     assert all(entry["difference"] == 0 for entry in identical["differences"].values())
-    # a one-epoch 64 px network is far from the shipped model: the check must see it
+    # a one-epoch 64 px network is far from the shipped model: the check must see it, as new - shipped
     for row in rows[3:]:
         assert not row["passes"] and {"auc", "dice"} & set(row["outside"]), row["outside"]
+        assert row["differences"]["dice"]["difference"] < 0 and row["differences"]["dice"]["reference"] > 0.5
     # the second comparison of seed 2 (against the copy) is the first one's, image for image
     assert rows[1]["differences"] == rows[2]["differences"]
     written = json.loads((seed_study / "agreement.json").read_text())
@@ -60,6 +61,7 @@ def test_every_pair_and_every_seed_against_the_shipped_model(seed_study: Path, s
             assert row["threshold"] == 0.5  # W' = W_p: W_p / (W_p + W_p)
         if row["rule"] == THRESHOLD_RULES[1]:
             assert row["validation_sen"] >= 0.9
+        assert 0 < row["threshold"] <= 1
     copies = [row for row in thresholds if row["replicate"] in ("seed-1", "seed-1-copy")]
     assert [row["test_sen"] for row in copies[:3]] == [row["test_sen"] for row in copies[3:]]
     assert "## The decision threshold fitted on validation" in markdown
@@ -77,4 +79,19 @@ def test_folds_of_a_cross_validation_are_refused_in_one_line(
     code = main(["study", "agreement", str(study), "--data", str(shared_dir / "data" / "busi"), "--no-shipped"])
     assert code == 1
     error = capsys.readouterr().err.strip()
-    assert error.count("\n") == 0 and "different images" in error and str(study) in error
+    assert error.count("\n") == 0 and "different test images" in error and str(study) in error
+
+
+def test_a_shipped_model_of_other_data_is_refused(seed_study: Path, shared_dir: Path, tmp_path: Path, capsys) -> None:
+    models = Path(__file__).resolve().parents[2] / "Resources" / "Models"
+    other = tmp_path / "models"
+    shutil.copytree(models, other)
+    card = json.loads((other / "model_card.json").read_text())
+    card["data"]["sha256"] = "0" * 64
+    (other / "model_card.json").write_text(json.dumps(card))
+    code = main(
+        ["study", "agreement", str(seed_study), "--data", str(shared_dir / "data" / "busi"), "--models-dir", str(other)]
+    )
+    assert code == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "other data" in error and "model_card.json" in error

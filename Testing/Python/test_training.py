@@ -273,7 +273,23 @@ def test_export_calibrate_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None
     assert all(np.array_equal(a, b) for a, b in zip(quantised_weights(corrected), seven_bit, strict=True))
     assert any(not np.array_equal(a, b) for a, b in zip(biases(corrected), plain_biases, strict=True))
     record = read_metadata(corrected).extra["quantization"]["bias_correction"]
-    assert record["images"] == 6 and record["layers"] > 10 and record["pick"] == "unused"
+    from busassist.training.bias_correction import quantised_bias_layers
+
+    assert record["images"] == 6 and record["pick"] == "unused"
+    assert record["layers"] == len(quantised_bias_layers(onnx.load(str(corrected)))) > 10  # none skipped
+
+    def scales(path: Path) -> dict[str, np.ndarray]:
+        return {
+            t.name: numpy_helper.to_array(t)
+            for t in onnx.load(str(path)).graph.initializer
+            if t.name.endswith("_scale")
+        }
+
+    plain = quantize_run(run, busi, calibration_images=8, reduce_range=True)
+    plain_scales = scales(plain)
+    corrected = quantize_run(run, busi, calibration_images=8, reduce_range=True, bias_correction_images=6)
+    assert scales(corrected).keys() == plain_scales.keys()
+    assert all(np.array_equal(scales(corrected)[name], plain_scales[name]) for name in plain_scales)
     assert record["relative_mean_error_after"] < record["relative_mean_error_before"]
     Analyzer(corrected)  # sealed after the correction, not before
     with pytest.raises(ValueError, match="bias correction pick"):

@@ -6,7 +6,7 @@ noise of a 93-image test split, not the noise of training. Whether the check can
 machine therefore depends on how far two trainings of the same recipe land apart anyway. This module
 answers that from a seed study: every pair of replicates of a variant is compared exactly as
 ``compare --check`` compares a rebuild with the shipped model (same images, same engine, each
-model at its own decision threshold), and so is every replicate with the shipped model. A recipe
+model at its own decision threshold, refused on other data), and so is every replicate with the shipped model. A recipe
 whose own seeds fail each other's intervals cannot promise a rebuild inside them on another CPU,
 whatever the CPU.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from busassist.constants import MODEL_FILENAME, threshold_for_effective_weight
+from busassist.constants import MODEL_CARD_JSON, MODEL_FILENAME, threshold_for_effective_weight
 from busassist.training.metrics import classification_metrics
 from busassist.training.paired_compare import PAIRED_METRICS, beyond_noise, paired_differences
 from busassist.training.reference import REFERENCE_RUNTIME
@@ -65,6 +65,8 @@ def fitted_threshold(rule: str, labels: np.ndarray, probabilities: np.ndarray, f
     if rule == THRESHOLD_RULES[0]:
         return fixed
     positives = np.sort(probabilities[labels == 1])[::-1]
+    if positives.size == 0 or positives.size == labels.size:
+        raise ValueError("the validation split needs benign and malignant images to fit a threshold")
     if rule == THRESHOLD_RULES[1]:  # the highest threshold that still flags 90 % of malignant images
         return float(positives[int(np.ceil(0.90 * positives.size)) - 1])
     candidates = np.unique(probabilities)
@@ -110,6 +112,24 @@ def threshold_rules(scored_validation: dict, scored_test: dict) -> list[dict]:
     return rows
 
 
+def _split(run: Path) -> dict:
+    """A replicate's split.json, or one line naming the file and what is wrong with it."""
+    path = run / "split.json"
+    try:
+        split = json.loads(path.read_text())
+        return {"test": list(split["test"]), "val": list(split["val"])}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a readable split ({error.__class__.__name__}: {error})") from error
+
+
+def _data_hash(run: Path) -> str | None:
+    """The data SHA-256 a replicate's training recorded (None when its config.json does not say)."""
+    try:
+        return json.loads((run / "config.json").read_text()).get("data_sha256")
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{run / 'config.json'}: not a readable training record ({error})") from error
+
+
 def _row(kind: str, variant: str, new: str, reference: str, report: dict) -> dict:
     outside = beyond_noise(report)
     return {
@@ -130,28 +150,39 @@ def replicate_agreement(out: Path, data_root: Path, models_dir: Path | None = No
     All replicates must share one test split (a seed study on the fixed split); folds of a
     cross-validation test on different images and are refused.
     """
-    from busassist.training.busi import discover
+    from busassist.training.busi import data_fingerprint, discover
 
     out = Path(out)
     variants = replicate_folders(out)
     if not variants:
         raise ValueError(f"{out}: no finished replicates (variant/replicate/best.pt)")
     runs = [run for folders in variants.values() for run in folders]
-    tests = {json.dumps(json.loads((run / "split.json").read_text())["test"]) for run in runs}
-    if len(tests) != 1:
-        raise ValueError(f"{out}: the replicates test on different images (folds?); pairing needs one test split")
-    keys = json.loads(tests.pop())
-    cases = {case.key: case for case in discover(Path(data_root))}
-    missing = [key for key in keys if key not in cases]
+    splits = {run: _split(run) for run in runs}
+    for part in ("test", "val"):
+        if len({json.dumps(split[part]) for split in splits.values()}) != 1:
+            raise ValueError(f"{out}: the replicates use different {part} images (folds?); pairing needs one split")
+    split = splits[runs[0]]
+    data_hashes = {_data_hash(run) for run in runs}
+    if len(data_hashes) != 1:
+        raise ValueError(f"{out}: the replicates were trained on different data; no paired comparison")
+    discovered = discover(Path(data_root))
+    cases = {case.key: case for case in discovered}
+    missing = [key for key in split["test"] + split["val"] if key not in cases]
     if missing:
-        raise ValueError(f"{data_root}: {len(missing)} test images of the study are missing (e.g. {missing[0]})")
-    test_cases = [cases[key] for key in keys]
+        raise ValueError(f"{data_root}: {len(missing)} images of the study are missing (e.g. {missing[0]})")
+    test_cases = [cases[key] for key in split["test"]]
+    validation_cases = [cases[key] for key in split["val"]]
     scored = {run: _scored(replicate_model(run), test_cases) for run in runs}
-    validation_keys = json.loads((runs[0] / "split.json").read_text())["val"]
-    validation_cases = [cases[key] for key in validation_keys if key in cases]
     scored_validation = {run: _scored(run / MODEL_FILENAME, validation_cases) for run in runs}
     shipped = None
     if models_dir is not None:
+        card = Path(models_dir) / MODEL_CARD_JSON
+        try:
+            shipped_hash = json.loads(card.read_text())["data"]["sha256"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{card}: no readable model card ({error.__class__.__name__})") from error
+        if shipped_hash != data_fingerprint(discovered):  # as compare --check: other data pair nothing
+            raise ValueError(f"{card}: the shipped model was trained on other data than {data_root}")
         shipped = _scored(Path(models_dir) / MODEL_FILENAME, test_cases)
 
     rows = []

@@ -8,10 +8,17 @@ the expected error from each bias. Here the expectation is measured, not modelle
 and int8 models run on the same calibration images, the per-channel mean of every convolution's
 output (before its activation) is taken in both, and the difference is subtracted from the int8
 bias (an int32 tensor in units of its own scale). Correcting one layer changes what the next
-layers see, so the pass is repeated; two rounds leave residues far below one bias step.
+layers see, so the layers are corrected one at a time in graph order, each measured with all
+layers before it already corrected.
 
 Only the biases change, and only in the int8 file: the weights, their scales and the graph are
 untouched, so the model still cannot saturate on a CPU without VNNI.
+
+The int8 means are measured with each layer's output exposed, which keeps onnxruntime from fusing
+that layer into its integer kernel: the layer then runs in float on the dequantised weights and
+inputs. That equals the integer kernel wherever the integer sums cannot saturate, which 7-bit
+weights (``--reduce-range``) guarantee; with 8-bit weights on a CPU without VNNI the saturation
+error would be neither measured nor corrected.
 """
 
 from __future__ import annotations
@@ -20,24 +27,41 @@ from pathlib import Path
 
 import numpy as np
 
+#: Operators whose third input is a bias the quantiser stores as int32.
+BIASED_OPS = ("Conv", "ConvTranspose", "Gemm")
+#: The quantiser renames a float tensor it quantises when that tensor is also a graph output.
+_RENAMED_OUTPUT = "_QuantizeLinear_Input"
 
-def _conv_pairs(fp32, int8) -> list[tuple[object, str, str]]:
-    """(int8 Conv node with a quantised bias, its output tensor, the float32 tensor of the same values).
+
+def quantised_bias_layers(int8) -> list:
+    """Every node of the int8 model whose bias is an int32 tensor read through DequantizeLinear."""
+    dequantized = {node.output[0] for node in int8.graph.node if node.op_type == "DequantizeLinear"}
+    return [
+        node
+        for node in int8.graph.node
+        if node.op_type in BIASED_OPS and len(node.input) > 2 and node.input[2] in dequantized
+    ]
+
+
+def _conv_pairs(fp32, int8) -> tuple[list[tuple[object, str, str]], list[str]]:
+    """(int8 node with a quantised bias, its output tensor, the float32 tensor of the same values), and
+    the names of such nodes with no float32 counterpart.
 
     The quantiser fuses ReLU into the convolution (the uint8 range does the clipping), so the int8
     convolution's output is the float32 graph's *pre*-activation tensor: the ReLU's input.
     """
     producers = {output: node for node in fp32.graph.node for output in node.output}
-    pairs = []
-    for node in int8.graph.node:
-        if node.op_type != "Conv" or len(node.input) < 3 or not node.input[2]:
-            continue
-        source = producers.get(node.output[0])
+    pairs, unmatched = [], []
+    for node in quantised_bias_layers(int8):
+        output = node.output[0]
+        name = output[: -len(_RENAMED_OUTPUT)] if output.endswith(_RENAMED_OUTPUT) else output
+        source = producers.get(name)
         if source is None:
+            unmatched.append(node.name or output)
             continue
-        reference = source.input[0] if source.op_type == "Relu" else node.output[0]
-        pairs.append((node, node.output[0], reference))
-    return pairs
+        reference = source.input[0] if source.op_type == "Relu" else name
+        pairs.append((node, output, reference))
+    return pairs, unmatched
 
 
 def _with_outputs(model, names: list[str]) -> bytes:
@@ -82,7 +106,11 @@ def correct_biases(fp32_path: Path, int8_path: Path, batches: list[dict]) -> dic
     fp32, int8 = onnx.load(str(fp32_path)), onnx.load(str(int8_path))
     initializers = {tensor.name: tensor for tensor in int8.graph.initializer}
     dequantizers = {node.output[0]: node for node in int8.graph.node if node.op_type == "DequantizeLinear"}
-    pairs = [pair for pair in _conv_pairs(fp32, int8) if pair[0].input[2] in dequantizers]
+    pairs, unmatched = _conv_pairs(fp32, int8)
+    if unmatched:  # a layer left uncorrected would be a silent half-measure
+        raise ValueError(f"{int8_path}: no float32 counterpart for {len(unmatched)} layers (e.g. {unmatched[0]})")
+    if not pairs:
+        raise ValueError(f"{int8_path}: no layer with an int8 bias to correct (everything left in float?)")
     references = [reference for _, _, reference in pairs]
     expected = _channel_means(_with_outputs(fp32, references), references, batches)
     before, after = [], []

@@ -209,17 +209,20 @@ def _experiments_report(args: argparse.Namespace) -> int:
 def _quantize(args: argparse.Namespace) -> int:
     from busassist.training.quantize import compare_int8, quantize_run
 
-    target = quantize_run(
-        args.run,
-        args.data,
-        args.calibration_images,
-        args.calibration,
-        tuple(args.float_op),
-        reduce_range=args.reduce_range,
-        weight_type=args.weights,
-        bias_correction_images=args.bias_correction,
-        bias_correction_pick=args.bias_correction_pick,
-    )
+    try:
+        target = quantize_run(
+            args.run,
+            args.data,
+            args.calibration_images,
+            args.calibration,
+            tuple(args.float_op),
+            reduce_range=args.reduce_range,
+            weight_type=args.weights,
+            bias_correction_images=args.bias_correction,
+            bias_correction_pick=args.bias_correction_pick,
+        )
+    except ValueError as error:  # a setting it refuses, or nothing left to correct
+        raise UsageError(str(error)) from error
     print(f"wrote {target}")
     print(json.dumps(compare_int8(args.run, args.data), indent=1))
     return 0

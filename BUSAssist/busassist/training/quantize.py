@@ -71,8 +71,8 @@ def quantize_run(
     checked on.
     ``weight_type``: ``"int8"`` (signed, symmetric) or ``"uint8"``: onnxruntime multiplies uint8 by
     uint8 with another kernel that widens to int16 before adding, so it cannot saturate either.
-    ``bias_correction_images``: when > 0, that many further training images (not the calibration
-    ones) measure each convolution's mean output in float32 and int8, and the int8 biases are
+    ``bias_correction_images``: when > 0, that many training images measure each convolution's
+    mean output in float32 and int8, and the int8 biases are
     corrected layer by layer (``bias_correction``). ``bias_correction_pick``: ``"unused"`` takes them
     evenly from the training images the range calibration did not see, ``"all"`` evenly from the
     whole training split (docs/benchmarks.md compares both: the choice moves test Dice).
@@ -97,8 +97,15 @@ def quantize_run(
         raise ValueError(
             f"bias correction pick {bias_correction_pick!r}: expected one of {', '.join(BIAS_CORRECTION_PICKS)}"
         )
+    if bias_correction_images < 0:
+        raise ValueError(f"bias correction on {bias_correction_images} images: give a count >= 0 (0: off)")
     calibrating = set(chosen_keys)
     pool = [key for key in split["train"] if bias_correction_pick == "all" or key not in calibrating]
+    if bias_correction_images and not pool:
+        raise ValueError(
+            f"{run}: every training image calibrates the ranges; none is left for the bias correction "
+            "(fewer --calibration-images, or --bias-correction-pick all)"
+        )
     correction_keys = (
         pool[:: max(1, len(pool) // bias_correction_images)][:bias_correction_images]
         if bias_correction_images > 0
