@@ -95,3 +95,26 @@ def test_a_shipped_model_of_other_data_is_refused(seed_study: Path, shared_dir: 
     assert code == 1
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "other data" in error and "model_card.json" in error
+
+
+def test_a_failed_check_is_put_beside_the_recipes_own_seed_to_seed_differences(tmp_path: Path) -> None:
+    from busassist.training.agreement import RECIPE_AGREEMENT, seed_to_seed_context
+
+    def row(kind: str, sen: float) -> dict:
+        return {"kind": kind, "differences": {"sen": {"difference": sen}}}
+
+    study = tmp_path / "agreement.json"
+    rows = [row("replicates", -0.10), row("replicates", 0.05), row("against shipped", -0.40)]
+    study.write_text(json.dumps({"comparisons": rows}))
+    within = seed_to_seed_context(["sen"], {"sen": {"difference": -0.08}}, study)
+    beyond = seed_to_seed_context(["sen"], {"sen": {"difference": 0.2}}, study)
+    assert len(within) == 1 and "up to 0.100 (2 seed pairs): within" in within[0]  # the shipped rows do not count
+    assert "beyond" in beyond[0]
+    assert seed_to_seed_context(["sen"], {"sen": {"difference": 0.2}}, tmp_path / "missing.json") == []
+    study.write_text("{not json")
+    assert seed_to_seed_context(["sen"], {"sen": {"difference": 0.2}}, study) == []
+    # the committed study the command line reads is there and has seed pairs
+    assert seed_to_seed_context(["sen"], {"sen": {"difference": 0.0}})[0].endswith(
+        "within the recipe's own training noise"
+    )
+    assert RECIPE_AGREEMENT.is_file()

@@ -100,7 +100,10 @@ def test_compare_check_fails_beyond_noise_and_when_nothing_was_compared(
     same = {"new": 0.9, "reference": 0.9, "difference": 0.0, "ci_low": -0.05, "ci_high": 0.05}
     monkeypatch.setattr(paired_compare, "compare_with_shipped", lambda *args: ({"sen": row, "auc": same}, "table"))
     assert main(["compare", "--check", str(run), *busi]) == 3
-    assert "outside the shipped card's paired 95 % intervals: sen" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "outside the shipped card's paired 95 % intervals: sen" in out
+    # put beside the committed seed study's largest seed-to-seed difference (0.148 in SEN): beyond it
+    assert "  sen: -0.350 here; between two seeds of the recipe on one CPU up to" in out and "beyond" in out
     assert main(["compare", str(run), *busi]) == 0  # without --check: a report, not a verdict
     undefined = {**same, "ci_low": float("nan")}
     monkeypatch.setattr(paired_compare, "compare_with_shipped", lambda *args: ({"auc": undefined}, "table"))

@@ -26,6 +26,8 @@ from busassist.training.reference import REFERENCE_RUNTIME
 
 AGREEMENT_JSON = "agreement.json"
 AGREEMENT_MARKDOWN = "agreement.md"
+#: The committed seed study that puts ``compare --check``'s verdict in context (a source checkout only).
+RECIPE_AGREEMENT = Path(__file__).resolve().parents[3] / "reports" / "keep-rule-full" / AGREEMENT_JSON
 #: Decision thresholds a calibration step could fit on the validation split, against the fixed one.
 THRESHOLD_RULES = ("W' = W_p (fixed)", "validation SEN >= 0.90", "validation Youden J")
 
@@ -252,3 +254,30 @@ def format_thresholds(rows: list[dict]) -> str:
             ]
             lines.append(f"| {variant} | {rule} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def seed_to_seed_context(differing: list[str], report: dict, agreement: Path = RECIPE_AGREEMENT) -> list[str]:
+    """For each metric outside the paired interval: how far apart two seeds of the recipe landed.
+
+    ``compare --check`` keeps its verdict (the paired interval); these lines say whether a rebuild's
+    difference is one the recipe also shows between two of its own trainings on one CPU, or larger
+    than any seen there (then the machine, the data or the code is the likelier cause). Empty when
+    the study is not at hand (an installed package) or unreadable.
+    """
+    try:
+        rows = [row for row in json.loads(Path(agreement).read_text())["comparisons"] if row["kind"] == "replicates"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    lines = []
+    for name in differing:
+        seen = [abs(row["differences"][name]["difference"]) for row in rows if name in row.get("differences", {})]
+        here = report[name]["difference"]
+        if not seen or not np.isfinite(here):
+            continue
+        widest = max(seen)
+        verdict = "within" if abs(here) <= widest else "beyond"
+        lines.append(
+            f"  {name}: {here:+.3f} here; between two seeds of the recipe on one CPU up to {widest:.3f} "
+            f"({len(seen)} seed pairs): {verdict} the recipe's own training noise"
+        )
+    return lines

@@ -291,6 +291,12 @@ def _compare(args: argparse.Namespace) -> int:
         print("within the shipped card's paired 95 % intervals: no metric differs beyond resampling noise")
         return 0
     print(f"outside the shipped card's paired 95 % intervals: {', '.join(differing)} (or undefined)")
+    from busassist.training.agreement import RECIPE_AGREEMENT, seed_to_seed_context
+
+    context = seed_to_seed_context(differing, report)
+    if context:
+        print(f"for scale, the seed study {RECIPE_AGREEMENT.parent.name} (docs/training.md):")
+        print("\n".join(context))
     return not_checked
 
 
