@@ -6,7 +6,7 @@ the model, never writes it) -> ``publish``; ``fit --export`` runs the middle thr
 (a run against the shipped model, or two cross-validations / study variants fold by fold), ``study``
 (run or report a spec: cross-validation, the W_p sweep, the grid, the ablation, seed spreads; and
 ``agreement``: would one seed pass ``compare --check`` against another) and
-``tools`` (occasional: quantize, cv-rescore, mask-study, experiments-report)."""
+``tools`` (occasional: quantize, qat, cv-rescore, mask-study, experiments-report)."""
 
 from __future__ import annotations
 
@@ -228,6 +228,17 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _qat(args: argparse.Namespace) -> int:
+    from busassist.training.qat import fine_tune
+
+    try:
+        model = fine_tune(args.model, args.out, args.data, epochs=args.epochs, learning_rate=args.lr)
+    except ValueError as error:  # not the exporter's graph, not an EMT-Net
+        raise UsageError(str(error)) from error
+    print(f"wrote {model}; next: busassist-train tools quantize {args.out} --reduce-range --float-op Gemm")
+    return 0
+
+
 def _mask_study(args: argparse.Namespace) -> int:
     from busassist.training.mask_study import mask_study
 
@@ -416,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--report", type=Path, default=None, metavar="FOLDER", help="also a Markdown report")
 
-    tools = sub.add_parser("tools", help="occasional tools: quantize, cv-rescore, mask-study, experiments-report")
+    tools = sub.add_parser("tools", help="occasional tools: quantize, qat, cv-rescore, mask-study, experiments-report")
     tools_sub = tools.add_subparsers(dest="tool", required=True)
     quantize = _run_command(
         tools_sub, "quantize", "int8 ONNX beside the fp32 one, with its cost in AUC/Dice", _quantize
@@ -455,6 +466,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="unused",
         help="take those images from the training images the range calibration did not use, or from all",
     )
+    qat = tools_sub.add_parser(
+        "qat", help="quantisation-aware fine-tuning of an exported model for 7-bit int8 (then tools quantize)"
+    )
+    qat.add_argument("model", type=Path, help="an exported model in the exporter's graph form (not the fast form)")
+    qat.add_argument("--out", type=Path, required=True, help="folder for emtnet.onnx (fine-tuned, fp32) and split.json")
+    qat.add_argument("--epochs", type=int, default=3)
+    qat.add_argument("--lr", type=float, default=2e-5)
+    qat.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
+    qat.set_defaults(handler=_qat)
     rescore = tools_sub.add_parser(
         "cv-rescore", help="score a finished cross-validation's folds again with today's metrics (no training)"
     )

@@ -1,0 +1,202 @@
+"""Quantisation-aware fine-tuning: teach an exported model to live with 7-bit weights and uint8 activations.
+
+Rounding after training (``tools quantize --reduce-range``) costs the bundled model about 0.02 Dice,
+and bias correction removes only the *mean* of that error. Fine-tuning with the rounding in the
+forward pass (straight-through gradients, Jacob et al. 2018) lets the weights settle where rounding
+hurts least. The network is read back from the exported model (``onnx_weights``), so a published
+model can be fine-tuned without its training checkpoint.
+
+What is simulated is what ``tools quantize --reduce-range --float-op Gemm`` will do: every
+convolution's weights, with the batch norm after it folded in, rounded per output channel to
+7 bits (symmetric, scale = max |w| / 64), and every ReLU output and the input image to uint8
+(per tensor, ranges tracked by moving min/max). The classifier's dense layers stay in float. After
+fine-tuning the rounded weights are kept, so quantising the exported result rounds most of them
+onto themselves. The decoder's phase rewrite regroups the transposed convolutions' channels, so
+those are re-rounded on export; ``tools quantize`` then measures what that costs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+WEIGHT_LEVELS = 64  # 7-bit symmetric: -64..64, as onnxruntime's reduce_range for int8 weights
+
+
+class RoundedWeight(nn.Module):
+    """Parametrisation: the weight rounded per output channel to 7 bits (straight-through gradient)."""
+
+    def __init__(self, axis: int) -> None:
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        dims = [d for d in range(weight.ndim) if d != self.axis]
+        scale = (weight.detach().abs().amax(dim=dims) / WEIGHT_LEVELS).clamp_min(1e-12)
+        zero = torch.zeros_like(scale, dtype=torch.int32)
+        return torch.fake_quantize_per_channel_affine(weight, scale, zero, self.axis, -WEIGHT_LEVELS, WEIGHT_LEVELS)
+
+
+def fold_transposed_norms(network: nn.Module) -> int:
+    """Fold each batch norm that follows a transposed convolution into it (the exporter does not).
+
+    The norm keeps unit scale, zero mean and variance 1 - eps, so it only adds the folded bias and
+    the network answers as before; the transposed convolution's weights are then the ones rounded.
+    """
+    folded = 0
+    for sequential in [m for m in network.modules() if isinstance(m, nn.Sequential)]:
+        children = list(sequential)
+        for conv, norm in zip(children, children[1:]):
+            if isinstance(conv, nn.ConvTranspose2d) and isinstance(norm, nn.BatchNorm2d) and conv.bias is None:
+                with torch.no_grad():
+                    factor = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+                    conv.weight.mul_(factor.view(1, -1, 1, 1))
+                    norm.bias.copy_(norm.bias - norm.running_mean * factor)
+                    norm.weight.fill_(1.0)
+                    norm.running_mean.zero_()
+                    norm.running_var.fill_(1.0 - norm.eps)
+                folded += 1
+    return folded
+
+
+def _activation_quantizer() -> nn.Module:
+    from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver
+
+    return FakeQuantize(
+        observer=MovingAverageMinMaxObserver,
+        quant_min=0,
+        quant_max=255,
+        dtype=torch.quint8,
+        qscheme=torch.per_tensor_affine,
+    )
+
+
+@dataclass
+class Simulation:
+    """The hooks and parametrisations that make a network compute as its int8 export will."""
+
+    handles: list
+    rounded: list[nn.Module]
+
+
+def simulate_int8(network: nn.Module) -> Simulation:
+    """Round convolution weights (7 bits) and ReLU outputs and the input (uint8) in the forward pass."""
+    rounded = []
+    for module in list(network.encoder.modules()) + list(network.segmenter.modules()):
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            axis = 1 if isinstance(module, nn.ConvTranspose2d) else 0
+            parametrize.register_parametrization(module, "weight", RoundedWeight(axis))
+            rounded.append(module)
+    handles = []
+    network.activation_quantizers = nn.ModuleList()
+    for module in list(network.encoder.modules()) + list(network.segmenter.modules()):
+        if isinstance(module, nn.ReLU):
+            quantizer = _activation_quantizer()
+            network.activation_quantizers.append(quantizer)
+            handles.append(module.register_forward_hook(lambda _m, _i, out, q=quantizer: q(out)))
+    image = _activation_quantizer()
+    network.activation_quantizers.append(image)
+    handles.append(network.encoder.register_forward_pre_hook(lambda _m, args, q=image: (q(args[0]), *args[1:])))
+    return Simulation(handles, rounded)
+
+
+def finish(network: nn.Module, simulation: Simulation) -> None:
+    """Keep the rounded weights as plain parameters and remove every hook: an ordinary EMTNet again."""
+    for module in simulation.rounded:
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    for handle in simulation.handles:
+        handle.remove()
+    del network.activation_quantizers
+
+
+def _freeze_norms(network: nn.Module) -> None:
+    """Batch norms stay in inference mode with unit scale: they only carry the folded biases."""
+    for module in network.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()
+            module.weight.requires_grad_(False)
+
+
+def fine_tune(
+    model: Path,
+    out: Path,
+    data_root: Path,
+    epochs: int = 3,
+    learning_rate: float = 2e-5,
+    batch_size: int = 16,
+    seed: int = 42,
+    limit: int | None = None,
+) -> Path:
+    """Fine-tune ``model`` (the exporter's graph) with int8 simulated; write ``out/emtnet.onnx`` and ``out/split.json``.
+
+    The training split is the shipped recipe's (stratified, near-duplicate groups kept whole), so
+    validation and test stay unseen. The model's metadata (W_p, rules) is carried over; its version
+    gains ``-qat``.
+    """
+    from busassist.core.model_store import read_metadata
+    from busassist.training.augment import AugmentConfig, augment_batch
+    from busassist.training.export import export_onnx
+    from busassist.training.losses import multitask_loss
+    from busassist.training.onnx_weights import network_from_onnx
+    from busassist.training.trainer import TrainConfig, load_data, seed_everything, to_network_input
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    metadata = read_metadata(Path(model))
+    config = TrainConfig(data_root=str(data_root), out_dir=str(out), pretrained=None, seed=seed, limit=limit)
+    data, split, fingerprint, cases = load_data(config)
+    (out / "split.json").write_text(
+        json.dumps({name: [cases[i].key for i in getattr(split, name)] for name in ("train", "val", "test")})
+    )
+    seed_everything(seed)
+    network = network_from_onnx(Path(model))
+    fold_transposed_norms(network)
+    simulation = simulate_int8(network)
+    parameters = [p for p in network.parameters() if p.requires_grad]
+    optimiser = torch.optim.Adam(parameters, lr=learning_rate)
+    steps = epochs * math.ceil(len(split.train) / batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(1, steps))
+    generator = torch.Generator().manual_seed(seed)
+    augment = AugmentConfig()
+    train = np.array(split.train)
+    history = []
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        network.train()
+        _freeze_norms(network)
+        order = train[torch.randperm(len(train), generator=generator).numpy()]
+        losses = []
+        for start in range(0, len(order) - (len(order) % batch_size == 1), batch_size):
+            chunk = order[start : start + batch_size]
+            images = torch.from_numpy(data.images[chunk]).float().unsqueeze(1)
+            masks = torch.from_numpy(data.masks[chunk]).float().unsqueeze(1) / 255.0
+            labels = torch.from_numpy(data.labels[chunk].astype(np.int64))
+            images, masks = augment_batch(images, masks, generator, augment)
+            output = network(to_network_input(images))
+            loss, _ = multitask_loss(
+                output.class_logit, labels, output.mask_logit, (masks >= 0.5).float(), metadata.w_p, metadata.w_clf, 1.0
+            )
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - started})
+        print(f"qat epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.4f} ({history[-1]['seconds']:.0f} s)")
+    network.eval()
+    finish(network, simulation)
+    metadata.model_version += "-qat"
+    metadata.extra = {
+        **metadata.extra,
+        "qat": {"from": Path(model).name, "epochs": epochs, "learning_rate": learning_rate, "data_sha256": fingerprint},
+    }
+    (out / "qat.json").write_text(json.dumps({"history": history, **metadata.extra["qat"]}, indent=1) + "\n")
+    return export_onnx(network, out / "emtnet.onnx", metadata, metadata.input_size)

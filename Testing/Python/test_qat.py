@@ -1,0 +1,78 @@
+"""Weights read back from an exported model, and quantisation-aware fine-tuning (tiny network, 64 px)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+from training_fixtures import tiny_config
+
+from busassist.core.model_store import ModelMetadata, read_metadata
+from busassist.training.export import export_onnx
+from busassist.training.model import ExportWrapper
+from busassist.training.onnx_weights import network_from_onnx
+from busassist.training.qat import WEIGHT_LEVELS, fine_tune, fold_transposed_norms
+from busassist.training.trainer import load_best, train
+
+
+@pytest.fixture(scope="module")
+def exported(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A one-epoch 64 px EMT-Net in the exporter's graph (and in the fast form), trained batch norms."""
+    folder = tmp_path_factory.mktemp("qat")
+    run = train(tiny_config(shared_dir / "data" / "busi", folder / "run", folder / "cache", epochs=1))
+    network = load_best(run)
+    metadata = ModelMetadata(model_version="tiny", w_p=3.0, w_clf=1.5, input_size=64)
+    plain = export_onnx(network, folder / "plain" / "emtnet.onnx", metadata, 64, fast=False)
+    fast = export_onnx(network, folder / "fast" / "emtnet.onnx", metadata, 64)
+    return plain, fast
+
+
+def answers(model: Path, batch: np.ndarray) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: batch})
+
+
+def test_the_network_read_back_answers_as_the_file(exported: tuple[Path, Path]) -> None:
+    plain, fast = exported
+    batch = np.random.default_rng(0).normal(size=(2, 1, 64, 64)).astype(np.float32)
+    network = network_from_onnx(plain)
+    with torch.no_grad():
+        mine = [t.numpy() for t in ExportWrapper(network).eval()(torch.from_numpy(batch))]
+    for ours, theirs in zip(mine, answers(plain, batch), strict=True):
+        assert np.abs(ours - theirs).max() <= 1e-4 * max(1.0, np.abs(theirs).max())
+    # folding the transposed convolutions' norms changes nothing either
+    assert fold_transposed_norms(network) == 5
+    with torch.no_grad():
+        folded = [t.numpy() for t in ExportWrapper(network).eval()(torch.from_numpy(batch))]
+    for ours, theirs in zip(folded, mine, strict=True):
+        assert np.abs(ours - theirs).max() <= 1e-4 * max(1.0, np.abs(theirs).max())
+    with pytest.raises(ValueError, match="rewritten graph"):
+        network_from_onnx(fast)
+
+
+def test_fine_tuning_leaves_convolution_weights_on_a_7_bit_grid(
+    exported: tuple[Path, Path], shared_dir: Path, tmp_path: Path
+) -> None:
+    plain, _ = exported
+    model = fine_tune(plain, tmp_path / "qat", shared_dir / "data" / "busi", epochs=1, limit=40)
+    record = json.loads((tmp_path / "qat" / "qat.json").read_text())
+    assert len(record["history"]) == 1 and np.isfinite(record["history"][0]["loss"])
+    split = json.loads((tmp_path / "qat" / "split.json").read_text())
+    assert set(split) == {"train", "val", "test"} and not set(split["train"]) & set(split["test"])
+    graph = onnx.load(str(model)).graph
+    tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    encoder = [n for n in graph.node if n.op_type == "Conv" and n.name.startswith("/network/encoder/")]
+    assert len(encoder) == 27
+    for node in encoder:
+        weight = tensors[node.input[1]].astype(np.float64)
+        scale = np.abs(weight).reshape(weight.shape[0], -1).max(axis=1) / WEIGHT_LEVELS
+        steps = weight / np.maximum(scale, 1e-30).reshape(-1, 1, 1, 1)
+        assert np.abs(steps - np.rint(steps)).max() < 1e-3, node.name  # each weight is k x scale, |k| <= 64
+    metadata = read_metadata(model)
+    assert metadata.model_version.endswith("-qat") and metadata.extra["qat"]["epochs"] == 1
