@@ -76,3 +76,28 @@ def test_fine_tuning_leaves_convolution_weights_on_a_7_bit_grid(
         assert np.abs(steps - np.rint(steps)).max() < 1e-3, node.name  # each weight is k x scale, |k| <= 64
     metadata = read_metadata(model)
     assert metadata.model_version.endswith("-qat") and metadata.extra["qat"]["epochs"] == 1
+
+
+def test_the_int8_of_a_fine_tuned_model_is_judged_against_the_original(
+    exported: tuple[Path, Path], shared_dir: Path, tmp_path: Path, capsys
+) -> None:
+    from busassist.training.cli import main
+    from busassist.training.quantize import compare_int8, quantize_run
+
+    plain, fast = exported
+    busi = shared_dir / "data" / "busi"
+    folder = tmp_path / "qat"
+    fine_tune(plain, folder, busi, epochs=1, limit=40, objective="labels")
+    assert json.loads((folder / "qat.json").read_text())["objective"] == "labels"
+    quantize_run(folder, busi, calibration_images=8, reduce_range=True)
+    figures = compare_int8(folder, busi, repeats=2, reference=fast)
+    assert figures["reference"] == str(fast) and figures["fp32"]["file"] == fast.name
+    own = compare_int8(folder, busi, repeats=2)
+    assert own["reference"] is None
+    assert own["fp32"]["size_mb"] == (folder / "emtnet.onnx").stat().st_size / 1e6
+    assert figures["fp32"]["size_mb"] == fast.stat().st_size / 1e6  # the original, not the fine-tuned one
+    with pytest.raises(ValueError, match="objective"):
+        fine_tune(plain, tmp_path / "other", busi, epochs=1, limit=40, objective="guess")
+    code = main(["tools", "qat", str(fast), "--out", str(tmp_path / "refused"), "--data", str(busi)])
+    error = capsys.readouterr().err.strip()
+    assert code == 1 and error.count("\n") == 0 and "fast graph form" in error and str(fast) in error

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from busassist.constants import MODEL_FILENAME
 from busassist.core.model_store import ModelError
-from busassist.training.quantize import BIAS_CORRECTION_PICKS, CALIBRATION_METHODS, WEIGHT_TYPES
+from busassist.training.quantize import BIAS_CORRECTION_PICKS, CALIBRATION_METHODS, QAT_OBJECTIVES, WEIGHT_TYPES
 
 if TYPE_CHECKING:
     from busassist.training.trainer import TrainConfig
@@ -224,7 +224,7 @@ def _quantize(args: argparse.Namespace) -> int:
     except ValueError as error:  # a setting it refuses, or nothing left to correct
         raise UsageError(str(error)) from error
     print(f"wrote {target}")
-    print(json.dumps(compare_int8(args.run, args.data), indent=1))
+    print(json.dumps(compare_int8(args.run, args.data, reference=args.against), indent=1))
     return 0
 
 
@@ -232,10 +232,15 @@ def _qat(args: argparse.Namespace) -> int:
     from busassist.training.qat import fine_tune
 
     try:
-        model = fine_tune(args.model, args.out, args.data, epochs=args.epochs, learning_rate=args.lr)
+        model = fine_tune(
+            args.model, args.out, args.data, epochs=args.epochs, learning_rate=args.lr, objective=args.objective
+        )
     except ValueError as error:  # not the exporter's graph, not an EMT-Net
         raise UsageError(str(error)) from error
-    print(f"wrote {model}; next: busassist-train tools quantize {args.out} --reduce-range --float-op Gemm")
+    print(
+        f"wrote {model}; next: busassist-train tools quantize {args.out} --reduce-range --float-op Gemm "
+        f"--against ORIGINAL_FAST_FORM_MODEL"
+    )
     return 0
 
 
@@ -461,6 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
         "training images, layer by layer (0: off)",
     )
     quantize.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        metavar="MODEL",
+        help="judge the int8 model against this float32 model instead of the run's (after tools qat: the original)",
+    )
+    quantize.add_argument(
         "--bias-correction-pick",
         choices=list(BIAS_CORRECTION_PICKS),
         default="unused",
@@ -473,6 +485,12 @@ def build_parser() -> argparse.ArgumentParser:
     qat.add_argument("--out", type=Path, required=True, help="folder for emtnet.onnx (fine-tuned, fp32) and split.json")
     qat.add_argument("--epochs", type=int, default=3)
     qat.add_argument("--lr", type=float, default=2e-5)
+    qat.add_argument(
+        "--objective",
+        choices=list(QAT_OBJECTIVES),
+        default="teacher",
+        help="fit the float32 model's own answers (default) or the training labels",
+    )
     qat.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
     qat.set_defaults(handler=_qat)
     rescore = tools_sub.add_parser(

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 INT8_FILENAME = "emtnet.int8.onnx"
 #: Weight formats ``quantize_run`` writes: signed int8 (the default) or uint8 (onnxruntime's u8u8 kernels).
 WEIGHT_TYPES = ("int8", "uint8")
+#: What ``tools qat`` fits: the float32 model's own answers, or the training labels (here: no torch to import).
+QAT_OBJECTIVES = ("teacher", "labels")
 #: Where ``--bias-correction`` takes its images from: the training images the ranges did not use, or all.
 BIAS_CORRECTION_PICKS = ("unused", "all")
 MAX_DROP = 0.005
@@ -204,8 +206,12 @@ def _network_ms(analyzers: dict, repeats: int) -> dict[str, float]:
     return {name: float(np.median(values)) for name, values in times.items()}
 
 
-def compare_int8(run: Path, data_root: Path, repeats: int = 50) -> dict:
-    """Size, network latency, validation and test AUC/Dice of fp32 vs int8, and the shipping decision."""
+def compare_int8(run: Path, data_root: Path, repeats: int = 50, reference: Path | None = None) -> dict:
+    """Size, network latency, validation and test AUC/Dice of fp32 vs int8, and the shipping decision.
+
+    ``reference``: the float32 model the int8 one is judged against, when it is not the run's own
+    ``emtnet.onnx`` (after quantisation-aware fine-tuning: the model that was fine-tuned).
+    """
     from busassist.constants import threshold_for_effective_weight
     from busassist.core.inference import Analyzer
     from busassist.training.evaluate import analyse_cases
@@ -214,10 +220,8 @@ def compare_int8(run: Path, data_root: Path, repeats: int = 50) -> dict:
     run = Path(run)
     split = json.loads((run / "split.json").read_text())
     cases = {case.key: case for case in discover(Path(data_root))}
-    files = {"fp32": MODEL_FILENAME, "int8": INT8_FILENAME}
-    analyzers = {
-        name: Analyzer(run / filename, verify=False, backend=REFERENCE_RUNTIME) for name, filename in files.items()
-    }
+    files = {"fp32": Path(reference) if reference is not None else run / MODEL_FILENAME, "int8": run / INT8_FILENAME}
+    analyzers = {name: Analyzer(path, verify=False, backend=REFERENCE_RUNTIME) for name, path in files.items()}
     latency = _network_ms(analyzers, repeats)
     figures: dict = {
         "calibration": json.loads((run / "int8_calibration.json").read_text())
@@ -225,8 +229,9 @@ def compare_int8(run: Path, data_root: Path, repeats: int = 50) -> dict:
         else None,
         "max_drop": MAX_DROP,
     }
-    for name, filename in files.items():
-        figures[name] = {"size_mb": (run / filename).stat().st_size / 1e6, "network_ms": latency[name]}
+    for name, path in files.items():
+        figures[name] = {"size_mb": path.stat().st_size / 1e6, "network_ms": latency[name], "file": path.name}
+    figures["reference"] = str(reference) if reference is not None else None
     threshold = threshold_for_effective_weight(analyzers["fp32"].metadata.w_p, analyzers["fp32"].metadata.w_p)
     for part, key in (("validation", "val"), ("test", "test")):
         chosen = [cases[k] for k in split[key]]
