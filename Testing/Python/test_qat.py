@@ -101,3 +101,30 @@ def test_the_int8_of_a_fine_tuned_model_is_judged_against_the_original(
     code = main(["tools", "qat", str(fast), "--out", str(tmp_path / "refused"), "--data", str(busi)])
     error = capsys.readouterr().err.strip()
     assert code == 1 and error.count("\n") == 0 and "fast graph form" in error and str(fast) in error
+
+
+def test_equalisation_shrinks_large_channels_and_keeps_the_answers(
+    exported: tuple[Path, Path], shared_dir: Path, tmp_path: Path
+) -> None:
+    from busassist.training.equalize import equalisable_pairs, equalise, equalised_model
+
+    plain, _ = exported
+    network = network_from_onnx(plain)
+    fold_transposed_norms(network)
+    pairs = equalisable_pairs(network)
+    assert len(pairs) == 32  # 13 blocks, stem and the 9 non-skip block joins, 2 per decoder, the head
+    holders = [first.bias if first.bias is not None else first.module for first, _ in pairs]
+    before = [holder.bias.detach().abs().clone() for holder in holders]
+    record = equalise(network)
+    assert record["pairs"] == 32 and record["rounds"][0]["channels_scaled"] > 0
+    assert all(round_["largest_factor"] >= 1.0 for round_ in record["rounds"])
+    # shrink only: biases are only ever divided, so no channel can become a large constant
+    for holder, old in zip(holders, before, strict=True):
+        assert bool((holder.bias.detach().abs() <= old * (1 + 1e-6)).all())
+    assert any(bool((holder.bias.detach().abs() < old * 0.999).any()) for holder, old in zip(holders, before))
+    model = equalised_model(plain, tmp_path / "cle", shared_dir / "data" / "busi")
+    batch = np.random.default_rng(1).normal(size=(2, 1, 64, 64)).astype(np.float32)
+    for ours, theirs in zip(answers(model, batch), answers(plain, batch), strict=True):
+        assert np.abs(ours - theirs).max() <= 1e-4 * max(1.0, np.abs(theirs).max())
+    assert read_metadata(model).extra["equalization"]["pairs"] == 32
+    assert set(json.loads((tmp_path / "cle" / "split.json").read_text())) == {"train", "val", "test"}

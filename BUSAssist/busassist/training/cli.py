@@ -6,7 +6,7 @@ the model, never writes it) -> ``publish``; ``fit --export`` runs the middle thr
 (a run against the shipped model, or two cross-validations / study variants fold by fold), ``study``
 (run or report a spec: cross-validation, the W_p sweep, the grid, the ablation, seed spreads; and
 ``agreement``: would one seed pass ``compare --check`` against another) and
-``tools`` (occasional: quantize, qat, cv-rescore, mask-study, experiments-report)."""
+``tools`` (occasional: quantize, equalize, qat, cv-rescore, mask-study, experiments-report)."""
 
 from __future__ import annotations
 
@@ -244,6 +244,20 @@ def _qat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _equalize(args: argparse.Namespace) -> int:
+    from busassist.training.equalize import equalised_model
+
+    try:
+        model = equalised_model(args.model, args.out, args.data)
+    except ValueError as error:  # not the exporter's graph, not an EMT-Net
+        raise UsageError(str(error)) from error
+    print(
+        f"wrote {model} (answers unchanged); next: busassist-train tools quantize {args.out} --reduce-range "
+        "--float-op Gemm --bias-correction 64 --against ORIGINAL_FAST_FORM_MODEL"
+    )
+    return 0
+
+
 def _mask_study(args: argparse.Namespace) -> int:
     from busassist.training.mask_study import mask_study
 
@@ -432,7 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--report", type=Path, default=None, metavar="FOLDER", help="also a Markdown report")
 
-    tools = sub.add_parser("tools", help="occasional tools: quantize, qat, cv-rescore, mask-study, experiments-report")
+    tools = sub.add_parser(
+        "tools", help="occasional tools: quantize, equalize, qat, cv-rescore, mask-study, experiments-report"
+    )
     tools_sub = tools.add_subparsers(dest="tool", required=True)
     quantize = _run_command(
         tools_sub, "quantize", "int8 ONNX beside the fp32 one, with its cost in AUC/Dice", _quantize
@@ -478,6 +494,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="unused",
         help="take those images from the training images the range calibration did not use, or from all",
     )
+    equalize = tools_sub.add_parser(
+        "equalize", help="cross-layer equalisation of an exported model before int8 (answers unchanged)"
+    )
+    equalize.add_argument("model", type=Path, help="an exported model in the exporter's graph form (not the fast form)")
+    equalize.add_argument("--out", type=Path, required=True, help="folder for emtnet.onnx (equalised) and split.json")
+    equalize.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
+    equalize.set_defaults(handler=_equalize)
     qat = tools_sub.add_parser(
         "qat", help="quantisation-aware fine-tuning of an exported model for 7-bit int8 (then tools quantize)"
     )

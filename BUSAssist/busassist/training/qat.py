@@ -128,6 +128,23 @@ def _freeze_norms(network: nn.Module) -> None:
             module.weight.requires_grad_(False)
 
 
+def write_recipe_split(out: Path, data_root: Path, seed: int = 42, limit: int | None = None) -> tuple:
+    """The shipped recipe's split of ``data_root`` (stratified, near-duplicate groups whole) as ``out/split.json``.
+
+    ``tools quantize`` calibrates on its training part and judges on validation and test, so a model
+    prepared for int8 outside a training run still never sees those two. Returns (data, split, data hash).
+    """
+    from busassist.training.trainer import TrainConfig, load_data
+
+    config = TrainConfig(data_root=str(data_root), out_dir=str(out), pretrained=None, seed=seed, limit=limit)
+    data, split, fingerprint, cases = load_data(config)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "split.json").write_text(
+        json.dumps({name: [cases[i].key for i in getattr(split, name)] for name in ("train", "val", "test")})
+    )
+    return data, split, fingerprint
+
+
 def fine_tune(
     model: Path,
     out: Path,
@@ -154,16 +171,12 @@ def fine_tune(
     from busassist.training.export import export_onnx
     from busassist.training.losses import multitask_loss
     from busassist.training.onnx_weights import network_from_onnx
-    from busassist.training.trainer import TrainConfig, load_data, seed_everything, to_network_input
+    from busassist.training.trainer import seed_everything, to_network_input
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     metadata = read_metadata(Path(model))
-    config = TrainConfig(data_root=str(data_root), out_dir=str(out), pretrained=None, seed=seed, limit=limit)
-    data, split, fingerprint, cases = load_data(config)
-    (out / "split.json").write_text(
-        json.dumps({name: [cases[i].key for i in getattr(split, name)] for name in ("train", "val", "test")})
-    )
+    data, split, fingerprint = write_recipe_split(out, data_root, seed, limit)
     if objective not in OBJECTIVES:
         raise ValueError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
     seed_everything(seed)
