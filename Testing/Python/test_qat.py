@@ -22,10 +22,16 @@ from busassist.training.trainer import load_best, train
 
 
 @pytest.fixture(scope="module")
-def exported(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def tiny_run(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("qat-run")
+    return train(tiny_config(shared_dir / "data" / "busi", folder / "run", folder / "cache", epochs=1))
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A one-epoch 64 px EMT-Net in the exporter's graph (and in the fast form), trained batch norms."""
     folder = tmp_path_factory.mktemp("qat")
-    run = train(tiny_config(shared_dir / "data" / "busi", folder / "run", folder / "cache", epochs=1))
+    run = tiny_run
     network = load_best(run)
     metadata = ModelMetadata(model_version="tiny", w_p=3.0, w_clf=1.5, input_size=64)
     plain = export_onnx(network, folder / "plain" / "emtnet.onnx", metadata, 64, fast=False)
@@ -128,3 +134,42 @@ def test_equalisation_shrinks_large_channels_and_keeps_the_answers(
         assert np.abs(ours - theirs).max() <= 1e-4 * max(1.0, np.abs(theirs).max())
     assert read_metadata(model).extra["equalization"]["pairs"] == 32
     assert set(json.loads((tmp_path / "cle" / "split.json").read_text())) == {"train", "val", "test"}
+
+
+def test_an_int8_model_made_from_a_published_one_gets_its_own_card(
+    tiny_run: Path, shared_dir: Path, tmp_path: Path
+) -> None:
+    """export -> calibrate -> evaluate the float32 run, then equalise + quantise, calibrate and evaluate the int8."""
+    import shutil
+
+    from busassist.core.model_store import verify_model
+    from busassist.training.equalize import equalised_model
+    from busassist.training.evaluate import calibrate_run, evaluate_run
+    from busassist.training.export import export_onnx, export_run
+    from busassist.training.quantize import INT8_FILENAME, quantize_run
+
+    busi = shared_dir / "data" / "busi"
+    parent_model = export_run(tiny_run)
+    calibrate_run(tiny_run, parent_model, busi)
+    parent = evaluate_run(tiny_run, parent_model, busi)
+    plain = export_onnx(load_best(tiny_run), tmp_path / "plain.onnx", read_metadata(parent_model), 64, fast=False)
+    prepared = tmp_path / "prepared"
+    equalised_model(plain, prepared, busi)
+    shutil.copyfile(tiny_run / "split.json", prepared / "split.json")  # the run's own (limited) split
+    quantize_run(prepared, busi, calibration_images=8, reduce_range=True, bias_correction_images=4)
+    derived = tmp_path / "derived"
+    derived.mkdir()
+    shutil.copyfile(prepared / INT8_FILENAME, derived / "emtnet.onnx")
+    shutil.copyfile(tiny_run / "split.json", derived / "split.json")
+    calibrate_run(derived, derived / "emtnet.onnx", busi)
+    verify_model(derived / "emtnet.onnx")  # sealed by calibrate
+    card = evaluate_run(derived, derived / "emtnet.onnx", busi, derived_from=tiny_run / "model_card.json")
+    assert card["training"] == parent["training"] and card["data"]["sha256"] == parent["data"]["sha256"]
+    assert card["model"]["version"].endswith("-cle-int8")
+    steps = card["model"]["derived_from"]["steps"]
+    assert card["model"]["derived_from"]["version"] == parent["model"]["version"]
+    assert steps["quantization"]["reduce_range"] is True and steps["equalization"]["pairs"] == 32
+    assert card["test"]["counts"] == parent["test"]["counts"]
+    assert (
+        json.loads((derived / "model_card.json").read_text())["model"]["derived_from"] == card["model"]["derived_from"]
+    )

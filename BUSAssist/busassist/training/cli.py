@@ -188,7 +188,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     model = Path(args.run) / MODEL_FILENAME
     verify_model(model)  # evaluates the sealed model, or says it was changed after calibration
-    card = evaluate_run(Path(args.run), model, Path(args.data))
+    try:
+        card = evaluate_run(Path(args.run), model, Path(args.data), derived_from=args.derived_from)
+    except (ValueError, KeyError) as error:  # a card it cannot derive from
+        raise UsageError(f"{args.derived_from or args.run}: {error}") from error
     print(json.dumps(card["test"], indent=1))
     if args.report:
         from busassist.training.report import write_report
@@ -445,6 +448,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "evaluate", "the model card on validation and test (reads the model, never writes it)", _evaluate
     )
     evaluate.add_argument("--report", type=Path, default=None, metavar="FOLDER", help="also a Markdown report")
+    evaluate.add_argument(
+        "--derived-from",
+        type=Path,
+        default=None,
+        metavar="CARD",
+        help="model_card.json of the float32 model this one was made from without training (equalize, quantize): "
+        "its data and training sections are carried over",
+    )
 
     tools = sub.add_parser(
         "tools", help="occasional tools: quantize, equalize, qat, cv-rescore, mask-study, experiments-report"

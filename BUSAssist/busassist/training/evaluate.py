@@ -213,15 +213,36 @@ def calibrate_run(run: Path, onnx_path: Path, data_root: Path, pooled_from: Path
     return record
 
 
-def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
+def evaluate_run(run: Path, onnx_path: Path, data_root: Path, derived_from: Path | None = None) -> dict:
     """The model card of ``onnx_path`` on the run's validation and test splits. Reads the model, never writes it.
 
     The operating table and temperature are the model's own (``calibrate_run`` wrote them); the test
-    split only ever reports.
+    split only ever reports. ``derived_from``: the card of the float32 model this one was made from
+    without training (equalised and quantised): its data and training sections are carried over,
+    since ``run`` then holds no training record, and the steps that made this model are listed.
     """
     run = Path(run)
     split = json.loads((run / "split.json").read_text())
+    if derived_from is not None:
+        return _derived_card(run, onnx_path, data_root, json.loads(Path(derived_from).read_text()), split)
     config = json.loads((run / "config.json").read_text())
+    with (run / "history.csv").open(newline="") as handle:
+        history = list(csv.DictReader(handle))
+    card = _card(run, onnx_path, data_root, split, config, history, _best_checkpoint_facts(run))
+    write_card(run, card)
+    return card
+
+
+def _card(
+    run: Path,
+    onnx_path: Path,
+    data_root: Path,
+    split: dict,
+    config: dict,
+    history: list[dict] | None,
+    facts: tuple[int, int | None],
+) -> dict:
+    """The card's figures for ``onnx_path``: validation and test through the inference path."""
     cases = {case.key: case for case in discover(Path(data_root))}
     analyzer = Analyzer(onnx_path, verify=False, backend=REFERENCE_RUNTIME)
     metadata = analyzer.metadata
@@ -249,9 +270,8 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
     }
     del analyzer
 
-    with (run / "history.csv").open(newline="") as handle:
-        history = list(csv.DictReader(handle))
-    parameters, best_epoch = _best_checkpoint_facts(run)
+    parameters, best_epoch = facts
+    history = history or []
     card = {
         "model": {
             "file": Path(onnx_path).name,
@@ -291,7 +311,6 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path) -> dict:
         "calibration": calibration,
         "lesion_rule": rule,
     }
-    write_card(run, card)
     return card
 
 
@@ -385,3 +404,29 @@ def _best_checkpoint_facts(run: Path) -> tuple[int, int]:
 def _training_seconds(history_rows: list[dict[str, str]]) -> float:
     """Training time from history.csv (the per-epoch seconds the trainer also sums in last.pt)."""
     return float(sum(float(row["seconds"]) for row in history_rows))
+
+
+def _derived_card(run: Path, onnx_path: Path, data_root: Path, parent: dict, split: dict) -> dict:
+    """``evaluate_run`` for a model made from a published one without training (see there)."""
+    from busassist.core.model_store import read_metadata
+
+    metadata = read_metadata(Path(onnx_path))
+    if split["test"] and parent["data"]["counts"].get("test") not in (None, len(split["test"])):
+        raise ValueError(f"{run}/split.json: not the split of the card it is derived from")
+    # Evaluate through the ordinary path with a training record borrowed from the parent card.
+    record = {
+        "data_sha256": parent["data"]["sha256"],
+        "config": parent["training"]["config"],
+        "device": parent["training"]["device"],
+        "machine": parent["training"]["machine"],
+        "threads": parent["training"]["threads"],
+        "torch": parent["training"]["torch"],
+    }
+    card = _card(run, onnx_path, data_root, split, record, None, (parent["model"]["parameters"], None))
+    card["training"] = parent["training"]
+    card["model"]["derived_from"] = {
+        "version": parent["model"]["version"],
+        "steps": {key: metadata.extra[key] for key in ("equalization", "qat", "quantization") if key in metadata.extra},
+    }
+    write_card(run, card)
+    return card

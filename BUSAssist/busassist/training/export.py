@@ -52,6 +52,10 @@ def export_onnx(
     if fast:
         onnx.save(fast_form(onnx.load(str(path))), str(path))
         metadata = dataclasses.replace(metadata, extra={**metadata.extra, "graph_form": GRAPH_FORM})
+    else:  # metadata copied from a fast-form model must not claim a form this file does not have
+        metadata = dataclasses.replace(
+            metadata, extra={key: value for key, value in metadata.extra.items() if key != "graph_form"}
+        )
     set_metadata(path, metadata)
     return path
 
