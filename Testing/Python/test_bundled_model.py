@@ -46,6 +46,33 @@ def test_bundled_model_present_and_verified() -> None:
     assert analyzer.threshold(None) == pytest.approx(0.5)
 
 
+def test_the_bundled_int8_model_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--model int8``: the int8 form of the default model, sealed, with its own card naming its parent."""
+    from busassist.core.model_store import bundled_models_dir, resolve_model_path
+
+    assert resolve_model_path(None) == resolve_model_path("fp32") == default_model_path()
+    int8 = resolve_model_path("int8")
+    assert int8 == bundled_models_dir() / "int8" / "emtnet.onnx" and int8.is_file()
+    analyzer = Analyzer("int8", threads=1)  # verifies its SHA-256
+    default = Analyzer(threads=1)
+    assert analyzer.model_path == int8 and analyzer.metadata.model_version.endswith("-int8")
+    assert analyzer.metadata.extra["quantization"]["reduce_range"] is True  # 7-bit: no saturation without VNNI
+    assert analyzer.metadata.operating_table and analyzer.metadata.operating_table != default.metadata.operating_table
+    card = json.loads((int8.parent / "model_card.json").read_text())
+    parent = json.loads((default_model_path().parent / "model_card.json").read_text())
+    assert card["model"]["derived_from"]["version"] == default.metadata.model_version == parent["model"]["version"]
+    assert card["model"]["version"] == analyzer.metadata.model_version
+    assert card["data"]["sha256"] == parent["data"]["sha256"]
+    # the rule it was admitted by, on the card's own figures: AUC and Dice within 0.005 of float32
+    for part in ("test", "validation"):
+        for metric in ("auc", "dice"):
+            assert card[part][metric]["value"] >= parent[part][metric]["value"] - 0.005, (part, metric)
+    # an existing file called int8 is that file, not the bundled model
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "int8").write_bytes(b"not a model")
+    assert resolve_model_path("int8") == Path("int8")
+
+
 def test_bundled_model_on_sample_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = default_model_path()
     assert model.is_file(), f"bundled model {model} is missing"

@@ -120,9 +120,11 @@ def test_wheel_contains_bundled_model(wheel: Path) -> None:
     import hashlib
 
     with zipfile.ZipFile(wheel) as archive:
-        digest = hashlib.sha256(archive.read("busassist/models/emtnet.onnx")).hexdigest()
-        expected = archive.read("busassist/models/emtnet.onnx.sha256").decode().split()[0]
-    assert digest == expected
+        for folder in ("busassist/models", "busassist/models/int8"):  # float32 (default) and the int8 one
+            digest = hashlib.sha256(archive.read(f"{folder}/emtnet.onnx")).hexdigest()
+            expected = archive.read(f"{folder}/emtnet.onnx.sha256").decode().split()[0]
+            assert digest == expected, folder
+            assert f"{folder}/emtnet.onnx.probe.npz" in names and f"{folder}/model_card.json" in names
 
 
 # ---------------------------------------------------------------------------------------------

@@ -173,3 +173,6 @@ def test_an_int8_model_made_from_a_published_one_gets_its_own_card(
     assert (
         json.loads((derived / "model_card.json").read_text())["model"]["derived_from"] == card["model"]["derived_from"]
     )
+    text = (derived / "MODEL_CARD.md").read_text()
+    assert f"Made from `{parent['model']['version']}` without training: cross-layer equalisation" in text
+    assert "7-bit" in text and "biases corrected on 4 training images" in text

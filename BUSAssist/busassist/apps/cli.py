@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="score and segment DICOM/PNG/JPEG files or folders")
     analyze.add_argument("inputs", nargs="+", type=Path, help="files or folders")
     analyze.add_argument("--out", type=Path, required=True, help="output folder")
-    analyze.add_argument("--model", type=Path, default=None, help="ONNX model (default: bundled)")
+    analyze.add_argument(
+        "--model", type=Path, default=None, help="ONNX model file, or a bundled one by name: fp32 (the default) or int8"
+    )
     analyze.add_argument(
         "--effective-weight",
         type=_effective_weight,

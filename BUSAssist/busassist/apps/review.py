@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="review log and saved masks (default ./busassist-review)",
     )
     parser.add_argument("--reviewer", default=None, help="name in the review log (default: the OS user)")
-    parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: bundled)")
+    parser.add_argument(
+        "--model", type=Path, default=None, help="ONNX model file, or a bundled one by name: fp32 (the default) or int8"
+    )
     add_backend_option(parser)
     parser.add_argument(
         "--screenshot", type=Path, default=None, help="render the window after analysing the first item"

@@ -16,7 +16,7 @@ import numpy as np
 from busassist.constants import MIN_LESION_FRACTION, threshold_for_effective_weight
 from busassist.core.backends import AUTO, open_network
 from busassist.core.io import Frame, Region
-from busassist.core.model_store import default_model_path, read_metadata, verify_model
+from busassist.core.model_store import read_metadata, resolve_model_path, verify_model
 from busassist.core.preprocessing import preprocess, probability_to_source
 from busassist.core.results import Decision, FrameReading, decide, read_frame
 
@@ -79,7 +79,7 @@ class Analyzer:
         verify: bool = True,
         backend: str = AUTO,
     ) -> None:
-        self.model_path = Path(model_path) if model_path else default_model_path()
+        self.model_path = resolve_model_path(model_path)
         self.sha256 = verify_model(self.model_path) if verify else None
         self.network = open_network(self.model_path, backend, threads, self.sha256)
         self.network_seconds = 0.0  # time spent inside the runtime, for the benchmarks

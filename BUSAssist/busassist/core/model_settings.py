@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from busassist.constants import threshold_for_effective_weight
+from busassist.core.model_store import resolve_model_path
 from busassist.core.operating_point import OperatingPoint, operating_point
 
 
@@ -20,7 +21,7 @@ class ModelSettings:
 
     def __init__(self, analyzer=None, model_path: str | Path | None = None, backend: str = "auto") -> None:
         self._analyzer = analyzer
-        self.model_path = Path(model_path) if model_path else None
+        self.model_path = resolve_model_path(model_path) if model_path else None
         self.backend = backend  # the runtime asked for (core.backends); the analyzer says which one answers
         self.effective_weight: float | None = None  # None: the model's W_p
         self.mask_threshold: float | None = None  # None: the model's mask threshold

@@ -42,6 +42,23 @@ def default_model_path() -> Path:
     return bundled_models_dir() / MODEL_FILENAME
 
 
+#: Bundled models by name (``--model int8``): float32, the default, and its int8 form (docs/benchmarks.md).
+BUNDLED_MODELS = {"fp32": "", "int8": "int8"}
+
+
+def resolve_model_path(model: str | Path | None) -> Path:
+    """The model file for a path, a bundled model's name (``fp32``, ``int8``) or None (the default).
+
+    An existing file always wins over a name, so a file called ``int8`` is still that file.
+    """
+    if model is None or str(model) == "":
+        return default_model_path()
+    path = Path(model)
+    if not path.exists() and str(model) in BUNDLED_MODELS:
+        return bundled_models_dir() / BUNDLED_MODELS[str(model)] / MODEL_FILENAME
+    return path
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -26,6 +26,32 @@ def _fmt(entry: dict, percent: bool) -> str:
     return f"{_number(entry['value'], percent)}{unit} [{low}, {high}]"
 
 
+def _derivation_lines(derived: dict | None) -> list[str]:
+    """For a model made from another without training: which one, and how (equalised, quantised)."""
+    if not derived:
+        return []
+    steps = derived.get("steps", {})
+    done = []
+    if "equalization" in steps:
+        done.append(f"cross-layer equalisation ({steps['equalization'].get('pairs', '?')} layer pairs)")
+    if "qat" in steps:
+        done.append(f"quantisation-aware fine-tuning ({steps['qat'].get('epochs', '?')} epochs)")
+    quantization = steps.get("quantization")
+    if quantization:
+        bits = "7-bit" if quantization.get("reduce_range") else "8-bit"
+        detail = f"int8 with {bits} {quantization.get('weight_type', 'int8')} weights per channel"
+        if quantization.get("float_ops"):
+            detail += f", {', '.join(quantization['float_ops'])} kept in float"
+        if quantization.get("bias_correction"):
+            detail += f", biases corrected on {quantization['bias_correction']['images']} training images"
+        done.append(detail)
+    return [
+        "",
+        f"Made from `{derived['version']}` without training: {'; '.join(done) or 'no steps recorded'}. "
+        "Its operating table, temperature and every figure below are its own (fitted and measured on this file).",
+    ]
+
+
 def render_markdown(card: dict) -> str:
     model, data, training, test = card["model"], card["data"], card["training"], card["test"]
     lines = [
@@ -34,6 +60,7 @@ def render_markdown(card: dict) -> str:
         f"{model['architecture']}; {model['parameters'] / 1e6:.2f} M parameters; "
         f"ONNX file {model['size_bytes'] / 1e6:.1f} MB; input {model['input_size']}x{model['input_size']} grey.",
         f"Trained with NS-WBCE W_p = {model['w_p']} and W_clf = {model['w_clf']}.",
+        *_derivation_lines(model.get("derived_from")),
         "",
         "## Intended use",
         "Research and second-reader support for breast-ultrasound lesion segmentation and",
