@@ -489,8 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="IMAGES",
-        help="correct each int8 convolution's bias so its mean output matches float32 on IMAGES further "
-        "training images, layer by layer (0: off)",
+        help="correct each int8 convolution's bias so its mean output matches float32 on IMAGES training "
+        "images, layer by layer (0: off; see --bias-correction-pick)",
     )
     quantize.add_argument(
         "--against",
