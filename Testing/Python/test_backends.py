@@ -124,6 +124,28 @@ def test_auto_falls_back_to_onnxruntime_when_the_candidate_disagrees(
     assert "OpenVINO not used" in caplog.text and "differ" in caplog.text
 
 
+def test_auto_runs_an_int8_model_on_onnxruntime_without_trying_openvino(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from busassist.core.model_store import resolve_model_path
+
+    tried: list[Path] = []
+
+    def record(path, threads=None):
+        tried.append(Path(path))
+        raise ModelError(f"{path}: not loaded in this test")
+
+    monkeypatch.setattr(backends, "openvino_installed", lambda: True)
+    monkeypatch.setattr(backends, "OpenVinoNetwork", record)
+    with caplog.at_level(logging.INFO, logger="busassist.core.backends"):
+        network = backends.open_network(resolve_model_path("int8"), backends.AUTO, threads=1)
+    assert network.name == backends.ONNXRUNTIME and tried == []
+    assert "an int8 model" in caplog.text and not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # the float32 model still goes through the check (and so reaches the candidate)
+    backends.open_network(default_model_path(), backends.AUTO, threads=1)
+    assert tried == [default_model_path()]
+
+
 def test_auto_falls_back_when_the_candidate_cannot_load(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(path, threads=None):
         raise ModelError(f"{path}: OpenVINO cannot load it (unsupported op)")

@@ -123,9 +123,9 @@ def equalised_model(model: Path, out: Path, data_root: Path, rounds: int = 4) ->
     from busassist.training.qat import fold_transposed_norms, write_recipe_split
 
     out = Path(out)
-    write_recipe_split(out, data_root)
-    metadata = read_metadata(Path(model))
+    metadata = read_metadata(Path(model))  # a bad model is refused before the data are read
     network = network_from_onnx(Path(model))
+    write_recipe_split(out, data_root)
     fold_transposed_norms(network)
     record = equalise(network, rounds)
     metadata.model_version += "-cle"
