@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     openvino = openvino_figures(model, frame, network_input, args.repeats, args.threads)
     # An int8 model rounds: its times are not "exact" figures (issue 16's exact targets), and OpenVINO
     # does not answer like onnxruntime on it (auto never runs it there).
-    quantized = "quantization" in analyzer.metadata.extra
+    quantized = analyzer.metadata.quantized
     exact = [] if quantized else [ms for ms in (percentiles(ort_e2e)[0], openvino["openvino_ms_p50"]) if ms is not None]
 
     results = {

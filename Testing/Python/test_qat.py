@@ -16,8 +16,8 @@ from training_fixtures import tiny_config
 from busassist.core.model_store import ModelMetadata, read_metadata
 from busassist.training.export import export_onnx
 from busassist.training.model import ExportWrapper
-from busassist.training.onnx_weights import network_from_onnx
-from busassist.training.qat import WEIGHT_LEVELS, fine_tune, fold_transposed_norms
+from busassist.training.onnx_weights import fold_transposed_norms, network_from_onnx
+from busassist.training.qat import WEIGHT_LEVELS, fine_tune
 from busassist.training.trainer import load_best, train
 
 

@@ -265,7 +265,7 @@ def open_network(model_path: Path, backend: str = AUTO, threads: Optional[int] =
             raise ModelError("the OpenVINO backend is not installed (pip install 'busassist[openvino]')")
         return OpenVinoNetwork(model_path, threads)
     metadata = read_metadata(model_path)
-    if "quantization" in metadata.extra:
+    if metadata.quantized:
         # OpenVINO's int8 arithmetic rounds differently from onnxruntime's (0.0007 in probability on the
         # bundled int8 model, 7x the tolerance): the check would fail on every load, so it is not run.
         log.info(

@@ -151,6 +151,11 @@ class ModelMetadata:
     operating_table: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
+    @property
+    def quantized(self) -> bool:
+        """An int8 model: ``tools quantize`` records how it was made in ``extra["quantization"]``."""
+        return "quantization" in self.extra
+
     @classmethod
     def from_properties(cls, properties: dict[str, str]) -> ModelMetadata:
         values = {}

@@ -52,14 +52,17 @@ def replicate_model(run: Path) -> Path:
     return model
 
 
-def _scored(model: Path, cases: list) -> tuple[dict, float]:
-    """Per-image test results of one model and its own decision threshold (W' = W_p)."""
+def _scored(model: Path, parts: dict[str, list]) -> dict[str, tuple[dict, float]]:
+    """Per part (test, validation): one model's per-image results and its own decision threshold (W' = W_p).
+
+    One session per model, for every part it scores.
+    """
     from busassist.core.inference import Analyzer
     from busassist.training.evaluate import analyse_cases
 
     analyzer = Analyzer(model, verify=False, backend=REFERENCE_RUNTIME)
-    w_p = analyzer.metadata.w_p
-    return analyse_cases(analyzer, cases), threshold_for_effective_weight(w_p, w_p)
+    threshold = threshold_for_effective_weight(analyzer.metadata.w_p, analyzer.metadata.w_p)
+    return {name: (analyse_cases(analyzer, cases), threshold) for name, cases in parts.items()}
 
 
 def fitted_threshold(rule: str, labels: np.ndarray, probabilities: np.ndarray, fixed: float) -> float:
@@ -172,10 +175,10 @@ def replicate_agreement(out: Path, data_root: Path, models_dir: Path | None = No
     missing = [key for key in split["test"] + split["val"] if key not in cases]
     if missing:
         raise ValueError(f"{data_root}: {len(missing)} images of the study are missing (e.g. {missing[0]})")
-    test_cases = [cases[key] for key in split["test"]]
-    validation_cases = [cases[key] for key in split["val"]]
-    scored = {run: _scored(replicate_model(run), test_cases) for run in runs}
-    scored_validation = {run: _scored(run / MODEL_FILENAME, validation_cases) for run in runs}
+    parts = {part: [cases[key] for key in split[part]] for part in ("test", "val")}
+    both = {run: _scored(replicate_model(run), parts) for run in runs}
+    scored = {run: results["test"] for run, results in both.items()}
+    scored_validation = {run: results["val"] for run, results in both.items()}
     shipped = None
     if models_dir is not None:
         card = Path(models_dir) / MODEL_CARD_JSON
@@ -185,19 +188,19 @@ def replicate_agreement(out: Path, data_root: Path, models_dir: Path | None = No
             raise ValueError(f"{card}: no readable model card ({error.__class__.__name__})") from error
         if shipped_hash != data_fingerprint(discovered):  # as compare --check: other data pair nothing
             raise ValueError(f"{card}: the shipped model was trained on other data than {data_root}")
-        shipped = _scored(Path(models_dir) / MODEL_FILENAME, test_cases)
+        shipped = _scored(Path(models_dir) / MODEL_FILENAME, {"test": parts["test"]})["test"]
+
+    def compared(kind: str, variant: str, new: tuple, reference: tuple, names: tuple[str, str]) -> dict:
+        (a, threshold_a), (b, threshold_b) = new, reference
+        return _row(kind, variant, *names, paired_differences(a, b, threshold_a, threshold_b))
 
     rows = []
     for variant, folders in variants.items():
         for first, second in itertools.combinations(folders, 2):
-            (a, threshold_a), (b, threshold_b) = scored[second], scored[first]
-            report = paired_differences(a, b, threshold_a, threshold_b)
-            rows.append(_row("replicates", variant, second.name, first.name, report))
+            rows.append(compared("replicates", variant, scored[second], scored[first], (second.name, first.name)))
         if shipped is not None:
             for run in folders:
-                (a, threshold_a), (b, threshold_b) = scored[run], shipped
-                report = paired_differences(a, b, threshold_a, threshold_b)
-                rows.append(_row("against shipped", variant, run.name, "shipped", report))
+                rows.append(compared("against shipped", variant, scored[run], shipped, (run.name, "shipped")))
     thresholds = threshold_rules(scored_validation, scored)
     (out / AGREEMENT_JSON).write_text(json.dumps({"comparisons": rows, "thresholds": thresholds}, indent=1) + "\n")
     (out / AGREEMENT_MARKDOWN).write_text(format_agreement(rows) + format_thresholds(thresholds))

@@ -113,7 +113,12 @@ def correct_biases(fp32_path: Path, int8_path: Path, batches: list[dict]) -> dic
         raise ValueError(f"{int8_path}: no layer with an int8 bias to correct (everything left in float?)")
     references = [reference for _, _, reference in pairs]
     expected = _channel_means(_with_outputs(fp32, references), references, batches)
-    before, after = [], []
+
+    def relative(error: np.ndarray, reference: str) -> float:
+        """The largest channel's mean error in units of the layer's mean |output|."""
+        return float(np.abs(error).max()) / (float(np.abs(expected[reference]).mean()) or 1.0)
+
+    before = []
     info = np.iinfo(np.int32)
     for node, name, reference in pairs:
         dequantize = dequantizers[node.input[2]]
@@ -122,13 +127,9 @@ def correct_biases(fp32_path: Path, int8_path: Path, batches: list[dict]) -> dic
         step = numpy_helper.to_array(scale).astype(np.float64)
         corrected = numpy_helper.to_array(values).astype(np.int64) - np.round(error / step).astype(np.int64)
         values.CopyFrom(numpy_helper.from_array(np.clip(corrected, info.min, info.max).astype(np.int32), values.name))
-        magnitude = float(np.abs(expected[reference]).mean()) or 1.0
-        before.append(float(np.abs(error).max()) / magnitude)
+        before.append(relative(error, reference))
     outputs = [name for _, name, _ in pairs]
     measured = _channel_means(_with_outputs(int8, outputs), outputs, batches)
-    after = [
-        float(np.abs(measured[name] - expected[reference]).max()) / (float(np.abs(expected[reference]).mean()) or 1.0)
-        for _, name, reference in pairs
-    ]
+    after = [relative(measured[name] - expected[reference], reference) for _, name, reference in pairs]
     onnx.save(int8, str(int8_path))
     return {"layers": len(pairs), "relative_mean_error_before": max(before), "relative_mean_error_after": max(after)}

@@ -231,34 +231,36 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepared_for_int8(make, args: argparse.Namespace, wrote: str, quantize_options: str) -> int:
+    """Run a tool that prepares an exported model for int8, and say what to run next."""
+    try:
+        model = make()
+    except ValueError as error:  # not the exporter's graph, not an EMT-Net, a setting it refuses
+        raise UsageError(str(error)) from error
+    print(
+        f"wrote {model}{wrote}; next: busassist-train tools quantize {args.out} --reduce-range --float-op Gemm "
+        f"{quantize_options}--against ORIGINAL_FAST_FORM_MODEL"
+    )
+    return 0
+
+
 def _qat(args: argparse.Namespace) -> int:
     from busassist.training.qat import fine_tune
 
-    try:
-        model = fine_tune(
+    def make() -> Path:
+        return fine_tune(
             args.model, args.out, args.data, epochs=args.epochs, learning_rate=args.lr, objective=args.objective
         )
-    except ValueError as error:  # not the exporter's graph, not an EMT-Net
-        raise UsageError(str(error)) from error
-    print(
-        f"wrote {model}; next: busassist-train tools quantize {args.out} --reduce-range --float-op Gemm "
-        f"--against ORIGINAL_FAST_FORM_MODEL"
-    )
-    return 0
+
+    return _prepared_for_int8(make, args, "", "")
 
 
 def _equalize(args: argparse.Namespace) -> int:
     from busassist.training.equalize import equalised_model
 
-    try:
-        model = equalised_model(args.model, args.out, args.data)
-    except ValueError as error:  # not the exporter's graph, not an EMT-Net
-        raise UsageError(str(error)) from error
-    print(
-        f"wrote {model} (answers unchanged); next: busassist-train tools quantize {args.out} --reduce-range "
-        "--float-op Gemm --bias-correction 64 --against ORIGINAL_FAST_FORM_MODEL"
+    return _prepared_for_int8(
+        lambda: equalised_model(args.model, args.out, args.data), args, " (answers unchanged)", "--bias-correction 64 "
     )
-    return 0
 
 
 def _mask_study(args: argparse.Namespace) -> int:
@@ -395,6 +397,16 @@ def _run_command(subparsers, name: str, help_text: str, handler, data: bool = Tr
     return parser
 
 
+def _model_command(subparsers, name: str, help_text: str, handler, made: str) -> argparse.ArgumentParser:
+    """A tool that reads an exported model (the exporter's graph) and writes a new one with the recipe's split."""
+    parser = subparsers.add_parser(name, help=help_text)
+    parser.add_argument("model", type=Path, help="an exported model in the exporter's graph form (not the fast form)")
+    parser.add_argument("--out", type=Path, required=True, help=f"folder for emtnet.onnx ({made}) and split.json")
+    parser.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
+    parser.set_defaults(handler=handler)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="busassist-train", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -505,18 +517,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="unused",
         help="take those images from the training images the range calibration did not use, or from all",
     )
-    equalize = tools_sub.add_parser(
-        "equalize", help="cross-layer equalisation of an exported model before int8 (answers unchanged)"
+    _model_command(
+        tools_sub,
+        "equalize",
+        "cross-layer equalisation of an exported model before int8 (answers unchanged)",
+        _equalize,
+        "equalised",
     )
-    equalize.add_argument("model", type=Path, help="an exported model in the exporter's graph form (not the fast form)")
-    equalize.add_argument("--out", type=Path, required=True, help="folder for emtnet.onnx (equalised) and split.json")
-    equalize.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
-    equalize.set_defaults(handler=_equalize)
-    qat = tools_sub.add_parser(
-        "qat", help="quantisation-aware fine-tuning of an exported model for 7-bit int8 (then tools quantize)"
+    qat = _model_command(
+        tools_sub,
+        "qat",
+        "quantisation-aware fine-tuning of an exported model for 7-bit int8 (then tools quantize)",
+        _qat,
+        "fine-tuned, fp32",
     )
-    qat.add_argument("model", type=Path, help="an exported model in the exporter's graph form (not the fast form)")
-    qat.add_argument("--out", type=Path, required=True, help="folder for emtnet.onnx (fine-tuned, fp32) and split.json")
     qat.add_argument("--epochs", type=int, default=3)
     qat.add_argument("--lr", type=float, default=2e-5)
     qat.add_argument(
@@ -525,8 +539,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="teacher",
         help="fit the float32 model's own answers (default) or the training labels",
     )
-    qat.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
-    qat.set_defaults(handler=_qat)
     rescore = tools_sub.add_parser(
         "cv-rescore", help="score a finished cross-validation's folds again with today's metrics (no training)"
     )

@@ -12,7 +12,7 @@ and with s_c = sqrt(r1_c / r2_c) both layers' channel c ends with range sqrt(r1_
 Only pairs whose middle tensor feeds nothing else are touched: inside each depthwise-separable block,
 between blocks that are not skip sources, inside each decoder block and in the head. The network
 must hold folded batch norms (``onnx_weights.network_from_onnx`` then
-``qat.fold_transposed_norms``): a norm after the first layer then only adds the bias being scaled.
+``onnx_weights.fold_transposed_norms``): a norm after the first layer then only adds the bias being scaled.
 
 **Shrink only (s_c >= 1).** The paper's two-sided rule also *enlarges* a first-layer channel whose
 weights are small. On the bundled model some such channels are nearly constant (tiny weights, a
@@ -119,8 +119,8 @@ def equalised_model(model: Path, out: Path, data_root: Path, rounds: int = 4) ->
     """
     from busassist.core.model_store import read_metadata
     from busassist.training.export import export_onnx
-    from busassist.training.onnx_weights import network_from_onnx
-    from busassist.training.qat import fold_transposed_norms, write_recipe_split
+    from busassist.training.onnx_weights import fold_transposed_norms, network_from_onnx
+    from busassist.training.trainer import write_recipe_split
 
     out = Path(out)
     metadata = read_metadata(Path(model))  # a bad model is refused before the data are read

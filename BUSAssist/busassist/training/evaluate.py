@@ -228,21 +228,29 @@ def evaluate_run(run: Path, onnx_path: Path, data_root: Path, derived_from: Path
     config = json.loads((run / "config.json").read_text())
     with (run / "history.csv").open(newline="") as handle:
         history = list(csv.DictReader(handle))
-    card = _card(run, onnx_path, data_root, split, config, history, _best_checkpoint_facts(run))
+    parameters, best_epoch = _best_checkpoint_facts(run)
+    training = {
+        "command": fit_command(config["config"]),
+        "config": portable_config(config["config"]),
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "seconds": _training_seconds(history),
+        "device": config["device"],
+        "machine": config["machine"],
+        "threads": config["threads"],
+        "torch": config["torch"],
+        "python": platform.python_version(),
+    }
+    card = _card(run, onnx_path, data_root, split, config["data_sha256"], parameters, training)
     write_card(run, card)
     return card
 
 
 def _card(
-    run: Path,
-    onnx_path: Path,
-    data_root: Path,
-    split: dict,
-    config: dict,
-    history: list[dict] | None,
-    facts: tuple[int, int | None],
+    run: Path, onnx_path: Path, data_root: Path, split: dict, data_sha256: str, parameters: int, training: dict
 ) -> dict:
-    """The card's figures for ``onnx_path``: validation and test through the inference path."""
+    """The card of ``onnx_path``: validation and test figures through the inference path, beside the
+    training record the caller gives (its own run's, or the card it was derived from)."""
     cases = {case.key: case for case in discover(Path(data_root))}
     analyzer = Analyzer(onnx_path, verify=False, backend=REFERENCE_RUNTIME)
     metadata = analyzer.metadata
@@ -270,8 +278,6 @@ def _card(
     }
     del analyzer
 
-    parameters, best_epoch = facts
-    history = history or []
     card = {
         "model": {
             "file": Path(onnx_path).name,
@@ -285,22 +291,11 @@ def _card(
         },
         "data": {
             "name": "BUSI (Al-Dhabyani et al. 2020)",  # where it lay is the trainer's business; its hash names it
-            "sha256": config["data_sha256"],
+            "sha256": data_sha256,
             "split": "70/15/15 stratified by class, seed 42, near-duplicate groups kept whole",
             "counts": {name: len(keys) for name, keys in split.items()},
         },
-        "training": {
-            "command": fit_command(config["config"]),
-            "config": portable_config(config["config"]),
-            "epochs_run": len(history),
-            "best_epoch": best_epoch,
-            "seconds": _training_seconds(history),
-            "device": config["device"],
-            "machine": config["machine"],
-            "threads": config["threads"],
-            "torch": config["torch"],
-            "python": platform.python_version(),
-        },
+        "training": training,
         "decision_threshold": {"w_effective": w_p, "threshold": threshold_for_effective_weight(w_p, w_p)},
         "test": summarise(test, threshold_for_effective_weight(w_p, w_p)),
         "validation": summarise(val, threshold_for_effective_weight(w_p, w_p)),
@@ -413,17 +408,9 @@ def _derived_card(run: Path, onnx_path: Path, data_root: Path, parent: dict, spl
     metadata = read_metadata(Path(onnx_path))
     if split["test"] and parent["data"]["counts"].get("test") not in (None, len(split["test"])):
         raise ValueError(f"{run}/split.json: not the split of the card it is derived from")
-    # Evaluate through the ordinary path with a training record borrowed from the parent card.
-    record = {
-        "data_sha256": parent["data"]["sha256"],
-        "config": parent["training"]["config"],
-        "device": parent["training"]["device"],
-        "machine": parent["training"]["machine"],
-        "threads": parent["training"]["threads"],
-        "torch": parent["training"]["torch"],
-    }
-    card = _card(run, onnx_path, data_root, split, record, None, (parent["model"]["parameters"], None))
-    card["training"] = parent["training"]
+    card = _card(
+        run, onnx_path, data_root, split, parent["data"]["sha256"], parent["model"]["parameters"], parent["training"]
+    )
     card["model"]["derived_from"] = {
         "version": parent["model"]["version"],
         "steps": {key: metadata.extra[key] for key in ("equalization", "qat", "quantization") if key in metadata.extra},

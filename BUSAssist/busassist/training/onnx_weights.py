@@ -66,18 +66,14 @@ def network_from_onnx(path: Path) -> EMTNet:
         module = _module_name(node.name)
         values = [tensors[name] for name in node.input[1:] if name in tensors]
         if node.op_type == "BatchNormalization":
-            scale, shift, mean, variance = values
             for key, value in zip(("weight", "bias", "running_mean", "running_var"), values):
                 put(f"{module}.{key}", value)
             continue
         put(f"{module}.weight", values[0])
         if node.op_type == "Conv" and isinstance(modules[module], torch.nn.Conv2d) and modules[module].bias is None:
             following = _following_norm(modules, module)
-            eps = modules[following].eps
-            put(f"{following}.weight", np.ones_like(values[1]))
-            put(f"{following}.bias", values[1])
-            put(f"{following}.running_mean", np.zeros_like(values[1]))
-            put(f"{following}.running_var", np.full_like(values[1], 1.0 - eps))
+            for key, value in _bias_only_norm(values[1], modules[following].eps).items():
+                put(f"{following}.{key}", value)
         elif len(values) > 1:
             put(f"{module}.bias", values[1])
     for name, value in tensors.items():
@@ -97,3 +93,38 @@ def _following_norm(modules: dict, conv: str) -> str:
     if not isinstance(modules.get(name), torch.nn.BatchNorm2d):
         raise ValueError(f"convolution {conv} has no batch norm after it to hold its folded bias")
     return name
+
+
+def _bias_only_norm(bias: np.ndarray, eps: float) -> dict[str, np.ndarray]:
+    """A batch norm's state that only adds ``bias``: unit scale, zero mean, variance 1 - eps."""
+    return {
+        "weight": np.ones_like(bias),
+        "bias": bias,
+        "running_mean": np.zeros_like(bias),
+        "running_var": np.full_like(bias, 1.0 - eps),
+    }
+
+
+def fold_transposed_norms(network: torch.nn.Module) -> int:
+    """Fold each batch norm that follows a transposed convolution into it (the exporter does not).
+
+    The norm becomes bias-only (``_bias_only_norm``), so the network answers as before, and every
+    weight layer then holds its folded weights: the ones an int8 export rounds.
+    """
+    folded = 0
+    for sequential in [m for m in network.modules() if isinstance(m, torch.nn.Sequential)]:
+        children = list(sequential)
+        for conv, norm in zip(children, children[1:]):
+            if (
+                isinstance(conv, torch.nn.ConvTranspose2d)
+                and isinstance(norm, torch.nn.BatchNorm2d)
+                and conv.bias is None
+            ):
+                with torch.no_grad():
+                    factor = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+                    conv.weight.mul_(factor.view(1, -1, 1, 1))
+                    bias = (norm.bias - norm.running_mean * factor).numpy()
+                    for key, value in _bias_only_norm(bias, norm.eps).items():
+                        getattr(norm, key).copy_(torch.from_numpy(value))
+                folded += 1
+    return folded

@@ -17,6 +17,7 @@ those are re-rounded on export; ``tools quantize`` then measures what that costs
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -46,28 +47,6 @@ class RoundedWeight(nn.Module):
         scale = (weight.detach().abs().amax(dim=dims) / WEIGHT_LEVELS).clamp_min(1e-12)
         zero = torch.zeros_like(scale, dtype=torch.int32)
         return torch.fake_quantize_per_channel_affine(weight, scale, zero, self.axis, -WEIGHT_LEVELS, WEIGHT_LEVELS)
-
-
-def fold_transposed_norms(network: nn.Module) -> int:
-    """Fold each batch norm that follows a transposed convolution into it (the exporter does not).
-
-    The norm keeps unit scale, zero mean and variance 1 - eps, so it only adds the folded bias and
-    the network answers as before; the transposed convolution's weights are then the ones rounded.
-    """
-    folded = 0
-    for sequential in [m for m in network.modules() if isinstance(m, nn.Sequential)]:
-        children = list(sequential)
-        for conv, norm in zip(children, children[1:]):
-            if isinstance(conv, nn.ConvTranspose2d) and isinstance(norm, nn.BatchNorm2d) and conv.bias is None:
-                with torch.no_grad():
-                    factor = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-                    conv.weight.mul_(factor.view(1, -1, 1, 1))
-                    norm.bias.copy_(norm.bias - norm.running_mean * factor)
-                    norm.weight.fill_(1.0)
-                    norm.running_mean.zero_()
-                    norm.running_var.fill_(1.0 - norm.eps)
-                folded += 1
-    return folded
 
 
 def _activation_quantizer() -> nn.Module:
@@ -128,23 +107,6 @@ def _freeze_norms(network: nn.Module) -> None:
             module.weight.requires_grad_(False)
 
 
-def write_recipe_split(out: Path, data_root: Path, seed: int = 42, limit: int | None = None) -> tuple:
-    """The shipped recipe's split of ``data_root`` (stratified, near-duplicate groups whole) as ``out/split.json``.
-
-    ``tools quantize`` calibrates on its training part and judges on validation and test, so a model
-    prepared for int8 outside a training run still never sees those two. Returns (data, split, data hash).
-    """
-    from busassist.training.trainer import TrainConfig, load_data
-
-    config = TrainConfig(data_root=str(data_root), out_dir=str(out), pretrained=None, seed=seed, limit=limit)
-    data, split, fingerprint, cases = load_data(config)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "split.json").write_text(
-        json.dumps({name: [cases[i].key for i in getattr(split, name)] for name in ("train", "val", "test")})
-    )
-    return data, split, fingerprint
-
-
 def fine_tune(
     model: Path,
     out: Path,
@@ -167,21 +129,21 @@ def fine_tune(
     gains ``-qat``.
     """
     from busassist.core.model_store import read_metadata
-    from busassist.training.augment import AugmentConfig, augment_batch
+    from busassist.training.augment import AugmentConfig
     from busassist.training.export import export_onnx
     from busassist.training.losses import multitask_loss
-    from busassist.training.onnx_weights import network_from_onnx
-    from busassist.training.trainer import seed_everything, to_network_input
+    from busassist.training.onnx_weights import fold_transposed_norms, network_from_onnx
+    from busassist.training.trainer import TrainingBatches, seed_everything, write_recipe_split
 
+    if objective not in OBJECTIVES:  # refused before the model or the data are read
+        raise ValueError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     metadata = read_metadata(Path(model))
-    data, split, fingerprint = write_recipe_split(out, data_root, seed, limit)
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
     seed_everything(seed)
-    teacher = network_from_onnx(Path(model)).eval()
-    network = network_from_onnx(Path(model))
+    network = network_from_onnx(Path(model))  # a bad model is refused before the data are read
+    data, split, fingerprint = write_recipe_split(out, data_root, seed, limit)
+    teacher = copy.deepcopy(network).eval() if objective == "teacher" else None  # the float32 model, untouched
     fold_transposed_norms(network)
     simulation = simulate_int8(network)
     parameters = [p for p in network.parameters() if p.requires_grad]
@@ -198,15 +160,9 @@ def fine_tune(
         _freeze_norms(network)
         order = train[torch.randperm(len(train), generator=generator).numpy()]
         losses = []
-        for start in range(0, len(order) - (len(order) % batch_size == 1), batch_size):
-            chunk = order[start : start + batch_size]
-            images = torch.from_numpy(data.images[chunk]).float().unsqueeze(1)
-            masks = torch.from_numpy(data.masks[chunk]).float().unsqueeze(1) / 255.0
-            labels = torch.from_numpy(data.labels[chunk].astype(np.int64))
-            images, masks = augment_batch(images, masks, generator, augment)
-            inputs = to_network_input(images)
+        for inputs, masks, labels in TrainingBatches(data, order, batch_size, generator, augment):
             output = network(inputs)
-            if objective == "teacher":
+            if teacher is not None:
                 with torch.no_grad():
                     target = teacher(inputs)
                 loss = F.binary_cross_entropy_with_logits(
@@ -217,7 +173,7 @@ def fine_tune(
                     output.class_logit,
                     labels,
                     output.mask_logit,
-                    (masks >= 0.5).float(),
+                    masks,
                     metadata.w_p,
                     metadata.w_clf,
                     1.0,

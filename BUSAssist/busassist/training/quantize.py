@@ -51,6 +51,11 @@ class TrainingImageReader:
         return next(self.batches, None)
 
 
+def _evenly(keys: list[str], count: int) -> list[str]:
+    """``count`` keys spread evenly over ``keys`` (every k-th from the first)."""
+    return keys[:: max(1, len(keys) // count)][:count]
+
+
 def quantize_run(
     run: Path,
     data_root: Path,
@@ -88,19 +93,15 @@ def quantize_run(
         raise ValueError(f"weight type {weight_type!r}: expected one of {', '.join(WEIGHT_TYPES)}")
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method {method!r}: expected one of {', '.join(CALIBRATION_METHODS)}")
-    run = Path(run)
-    split = json.loads((run / "split.json").read_text())
-    cases = {case.key: case for case in discover(Path(data_root))}
-    step = max(1, len(split["train"]) // calibration_images)
-    chosen_keys = split["train"][::step][:calibration_images]
-    images = [load_image(cases[key]) for key in chosen_keys]
-    # bias correction measures on training images the range calibration did not see
     if bias_correction_pick not in BIAS_CORRECTION_PICKS:
         raise ValueError(
             f"bias correction pick {bias_correction_pick!r}: expected one of {', '.join(BIAS_CORRECTION_PICKS)}"
         )
     if bias_correction_images < 0:
         raise ValueError(f"bias correction on {bias_correction_images} images: give a count >= 0 (0: off)")
+    run = Path(run)
+    split = json.loads((run / "split.json").read_text())
+    chosen_keys = _evenly(split["train"], calibration_images)
     calibrating = set(chosen_keys)
     pool = [key for key in split["train"] if bias_correction_pick == "all" or key not in calibrating]
     if bias_correction_images and not pool:
@@ -108,11 +109,9 @@ def quantize_run(
             f"{run}: every training image calibrates the ranges; none is left for the bias correction "
             "(fewer --calibration-images, or --bias-correction-pick all)"
         )
-    correction_keys = (
-        pool[:: max(1, len(pool) // bias_correction_images)][:bias_correction_images]
-        if bias_correction_images > 0
-        else []
-    )
+    correction_keys = _evenly(pool, bias_correction_images) if bias_correction_images > 0 else []
+    cases = {case.key: case for case in discover(Path(data_root))}
+    images = [load_image(cases[key]) for key in chosen_keys]
     fp32 = run / MODEL_FILENAME
     prepared = run / "emtnet.prep.onnx"
     quant_pre_process(str(fp32), str(prepared))

@@ -196,6 +196,59 @@ def kfold_split(cases: list, groups: list[list[str]], folds: int, fold: int, see
     return Split(train, val, test)
 
 
+def write_split(out: Path, data: PreparedData, split: Split) -> None:
+    """``out/split.json``: the image keys of each part, what every later step (calibrate, quantize) reads."""
+    (Path(out) / "split.json").write_text(
+        json.dumps({name: [data.keys[i] for i in getattr(split, name)] for name in ("train", "val", "test")}, indent=1)
+    )
+
+
+def write_recipe_split(out: Path, data_root: Path, seed: int = 42, limit: int | None = None) -> tuple:
+    """The shipped recipe's split of ``data_root`` (stratified, near-duplicate groups whole) as ``out/split.json``.
+
+    ``tools quantize`` calibrates on its training part and judges on validation and test, so a model
+    prepared for int8 outside a training run still never sees those two. Returns (data, split, data hash).
+    """
+    config = TrainConfig(data_root=str(data_root), out_dir=str(out), pretrained=None, seed=seed, limit=limit)
+    data, split, fingerprint, _ = load_data(config)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_split(out, data, split)
+    return data, split, fingerprint
+
+
+class TrainingBatches:
+    """The training batches of one epoch in ``order``: network inputs, 0/1 masks and labels, on the CPU
+    (iterable, with a length for progress bars).
+
+    Shared by the trainer and ``tools qat`` so both see the same data. A trailing batch of one image is
+    dropped: batch norm cannot train on a single sample. ``augment`` (or None) draws from ``generator``.
+    """
+
+    def __init__(self, data: PreparedData, order: np.ndarray, batch_size: int, generator, augment) -> None:
+        self.data, self.order, self.batch_size, self.generator, self.augment = (
+            data,
+            order,
+            batch_size,
+            generator,
+            augment,
+        )
+        usable = len(order) - (1 if len(order) % batch_size == 1 else 0)
+        self.starts = range(0, usable, batch_size)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __iter__(self):
+        for start in self.starts:
+            chunk = self.order[start : start + self.batch_size]
+            images = torch.from_numpy(self.data.images[chunk]).float().unsqueeze(1)
+            masks = torch.from_numpy(self.data.masks[chunk]).float().unsqueeze(1) / 255.0
+            labels = torch.from_numpy(self.data.labels[chunk].astype(np.int64))
+            if self.augment is not None:
+                images, masks = augment_batch(images, masks, self.generator, self.augment)
+            yield to_network_input(images), (masks >= 0.5).float(), labels
+
+
 def to_network_input(images: torch.Tensor) -> torch.Tensor:
     """0..255 grey batch -> normalised network input (same constants as inference)."""
     return (images - NORMALISATION_MEAN) / NORMALISATION_STD
@@ -302,9 +355,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     device = resolve_device(config.device)
     seed_everything(config.seed)
     data, split, fingerprint, _ = load_data(config)
-    (out / "split.json").write_text(
-        json.dumps({name: [data.keys[i] for i in getattr(split, name)] for name in ("train", "val", "test")}, indent=1)
-    )
+    write_split(out, data, split)
     task = Task(config.task)
     network = build_network(config).to(device).to(memory_format=torch.channels_last)
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -354,19 +405,11 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         network.train()
         order = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
         losses, loss_parts = [], []
-        # Drop a trailing batch of one image: batch norm cannot train on a single sample.
-        usable = len(order) - (1 if len(order) % config.batch_size == 1 else 0)
-        batches = range(0, usable, config.batch_size)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch")
-        for start in bar:
-            chunk = order[start : start + config.batch_size]
-            images = torch.from_numpy(data.images[chunk]).float().unsqueeze(1)
-            masks = torch.from_numpy(data.masks[chunk]).float().unsqueeze(1) / 255.0
-            labels = torch.from_numpy(data.labels[chunk].astype(np.int64))
-            if config.augment:
-                images, masks = augment_batch(images, masks, generator, augment)
-            images = to_network_input(images).to(device).contiguous(memory_format=torch.channels_last)
-            masks, labels = (masks >= 0.5).float().to(device), labels.to(device)
+        batches = TrainingBatches(data, order, config.batch_size, generator, augment if config.augment else None)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch", total=len(batches))
+        for images, masks, labels in bar:
+            images = images.to(device).contiguous(memory_format=torch.channels_last)
+            masks, labels = masks.to(device), labels.to(device)
             with torch.autocast(device.type, enabled=use_amp):
                 out_ = network(images)
             loss, parts = multitask_loss(
