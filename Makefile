@@ -11,7 +11,7 @@ export BUSASSIST_PRETRAINED := $(PRETRAINED)
 RUN_DIR ?= runs/reproduce
 OUT ?= results/sample
 
-.PHONY: run test lint bench reproduce int8 experiments sample-data clean dicom3tools review screenshots
+.PHONY: run test lint bench reproduce int8 experiments sample-data clean dicom3tools cpu-emulator review screenshots
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,13 @@ dicom3tools:
 	@command -v dciodvfy >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools) >/dev/null 2>&1; } || \
 	  echo "dicom3tools not installed: the dciodvfy test will be skipped"
+
+# qemu-user (Debian's qemu-user) emulates an AMD EPYC, against which Testing/Python/test_reproducible.py checks
+# that a training gives this CPU's weights bit for bit; without it that test is skipped.
+cpu-emulator:
+	@command -v qemu-x86_64 >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user) >/dev/null 2>&1; } || \
+	  echo "qemu-user not installed: the cross-CPU training test will be skipped"
 
 bench: $(VENV)/.stamp-dev
 	$(PY) bench/benchmark.py --out bench/results.json

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from busassist.constants import IMAGE_SIZE
@@ -99,6 +100,21 @@ class MobileNetV1Encoder(nn.Module):
         return skips, x
 
 
+class ConvolutionLinear(nn.Linear):
+    """``nn.Linear`` computed as a 1x1 convolution, except in ONNX export (a plain ``Gemm`` there).
+
+    Why: PyTorch sends a linear layer to Intel MKL, whose kernels on AMD CPUs ignore every pin and sum
+    in another order, so a training would not give the same weights on Intel and AMD. A 1x1
+    convolution runs in oneDNN, which honours the pin (training/reproducible.py). Same parameters,
+    same checkpoints; the products differ from ``F.linear`` only by rounding.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            return super().forward(x)
+        return F.conv2d(x[:, :, None, None], self.weight[:, :, None, None], self.bias)[:, :, 0, 0]
+
+
 class ClassifierHead(nn.Module):
     """GAP -> FC 512 + ReLU -> Dropout 0.5 -> FC 128 + ReLU -> FC 1 (a logit)."""
 
@@ -107,12 +123,12 @@ class ClassifierHead(nn.Module):
         self.layers = nn.Sequential(
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
-            nn.Linear(in_channels, 512),
+            ConvolutionLinear(in_channels, 512),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
-            nn.Linear(512, 128),
+            ConvolutionLinear(512, 128),
             nn.ReLU(inplace=True),
-            nn.Linear(128, 1),
+            ConvolutionLinear(128, 1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import csv
 import json
 import platform
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ from busassist.training.losses import DICE_LOSSES, deep_supervision_loss, multit
 from busassist.training.metrics import auc, classification_metrics, dice_iou
 from busassist.training.model import EMTNet, Task, strip_training_heads
 from busassist.training.pretrained import load_imagenet_encoder, read_constants
+from busassist.training.reproducible import TRAINING_THREADS, arithmetic_record, is_pinned
 
 
 def setting(default=None, *, section: str, help: str, factory=None, **cli) -> Any:  # noqa: A002
@@ -135,6 +137,12 @@ class TrainConfig:
         action="append",
     )
     device: str = setting("auto", section="run", help="auto, cpu or cuda")
+    threads: int = setting(
+        TRAINING_THREADS,
+        section="run",
+        help="CPU threads; part of the recipe, since they decide how sums are split (bit-identical weights "
+        "on another CPU need the same number)",
+    )
     augment: bool = True
     cache_dir: str = setting(".cache", section="run", help="preprocessed-image cache folder")
     extra: dict = field(default_factory=dict)
@@ -353,12 +361,18 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     data, split, fingerprint, _ = load_data(config)
     write_split(out, data, split)
     task = Task(config.task)
     network = build_network(config).to(device).to(memory_format=torch.channels_last)
-    optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    # Fused Adam: one kernel of plain IEEE arithmetic, where the unfused form calls MKL's vector maths,
+    # whose results depend on the CPU's vendor (training/reproducible.py).
+    optimiser = torch.optim.Adam(
+        network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
+    )
     if config.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs)
     elif config.schedule == "plateau":
@@ -393,7 +407,14 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "arithmetic": arithmetic_record(),
     }
+    if device.type == "cpu" and not is_pinned(meta["arithmetic"]):
+        print(
+            f"note: CPU kernels not pinned ({meta['arithmetic']['cpu_capability']}): these weights are "
+            "reproducible on this CPU type only (run through busassist-train for any x86-64 CPU)",
+            file=sys.stderr,
+        )
     (out / "config.json").write_text(json.dumps(meta, indent=1))
     augment = AugmentConfig()
     train_idx = np.array(split.train)

@@ -1,0 +1,65 @@
+"""Training arithmetic that gives the same weights on any x86-64 CPU with AVX2, Intel or AMD.
+
+Why: a training on an AVX2 AMD EPYC and one on an AVX-512 Intel Xeon diverged after the first step
+(different kernels sum in different orders), and fifty epochs later they were two different models
+whose cards differ beyond noise (issue 17). The libraries under PyTorch pick their kernels from the
+CPU; each one has a switch that pins the choice, and this module pins all of them to AVX2, the
+widest instruction set every x86-64 CPU made since 2015 has:
+
+* PyTorch's own vectorised kernels (``ATEN_CPU_CAPABILITY``);
+* oneDNN, which runs the convolutions (``ONEDNN_MAX_CPU_ISA``);
+* Intel MKL (``MKL_CBWR``), which PyTorch calls for matrix products. MKL ignores the pin on AMD
+  CPUs, so the training code keeps MKL out of the loop instead: the classifier's linear layers run as
+  1x1 convolutions (``model.ClassifierHead``), augmentation builds its sampling grid without a matrix
+  product (``augment.affine_grid``), and Adam runs fused (no MKL vector maths);
+* numpy's OpenBLAS, which resamples the images once for the training cache (``OPENBLAS_CORETYPE``);
+* the number of threads, which decides how a sum is split (``TrainConfig.threads``, default 2).
+
+The variables must be in the environment before PyTorch and numpy load, so ``busassist-train``
+sets them on its first line (``pin_arithmetic``); values a user sets explicitly are kept, and
+``arithmetic_record`` writes what a run actually used into its ``config.json``. Verified with
+``make cross-cpu`` (a tiny training natively and under QEMU emulating an Intel Haswell and an AMD EPYC
+gives one weight checksum; docs/training.md#reproducible-on-any-cpu). A GPU training is not covered.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: The environment that pins every CPU kernel choice to AVX2 (see the module docstring).
+PINNED_ENVIRONMENT = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_CBWR": "AVX2,STRICT",
+    "OPENBLAS_CORETYPE": "Haswell",
+}
+
+#: Threads of a reproducible training: the reduction split depends on it, so it is part of the recipe.
+TRAINING_THREADS = 2
+
+
+def pin_arithmetic() -> None:
+    """Pin the kernel choices for this process, keeping any value the user set explicitly.
+
+    Call before anything imports torch or numpy; afterwards it is too late for most libraries, and
+    ``arithmetic_record`` will show it.
+    """
+    for name, value in PINNED_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+def arithmetic_record() -> dict[str, object]:
+    """What this process computes with, for a run's ``config.json``: equal records, equal weights."""
+    import torch
+
+    return {
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "environment": {name: os.environ.get(name) for name in PINNED_ENVIRONMENT},
+    }
+
+
+def is_pinned(record: dict[str, object]) -> bool:
+    """Whether a run computed with the pinned kernels (PyTorch's capability AVX2 and the pins in place)."""
+    environment = record.get("environment") or {}
+    return record.get("cpu_capability") == "AVX2" and environment == PINNED_ENVIRONMENT

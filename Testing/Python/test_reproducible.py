@@ -1,0 +1,128 @@
+"""A training gives the same weights on any x86-64 CPU (training/reproducible.py).
+
+The kernels PyTorch would send to CPU-specific code (MKL's matrix products, the AVX2 gather in
+``grid_sample``) are replaced by equivalents that differ only by rounding, and the training command
+pins the rest. The last test trains natively and under QEMU emulating an AMD EPYC and checks one
+weight checksum; it runs wherever ``qemu-x86_64`` is installed (``make test`` installs it when apt is
+available) and is skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from busassist.training.augment import affine_grid, bilinear_sample
+from busassist.training.model import ClassifierHead, ConvolutionLinear
+from busassist.training.reproducible import PINNED_ENVIRONMENT, TRAINING_THREADS, is_pinned
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bilinear_sample_is_grid_sample_up_to_rounding() -> None:
+    generator = torch.Generator().manual_seed(3)
+    images = torch.rand(3, 2, 19, 23, generator=generator) * 255
+    # Grids reaching past every border, so that the zero padding is exercised, plus exact pixel centres.
+    theta = (torch.rand(3, 2, 3, generator=generator) - 0.5) * 2.5
+    theta[0] = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    grid = affine_grid(theta, 17, 21)
+    ours = bilinear_sample(images, grid)
+    reference = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    assert ours.shape == reference.shape
+    assert torch.allclose(ours, reference, atol=1e-3, rtol=0)
+    assert torch.equal(ours[0, :, :17, :21] > 0, reference[0, :, :17, :21] > 0)
+
+
+def test_affine_grid_is_pytorchs_up_to_rounding() -> None:
+    theta = torch.randn(4, 2, 3, generator=torch.Generator().manual_seed(5))
+    reference = F.affine_grid(theta, [4, 1, 13, 29], align_corners=False)
+    assert torch.allclose(affine_grid(theta, 13, 29), reference, atol=1e-5, rtol=0)
+
+
+def test_convolution_linear_is_linear_and_exports_as_gemm(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    layer = ConvolutionLinear(64, 8)
+    x = torch.randn(5, 64)
+    assert torch.allclose(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5)
+    assert set(layer.state_dict()) == {"weight", "bias"}  # checkpoints of nn.Linear still load
+
+    import onnx
+
+    head = ClassifierHead(64).eval()
+    path = tmp_path / "head.onnx"
+    torch.onnx.export(head, (torch.randn(1, 64, 3, 3),), str(path), dynamo=False)
+    kinds = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert kinds.count("Gemm") == 3 and "Conv" not in kinds
+
+
+def _fit(out: Path, cache: Path, *prefix: str) -> Path:
+    """A tiny training through the command line, as a user runs it (the pins are set on its first line)."""
+    env = {key: value for key, value in os.environ.items() if key not in PINNED_ENVIRONMENT}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "BUSAssist"), env.get("PYTHONPATH", "")])
+    command = [
+        *prefix, sys.executable, "-m", "busassist.training.cli", "fit", "--out", str(out), "--no-pretrained",
+        "--image-size", "32", "--epochs", "1", "--limit", "10", "--batch-size", "4", "--seed", "7",
+        "--cache-dir", str(cache),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
+def _weights_checksum(run: Path) -> str:
+    checkpoint = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    digest = hashlib.sha256()
+    for name, tensor in sorted(checkpoint["model"].items()):
+        digest.update(name.encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _history_without_timing(run: Path) -> list[dict[str, str]]:
+    with (run / "history.csv").open(newline="") as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+
+
+def _has_avx2() -> bool:
+    try:
+        return "avx2" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def native_run(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("native")
+    return _fit(base / "run", base / "cache")
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="the pinned kernels need AVX2")
+def test_training_command_pins_the_arithmetic_and_records_it(native_run: Path) -> None:
+    record = json.loads((native_run / "config.json").read_text())["arithmetic"]
+    assert is_pinned(record), record
+    assert record["threads"] == TRAINING_THREADS
+
+
+def test_same_command_same_weights(native_run: Path, tmp_path: Path) -> None:
+    again = _fit(tmp_path / "run", tmp_path / "cache")
+    assert _weights_checksum(again) == _weights_checksum(native_run)
+    assert _history_without_timing(again) == _history_without_timing(native_run)
+
+
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="qemu-x86_64 not installed (apt install qemu-user)")
+@pytest.mark.skipif(not _has_avx2(), reason="the pinned kernels need AVX2")
+def test_an_amd_epyc_trains_the_same_weights(native_run: Path, tmp_path: Path) -> None:
+    """Emulated AMD EPYC (AVX2, AuthenticAMD: MKL's other code path) against this CPU, from its own cache."""
+    emulated = _fit(tmp_path / "run", tmp_path / "cache", "qemu-x86_64", "-cpu", "EPYC-Rome")
+    assert _weights_checksum(emulated) == _weights_checksum(native_run)
+    assert _history_without_timing(emulated) == _history_without_timing(native_run)
