@@ -192,6 +192,12 @@ def test_the_production_line_from_the_command_line(shared_dir: Path, tmp_path: P
         main(["fit", "--out", str(run), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", *busi, *tiny]) == 0
     )
     assert main(["export", str(run)]) == 0
+    exporter_graph = tmp_path / "exporter-graph.onnx"
+    assert main(["export", str(run), "--exporter-graph", str(exporter_graph)]) == 0
+    import onnx
+
+    kinds = {node.op_type for node in onnx.load(str(exporter_graph)).graph.node}
+    assert "ConvTranspose" in kinds and "DepthToSpace" not in kinds, "the exporter's graph, not the fast form"
     assert main(["calibrate", str(run), *busi]) == 0
     sealed = sha256_of(run / "emtnet.onnx")
     from busassist.core.backends import read_probe_reference

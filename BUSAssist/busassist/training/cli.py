@@ -173,6 +173,9 @@ def _export_and_evaluate(run: Path, data: Path) -> int:
 def _export(args: argparse.Namespace) -> int:
     from busassist.training.export import export_run
 
+    if args.exporter_graph:
+        print(f"exported the exporter's graph to {export_run(Path(args.run), args.exporter_graph)}")
+        return 0
     print(f"exported {export_run(Path(args.run))} (next: calibrate, then evaluate)")
     return 0
 
@@ -453,7 +456,15 @@ def build_parser() -> argparse.ArgumentParser:
     agreement.add_argument("--no-shipped", action="store_true", help="only replicate against replicate")
     agreement.set_defaults(handler=_study_agreement)
 
-    _run_command(sub, "export", "export a run's kept weights to ONNX (the exact fast graph form)", _export, data=False)
+    export = _run_command(
+        sub, "export", "export a run's kept weights to ONNX (the exact fast graph form)", _export, data=False
+    )
+    export.add_argument(
+        "--exporter-graph",
+        type=Path,
+        metavar="FILE",
+        help="write the exporter's own graph to FILE instead (the input of tools equalize / quantize)",
+    )
     calibrate = _run_command(
         sub,
         "calibrate",

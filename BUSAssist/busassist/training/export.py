@@ -72,8 +72,12 @@ def set_metadata(path: Path, metadata: ModelMetadata) -> None:
     onnx.save(model, str(path))
 
 
-def export_run(run: Path) -> Path:
-    """Export ``run/best.pt`` to ``run/emtnet.onnx`` with the training weights in its metadata."""
+def export_run(run: Path, exporter_graph: Path | None = None) -> Path:
+    """Export ``run/best.pt`` to ``run/emtnet.onnx`` with the training weights in its metadata.
+
+    ``exporter_graph``: write the exporter's own graph there instead (not the fast form, nothing in the
+    run changes): what ``tools equalize`` and ``tools quantize`` read (``make int8``).
+    """
     from busassist.training.trainer import load_best
 
     run = Path(run)
@@ -92,6 +96,8 @@ def export_run(run: Path) -> Path:
         input_size=train_config["image_size"],
         extra={"data_sha256": config["data_sha256"], "split_seed": train_config["seed"]},
     )
+    if exporter_graph is not None:
+        return export_onnx(network, Path(exporter_graph), metadata, train_config["image_size"], fast=False)
     return export_onnx(network, run / MODEL_FILENAME, metadata, train_config["image_size"])
 
 
