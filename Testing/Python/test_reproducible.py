@@ -70,7 +70,7 @@ def _fit(out: Path, cache: Path, *prefix: str) -> Path:
     env = {key: value for key, value in os.environ.items() if key not in PINNED_ENVIRONMENT}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "BUSAssist"), env.get("PYTHONPATH", "")])
     command = [
-        *prefix, sys.executable, "-m", "busassist.training.cli", "fit", "--out", str(out), "--no-pretrained",
+        *prefix, sys.executable, "-m", "busassist.training", "fit", "--out", str(out), "--no-pretrained",
         "--image-size", "32", "--epochs", "1", "--limit", "10", "--batch-size", "4", "--seed", "7",
         "--cache-dir", str(cache),
     ]  # fmt: skip

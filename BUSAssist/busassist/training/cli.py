@@ -10,27 +10,16 @@ the model, never writes it) -> ``publish``; ``fit --export`` runs the middle thr
 
 from __future__ import annotations
 
-# First, before anything loads PyTorch or numpy: pin their kernels so that a training gives the same
-# weights on any x86-64 CPU (training/reproducible.py).
-from busassist.training.reproducible import pin_arithmetic
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-pin_arithmetic()
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING  # noqa: E402
-
-from busassist.constants import MODEL_FILENAME  # noqa: E402
-from busassist.core.model_store import ModelError  # noqa: E402
-from busassist.training.quantize import (  # noqa: E402
-    BIAS_CORRECTION_PICKS,
-    CALIBRATION_METHODS,
-    QAT_OBJECTIVES,
-    WEIGHT_TYPES,
-)
+from busassist.constants import MODEL_FILENAME
+from busassist.core.model_store import ModelError
+from busassist.training.quantize import BIAS_CORRECTION_PICKS, CALIBRATION_METHODS, QAT_OBJECTIVES, WEIGHT_TYPES
 
 if TYPE_CHECKING:
     from busassist.training.trainer import TrainConfig
@@ -629,5 +618,5 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # without the kernel pins: ``python -m busassist.training`` sets them first
     sys.exit(main())

@@ -16,7 +16,8 @@ widest instruction set every x86-64 CPU made since 2015 has:
 * the number of threads, which decides how a sum is split (``TrainConfig.threads``, default 2).
 
 The variables must be in the environment before PyTorch and numpy load, so ``busassist-train``
-sets them on its first line (``pin_arithmetic``); values a user sets explicitly are kept, and
+(``python -m busassist.training``) sets them first (``pin_arithmetic``), and only that process:
+importing the CLI module elsewhere changes nothing. Values a user sets explicitly are kept, and
 ``arithmetic_record`` writes what a run actually used into its ``config.json``. Verified with
 ``make cross-cpu`` (a tiny training natively and under QEMU emulating an Intel Haswell and an AMD EPYC
 gives one weight checksum; docs/training.md#reproducible-on-any-cpu). A GPU training is not covered.

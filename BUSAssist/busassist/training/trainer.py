@@ -412,7 +412,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     if device.type == "cpu" and not is_pinned(meta["arithmetic"]):
         print(
             f"note: CPU kernels not pinned ({meta['arithmetic']['cpu_capability']}): these weights are "
-            "reproducible on this CPU type only (run through busassist-train for any x86-64 CPU)",
+            "reproducible on this CPU type only (busassist-train pins them for any x86-64 CPU)",
             file=sys.stderr,
         )
     (out / "config.json").write_text(json.dumps(meta, indent=1))
