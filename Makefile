@@ -71,6 +71,7 @@ cpu-emulator:
 
 bench: $(VENV)/.stamp-dev
 	$(PY) bench/benchmark.py --out bench/results.json
+	$(PY) bench/roofline.py --results bench/results.json --out bench/roofline.json
 
 # Retrain the shipped model from scratch (resumes an interrupted run), export, evaluate and
 # compare with the shipped model card. `busassist-train publish $(RUN_DIR)` then replaces it.
@@ -101,7 +102,8 @@ int8: $(VENV)/.stamp-dev
 # side on one thread each, which keeps two cores busier than one training on two threads.
 PRESET ?= cpu-quick
 EXPERIMENTS ?= runs/experiments-$(PRESET)
-STUDY1 := OMP_NUM_THREADS=1 $(VENV)/bin/busassist-train study run
+# --threads 1: the trainer sets its thread count itself (part of the recipe), so OMP_NUM_THREADS alone no longer does.
+STUDY1 := OMP_NUM_THREADS=1 $(VENV)/bin/busassist-train study run --threads 1
 experiments: $(VENV)/.stamp-dev
 	( $(STUDY1) sweep-wp --preset $(PRESET) --data $(DATA) --out $(EXPERIMENTS)/sweep-wp ) & first=$$!; \
 	( $(STUDY1) grid --preset $(PRESET) --data $(DATA) --out $(EXPERIMENTS)/grid && \
