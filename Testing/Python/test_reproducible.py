@@ -126,3 +126,21 @@ def test_an_amd_epyc_trains_the_same_weights(native_run: Path, tmp_path: Path) -
     emulated = _fit(tmp_path / "run", tmp_path / "cache", "qemu-x86_64", "-cpu", "EPYC-Rome")
     assert _weights_checksum(emulated) == _weights_checksum(native_run)
     assert _history_without_timing(emulated) == _history_without_timing(native_run)
+
+
+def test_an_unpinned_training_warns_instead_of_printing(
+    shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In a process that did not pin (a test session, a notebook) the trainer says so as a warning, so a
+    caller's own one-line errors stay one line."""
+    from training_fixtures import tiny_config
+
+    from busassist.training.reproducible import UnpinnedArithmeticWarning
+    from busassist.training.trainer import train
+
+    for name in PINNED_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    config = tiny_config(shared_dir / "data" / "busi", tmp_path / "run", tmp_path / "cache", limit=12, image_size=32)
+    with pytest.warns(UnpinnedArithmeticWarning, match="not pinned"):
+        train(config)
+    assert "not pinned" not in capsys.readouterr().err

@@ -39,6 +39,10 @@ PINNED_ENVIRONMENT = {
 TRAINING_THREADS = 2
 
 
+class UnpinnedArithmeticWarning(UserWarning):
+    """A CPU training ran with unpinned kernels: its weights are reproducible on this CPU type only."""
+
+
 def pin_arithmetic() -> None:
     """Pin the kernel choices for this process, keeping any value the user set explicitly.
 

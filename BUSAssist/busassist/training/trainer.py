@@ -12,8 +12,8 @@ import csv
 import json
 import platform
 import random
-import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,12 @@ from busassist.training.losses import DICE_LOSSES, deep_supervision_loss, multit
 from busassist.training.metrics import auc, classification_metrics, dice_iou
 from busassist.training.model import EMTNet, Task, strip_training_heads
 from busassist.training.pretrained import load_imagenet_encoder, read_constants
-from busassist.training.reproducible import TRAINING_THREADS, arithmetic_record, is_pinned
+from busassist.training.reproducible import (
+    TRAINING_THREADS,
+    UnpinnedArithmeticWarning,
+    arithmetic_record,
+    is_pinned,
+)
 
 
 def setting(default=None, *, section: str, help: str, factory=None, **cli) -> Any:  # noqa: A002
@@ -410,10 +415,12 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         "arithmetic": arithmetic_record(),
     }
     if device.type == "cpu" and not is_pinned(meta["arithmetic"]):
-        print(
-            f"note: CPU kernels not pinned ({meta['arithmetic']['cpu_capability']}): these weights are "
-            "reproducible on this CPU type only (busassist-train pins them for any x86-64 CPU)",
-            file=sys.stderr,
+        # A warning, not a printed line: a caller's own one-line errors stay one line.
+        warnings.warn(
+            f"CPU kernels not pinned ({meta['arithmetic']['cpu_capability']}): these weights are reproducible "
+            "on this CPU type only (busassist-train pins them for any x86-64 CPU)",
+            UnpinnedArithmeticWarning,
+            stacklevel=2,
         )
     (out / "config.json").write_text(json.dumps(meta, indent=1))
     augment = AugmentConfig()
