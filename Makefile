@@ -55,19 +55,23 @@ lint: $(VENV)/.stamp-dev
 	$(VENV)/bin/ruff check BUSAssist Testing bench
 	$(VENV)/bin/ruff format --check BUSAssist Testing bench
 
+# Install a Debian tool a test needs when it is missing and apt is there; otherwise say which test is skipped.
+# $(call apt_tool,COMMAND,PACKAGE,WHAT IS SKIPPED)
+define apt_tool
+	@command -v $(1) >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2)) >/dev/null 2>&1; } || \
+	  echo "$(2) not installed: $(3) will be skipped"
+endef
+
 # dciodvfy (Debian's dicom3tools) checks every DICOM SEG the hostile-input tests write; without it that
 # one test is skipped. Best effort: needs apt-get and root, as on CI.
 dicom3tools:
-	@command -v dciodvfy >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools) >/dev/null 2>&1; } || \
-	  echo "dicom3tools not installed: the dciodvfy test will be skipped"
+	$(call apt_tool,dciodvfy,dicom3tools,the dciodvfy test)
 
-# qemu-user (Debian's qemu-user) emulates an AMD EPYC, against which Testing/Python/test_reproducible.py checks
-# that a training gives this CPU's weights bit for bit; without it that test is skipped.
+# qemu-user (Debian's qemu-user) emulates an AMD EPYC and an AVX2-only Intel, against which
+# Testing/Python/test_reproducible.py (training) and test_int8_other_cpus.py (int8 answers) compare this CPU.
 cpu-emulator:
-	@command -v qemu-x86_64 >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user) >/dev/null 2>&1; } || \
-	  echo "qemu-user not installed: the cross-CPU training test will be skipped"
+	$(call apt_tool,qemu-x86_64,qemu-user,the cross-CPU tests)
 
 bench: $(VENV)/.stamp-dev
 	$(PY) bench/benchmark.py --out bench/results.json

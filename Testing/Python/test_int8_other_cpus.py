@@ -9,18 +9,14 @@ does take other kernels.) Skipped where ``qemu-x86_64`` is not installed (``make
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
+from emulated_cpu import checkout_environment, emulated, needs_qemu
 
 from busassist.core.model_store import resolve_model_path
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 RUN_MODEL = """
 import sys, numpy as np, onnxruntime as ort
@@ -32,10 +28,9 @@ np.savez(sys.argv[3], *outputs)
 
 
 def _run(prefix: list[str], model: Path, image: Path, out: Path) -> list[np.ndarray]:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "BUSAssist"))
     done = subprocess.run(
         [*prefix, sys.executable, "-c", RUN_MODEL, str(model), str(image), str(out)],
-        env=env,
+        env=checkout_environment(),
         capture_output=True,
         text=True,
     )
@@ -44,7 +39,7 @@ def _run(prefix: list[str], model: Path, image: Path, out: Path) -> list[np.ndar
         return [saved[name] for name in saved.files]
 
 
-@pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="qemu-x86_64 not installed (apt install qemu-user)")
+@needs_qemu
 def test_bundled_int8_model_is_the_same_without_vnni(shared_dir: Path, tmp_path: Path) -> None:
     from PIL import Image
 
@@ -57,7 +52,7 @@ def test_bundled_int8_model_is_the_same_without_vnni(shared_dir: Path, tmp_path:
     np.save(image, batch)
     model = resolve_model_path("int8")
     here = _run([], model, image, tmp_path / "here.npz")
-    haswell = _run(["qemu-x86_64", "-cpu", "Haswell"], model, image, tmp_path / "haswell.npz")
+    haswell = _run(emulated("Haswell"), model, image, tmp_path / "haswell.npz")
     assert len(here) == len(haswell) == 2
     for ours, theirs in zip(here, haswell):
         assert np.array_equal(ours, theirs), float(np.abs(ours - theirs).max())

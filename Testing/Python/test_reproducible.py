@@ -2,9 +2,9 @@
 
 The kernels PyTorch would send to CPU-specific code (MKL's matrix products, the AVX2 gather in
 ``grid_sample``) are replaced by equivalents that differ only by rounding, and the training command
-pins the rest. The last test trains natively and under QEMU emulating an AMD EPYC and checks one
-weight checksum; it runs wherever ``qemu-x86_64`` is installed (``make test`` installs it when apt is
-available) and is skipped otherwise.
+pins the rest. One test trains natively and under QEMU emulating an AMD EPYC and checks one
+weight checksum; it runs wherever ``qemu-x86_64`` is installed (``make cpu-emulator`` installs it when apt
+is available; ``.ci/run`` does) and is skipped otherwise.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import csv
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,12 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from emulated_cpu import checkout_environment, emulated, needs_qemu
 
 from busassist.training.augment import affine_grid, bilinear_sample
 from busassist.training.model import ClassifierHead, ConvolutionLinear
 from busassist.training.reproducible import PINNED_ENVIRONMENT, TRAINING_THREADS, is_pinned
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bilinear_sample_is_grid_sample_up_to_rounding() -> None:
@@ -67,8 +65,7 @@ def test_convolution_linear_is_linear_and_exports_as_gemm(tmp_path: Path) -> Non
 
 def _fit(out: Path, cache: Path, *prefix: str) -> Path:
     """A tiny training through the command line, as a user runs it (the pins are set on its first line)."""
-    env = {key: value for key, value in os.environ.items() if key not in PINNED_ENVIRONMENT}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "BUSAssist"), env.get("PYTHONPATH", "")])
+    env = checkout_environment({key: value for key, value in os.environ.items() if key not in PINNED_ENVIRONMENT})
     command = [
         *prefix, sys.executable, "-m", "busassist.training", "fit", "--out", str(out), "--no-pretrained",
         "--image-size", "32", "--epochs", "1", "--limit", "10", "--batch-size", "4", "--seed", "7",
@@ -119,13 +116,13 @@ def test_same_command_same_weights(native_run: Path, tmp_path: Path) -> None:
     assert _history_without_timing(again) == _history_without_timing(native_run)
 
 
-@pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="qemu-x86_64 not installed (apt install qemu-user)")
+@needs_qemu
 @pytest.mark.skipif(not _has_avx2(), reason="the pinned kernels need AVX2")
 def test_an_amd_epyc_trains_the_same_weights(native_run: Path, tmp_path: Path) -> None:
     """Emulated AMD EPYC (AVX2, AuthenticAMD: MKL's other code path) against this CPU, from its own cache."""
-    emulated = _fit(tmp_path / "run", tmp_path / "cache", "qemu-x86_64", "-cpu", "EPYC-Rome")
-    assert _weights_checksum(emulated) == _weights_checksum(native_run)
-    assert _history_without_timing(emulated) == _history_without_timing(native_run)
+    emulated_run = _fit(tmp_path / "run", tmp_path / "cache", *emulated("EPYC-Rome"))
+    assert _weights_checksum(emulated_run) == _weights_checksum(native_run)
+    assert _history_without_timing(emulated_run) == _history_without_timing(native_run)
 
 
 def test_an_unpinned_training_warns_instead_of_printing(

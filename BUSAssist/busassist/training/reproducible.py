@@ -18,9 +18,10 @@ widest instruction set every x86-64 CPU made since 2015 has:
 The variables must be in the environment before PyTorch and numpy load, so ``busassist-train``
 (``python -m busassist.training``) sets them first (``pin_arithmetic``), and only that process:
 importing the CLI module elsewhere changes nothing. Values a user sets explicitly are kept, and
-``arithmetic_record`` writes what a run actually used into its ``config.json``. Verified with
-``make cross-cpu`` (a tiny training natively and under QEMU emulating an Intel Haswell and an AMD EPYC
-gives one weight checksum; docs/training.md#reproducible-on-any-cpu). A GPU training is not covered.
+``arithmetic_record`` writes what a run actually used into its ``config.json``. Verified by
+``Testing/Python/test_reproducible.py``: a tiny training natively and under QEMU emulating an AMD EPYC
+gives one weight checksum (``make cpu-emulator`` installs QEMU; docs/training.md#reproducible-on-any-cpu).
+A GPU training is not covered.
 """
 
 from __future__ import annotations

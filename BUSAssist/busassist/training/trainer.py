@@ -434,7 +434,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         order = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
         losses, loss_parts = [], []
         batches = TrainingBatches(data, order, config.batch_size, generator, augment if config.augment else None)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch", total=len(batches))
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch")
         for images, masks, labels in bar:
             images = images.to(device).contiguous(memory_format=torch.channels_last)
             masks, labels = masks.to(device), labels.to(device)
