@@ -206,3 +206,16 @@ def test_set_metadata_replaces_older_busassist_keys(emtnet_onnx: FixtureModel, t
     assert analyzer.threshold(None) == pytest.approx(0.5)
     assert analyzer.threshold(2.0) == pytest.approx(0.5)
     assert analyzer.threshold(6.0) == pytest.approx(2.0 / 8.0)
+
+
+def test_the_metadata_names_the_seed_that_drew_the_split() -> None:
+    """The fixed split is drawn with SPLIT_SEED whatever the training seed; only K-fold folds follow it.
+
+    A seed-1 training of the shipped recipe is scored on the same test images as seed 42's, and its
+    model must not claim another split.
+    """
+    from busassist.constants import SPLIT_SEED
+    from busassist.training.export import split_seed
+
+    assert split_seed({"seed": 1, "folds": 0}) == SPLIT_SEED
+    assert split_seed({"seed": 7, "folds": 4}) == 7

@@ -16,6 +16,7 @@ from busassist.constants import (
     ONNX_CLASS_OUTPUT,
     ONNX_INPUT,
     ONNX_MASK_OUTPUT,
+    SPLIT_SEED,
 )
 from busassist.core.model_store import ModelMetadata
 from busassist.training.graph_rewrite import GRAPH_FORM, fast_form
@@ -72,6 +73,12 @@ def set_metadata(path: Path, metadata: ModelMetadata) -> None:
     onnx.save(model, str(path))
 
 
+def split_seed(train_config: dict) -> int:
+    """The seed that drew the run's split: the fixed 70/15/15 split always uses ``SPLIT_SEED``; only a K-fold
+    run's folds follow its training seed. (Exports before 2026-12-01 wrote the training seed either way.)"""
+    return int(train_config["seed"]) if train_config.get("folds") else SPLIT_SEED
+
+
 def export_run(run: Path, exporter_graph: Path | None = None) -> Path:
     """Export ``run/best.pt`` to ``run/emtnet.onnx`` with the training weights in its metadata.
 
@@ -94,7 +101,7 @@ def export_run(run: Path, exporter_graph: Path | None = None) -> Path:
         w_p=train_config["w_p"],
         w_clf=train_config["w_clf"],
         input_size=train_config["image_size"],
-        extra={"data_sha256": config["data_sha256"], "split_seed": train_config["seed"]},
+        extra={"data_sha256": config["data_sha256"], "split_seed": split_seed(train_config)},
     )
     if exporter_graph is not None:
         return export_onnx(network, Path(exporter_graph), metadata, train_config["image_size"], fast=False)
