@@ -1,11 +1,13 @@
 """Write ``fixtures/export_reference.json``: what a model answers on the sample study and the BUSI test split.
 
-Run once against the model that is about to be replaced (``python Testing/Python/make_export_reference.py``
-before a re-export), so that ``test_bundled_model.py`` can hold the new file to the old one's answers:
-class logits and sampled mask logits within 1e-4, and masks equal bit for bit (a SHA-256 of each packed
-224 x 224 mask). Regenerating it from the new model would make that test compare the model with itself;
-the fixture records the SHA-256 of the model it came from, and the test checks that the bundled model names
-that file as its source (``busassist.source_sha256``).
+Run it on the exporter's own graph of the bundled weights (``python Testing/Python/make_export_reference.py
+FILE``; without FILE, the bundled model), so that ``test_bundled_model.py`` can hold the bundled fast-form
+file to that graph's answers: class logits and sampled mask logits within 1e-4, and masks equal bit for
+bit (a SHA-256 of each packed 224 x 224 mask). For the model of a training run, FILE comes from
+``busassist-train export RUN --exporter-graph FILE``; for the earlier bundled model it was the file before
+its rewrite. Regenerating it from the fast-form file would make that test compare the model with itself;
+the fixture records the model version (a hash of the weights) and the graph form it was made from, and the
+test checks both.
 
 The inputs go through the deployed pipeline (``Analyzer.analyze``: region crop, shared preprocessing); only
 the network's outputs are recorded.
@@ -80,12 +82,18 @@ def outputs(analyzer: RecordingAnalyzer, name: str, frame: object, index: int) -
     }
 
 
-def main() -> None:
-    model = default_model_path()
-    analyzer = RecordingAnalyzer(model, threads=2)
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    model = Path(args[0]) if args else default_model_path()
+    analyzer = RecordingAnalyzer(model, threads=2, verify=False)  # an exporter graph has no .sha256 beside it
     records = [outputs(analyzer, name, frame, i) for i, (name, frame) in enumerate(reference_inputs())]
     FIXTURE.parent.mkdir(exist_ok=True)
-    payload = {"model_sha256": sha256_of(model), "model_version": analyzer.metadata.model_version, "inputs": records}
+    payload = {
+        "model_sha256": sha256_of(model),
+        "model_version": analyzer.metadata.model_version,
+        "graph_form": analyzer.metadata.extra.get("graph_form", "exporter"),
+        "inputs": records,
+    }
     lines = [json.dumps(record) for record in records]  # one input per line: reviewable diffs
     header = json.dumps({key: value for key, value in payload.items() if key != "inputs"})[:-1]
     FIXTURE.write_text(header + ', "inputs": [\n' + ",\n".join(lines) + "\n]}\n")
