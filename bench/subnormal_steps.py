@@ -3,16 +3,24 @@
 Late in a full training the steps take twice as long (docs/training.md, "The full-size seed spread
 after pinning"). This times four 16-image steps on real augmented batches of a run's training split,
 from one of its checkpoints, alternating flushing off and on. ``torch.set_flush_denormal`` sets the
-flag for the calling thread only, which is why ``--threads 1`` is the telling measurement.
+flag for the calling thread only; threads created afterwards inherit it, so ``--flush-from-start`` sets
+it before the first parallel region and then every thread flushes.
 
-    python bench/subnormal_steps.py RUN [--checkpoint last.pt] [--threads 1]
+    python bench/subnormal_steps.py RUN [--checkpoint last.pt] [--threads 1] [--flush-from-start]
 """
 
 from __future__ import annotations
 
+import sys
+
 from busassist.training.reproducible import pin_arithmetic
 
 pin_arithmetic()  # the trainer's arithmetic, before torch loads
+
+import torch  # noqa: E402
+
+if "--flush-from-start" in sys.argv:  # before any parallel region: threads created later inherit the flag
+    torch.set_flush_denormal(True)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -21,7 +29,6 @@ from dataclasses import fields  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from busassist.training.augment import AugmentConfig  # noqa: E402
 from busassist.training.losses import multitask_loss  # noqa: E402
@@ -33,13 +40,18 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--checkpoint", default="last.pt")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--flush-from-start",
+        action="store_true",
+        help="flush subnormals from the process start, so that every worker thread inherits it (all steps flushed)",
+    )
     args = parser.parse_args()
     raw = json.loads((args.run / "config.json").read_text())["config"]
     config = TrainConfig(**{f.name: raw[f.name] for f in fields(TrainConfig) if f.name in raw})
     torch.set_num_threads(args.threads)
     data, split, _, _ = load_data(config)
     checkpoint = torch.load(args.run / args.checkpoint, map_location="cpu", weights_only=False)
-    for flush in (False, True, False, True):
+    for flush in (True, True) if args.flush_from_start else (False, True, False, True):
         torch.set_flush_denormal(flush)
         network = build_network(config).to(memory_format=torch.channels_last)
         network.load_state_dict(checkpoint["model"])
