@@ -4,35 +4,28 @@ Late in a full training the steps take twice as long (docs/training.md, "The ful
 after pinning"). This times four 16-image steps on real augmented batches of a run's training split,
 from one of its checkpoints, alternating flushing off and on. ``torch.set_flush_denormal`` sets the
 flag for the calling thread only; threads created afterwards inherit it, so ``--flush-from-start`` sets
-it before the first parallel region and then every thread flushes.
+it before the first parallel region (before the data load) and then every thread flushes.
 
     python bench/subnormal_steps.py RUN [--checkpoint last.pt] [--threads 1] [--flush-from-start]
 """
 
 from __future__ import annotations
 
-import sys
-
 from busassist.training.reproducible import pin_arithmetic
 
 pin_arithmetic()  # the trainer's arithmetic, before torch loads
 
-import torch  # noqa: E402
-
-if "--flush-from-start" in sys.argv:  # before any parallel region: threads created later inherit the flag
-    torch.set_flush_denormal(True)
-
 import argparse  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
-from dataclasses import fields  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from busassist.training.augment import AugmentConfig  # noqa: E402
 from busassist.training.losses import multitask_loss  # noqa: E402
-from busassist.training.trainer import TrainConfig, TrainingBatches, build_network, load_data  # noqa: E402
+from busassist.training.operating_check import run_config  # noqa: E402
+from busassist.training.trainer import TrainingBatches, build_network, load_data  # noqa: E402
 
 
 def main() -> None:
@@ -46,8 +39,9 @@ def main() -> None:
         help="flush subnormals from the process start, so that every worker thread inherits it (all steps flushed)",
     )
     args = parser.parse_args()
-    raw = json.loads((args.run / "config.json").read_text())["config"]
-    config = TrainConfig(**{f.name: raw[f.name] for f in fields(TrainConfig) if f.name in raw})
+    if args.flush_from_start:  # before the first parallel region: the worker threads created then inherit it
+        torch.set_flush_denormal(True)
+    config = run_config(args.run)
     torch.set_num_threads(args.threads)
     data, split, _, _ = load_data(config)
     checkpoint = torch.load(args.run / args.checkpoint, map_location="cpu", weights_only=False)

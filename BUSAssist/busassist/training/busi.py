@@ -132,6 +132,13 @@ def _unit_class(cases: list[BusiCase], unit: list[int]) -> str:
     return max(("malignant", "benign", "normal"), key=lambda c: counts[c])
 
 
+def split_seed(settings: dict) -> int:
+    """The seed that draws a training's split: the fixed 70/15/15 split always uses ``SPLIT_SEED``; only a
+    K-fold run's folds follow its training seed. ``settings``: a run's training settings (``seed``, ``folds``).
+    (Exports before 2026-12-01 wrote the training seed either way.)"""
+    return int(settings["seed"]) if settings.get("folds") else SPLIT_SEED
+
+
 def stratified_group_split(
     cases: list[BusiCase],
     groups: list[list[str]],

@@ -16,9 +16,9 @@ from busassist.constants import (
     ONNX_CLASS_OUTPUT,
     ONNX_INPUT,
     ONNX_MASK_OUTPUT,
-    SPLIT_SEED,
 )
 from busassist.core.model_store import ModelMetadata
+from busassist.training.busi import split_seed
 from busassist.training.graph_rewrite import GRAPH_FORM, fast_form
 from busassist.training.model import EMTNet, ExportWrapper
 
@@ -71,12 +71,6 @@ def set_metadata(path: Path, metadata: ModelMetadata) -> None:
         model.metadata_props.add(key=key, value=value)
     model.producer_name = "busassist"
     onnx.save(model, str(path))
-
-
-def split_seed(train_config: dict) -> int:
-    """The seed that drew the run's split: the fixed 70/15/15 split always uses ``SPLIT_SEED``; only a K-fold
-    run's folds follow its training seed. (Exports before 2026-12-01 wrote the training seed either way.)"""
-    return int(train_config["seed"]) if train_config.get("folds") else SPLIT_SEED
 
 
 def export_run(run: Path, exporter_graph: Path | None = None) -> Path:

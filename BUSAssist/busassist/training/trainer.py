@@ -38,6 +38,7 @@ from busassist.training.busi import (
     discover,
     near_duplicate_groups,
     prepare_cached,
+    split_seed,
     stratified_group_split,
 )
 from busassist.training.losses import DICE_LOSSES, deep_supervision_loss, multitask_loss
@@ -180,10 +181,11 @@ def load_data(config: TrainConfig) -> tuple[PreparedData, Split, str, list]:
         step = max(1, len(cases) // config.limit)
         cases = cases[::step][: config.limit]
     groups = near_duplicate_groups(root / "near_duplicates.json")
+    seed = split_seed(asdict(config))
     if config.folds:
-        split = kfold_split(cases, groups, config.folds, config.fold, config.seed)
+        split = kfold_split(cases, groups, config.folds, config.fold, seed)
     else:
-        split = Split(*stratified_group_split(cases, groups))
+        split = Split(*stratified_group_split(cases, groups, seed=seed))
     for number, folder in enumerate(config.extra_train):
         # Corrections (e.g. exported from Slicer) only ever train: validation and test stay BUSI's
         # own, so the figures remain comparable with the shipped model's card.
