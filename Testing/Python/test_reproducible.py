@@ -141,3 +141,65 @@ def test_an_unpinned_training_warns_instead_of_printing(
     with pytest.warns(UnpinnedArithmeticWarning, match="not pinned"):
         train(config)
     assert "not pinned" not in capsys.readouterr().err
+
+
+# One training step whose weights hold subnormal numbers, in a process started as busassist-train
+# starts (pins, then the flush, then PyTorch's threads): prints the step's weight checksum and whether
+# the step met any subnormal at all. Argument: "flush" or "no-flush".
+_SUBNORMAL_STEP = """
+import hashlib, sys
+from busassist.training.reproducible import flush_subnormals, pin_arithmetic, subnormals_flushed_everywhere
+pin_arithmetic()
+if sys.argv[1] == "flush":
+    flush_subnormals()
+import torch
+from busassist.training.losses import multitask_loss
+from busassist.training.model import EMTNet, Task
+torch.set_num_threads(2)
+torch.manual_seed(0)
+network = EMTNet(Task.MULTITASK)
+with torch.no_grad():  # a late-training picture: a decoder layer's weights far below float32's normal range
+    for parameter in network.segmenter.parameters():
+        parameter.mul_(1e-36)
+optimiser = torch.optim.Adam(network.parameters(), lr=1e-3, fused=True)
+images = torch.rand(2, 1, 32, 32)
+masks = (torch.rand(2, 1, 32, 32) > 0.5).float()
+labels = torch.tensor([0.0, 1.0])
+out = network(images)
+loss, _ = multitask_loss(out.class_logit, labels, out.mask_logit, masks, 3.0, 1.5, 1.0, "batch", 0.0)
+loss.backward()
+optimiser.step()
+digest = hashlib.sha256()
+subnormal = 0
+for name, tensor in sorted(network.state_dict().items()):
+    digest.update(tensor.contiguous().numpy().tobytes())
+    if tensor.is_floating_point():
+        small = tensor.abs()
+        subnormal += int(((small > 0) & (small < torch.finfo(torch.float32).tiny)).sum())
+print(digest.hexdigest(), subnormal, subnormals_flushed_everywhere())
+"""
+
+
+def _subnormal_step(flush: bool, *prefix: str) -> tuple[str, int, bool]:
+    env = checkout_environment({key: value for key, value in os.environ.items() if key not in PINNED_ENVIRONMENT})
+    command = [*prefix, sys.executable, "-c", _SUBNORMAL_STEP, "flush" if flush else "no-flush"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    checksum, subnormal, flushed = done.stdout.split()
+    return checksum, int(subnormal), flushed == "True"
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="the pinned kernels need AVX2")
+def test_flushed_step_meets_subnormals_and_flushes_them() -> None:
+    kept = _subnormal_step(flush=False)
+    flushed = _subnormal_step(flush=True)
+    assert kept[1] > 0 and not kept[2]  # the step really holds subnormals when nothing flushes them
+    assert flushed[1] == 0 and flushed[2]
+    assert flushed[0] != kept[0]
+
+
+@needs_qemu
+@pytest.mark.skipif(not _has_avx2(), reason="the pinned kernels need AVX2")
+def test_an_amd_epyc_flushes_subnormals_the_same_way() -> None:
+    """Flush-to-zero is the SSE control register's behaviour on Intel and AMD alike: one checksum."""
+    assert _subnormal_step(True, *emulated("EPYC-Rome")) == _subnormal_step(flush=True)

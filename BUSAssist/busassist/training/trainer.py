@@ -419,7 +419,8 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     if device.type == "cpu" and not is_pinned(meta["arithmetic"]):
         # A warning, not a printed line: a caller's own one-line errors stay one line.
         warnings.warn(
-            f"CPU kernels not pinned ({meta['arithmetic']['cpu_capability']}): these weights are reproducible "
+            f"CPU arithmetic not pinned ({meta['arithmetic']['cpu_capability']}, subnormals flushed: "
+            f"{meta['arithmetic']['subnormals_flushed']}): these weights are reproducible "
             "on this CPU type only (busassist-train pins them for any x86-64 CPU)",
             UnpinnedArithmeticWarning,
             stacklevel=2,
