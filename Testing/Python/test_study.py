@@ -21,7 +21,7 @@ def write(path: Path, text: str) -> Path:
 
 def test_the_builtin_specs_load_and_describe_the_papers_experiments() -> None:
     names = sorted(path.stem for path in SPEC_DIR.glob("*.toml"))
-    assert names == ["ablation", "cv", "grid", "keep-rule", "pinned-seeds", "seed-spread", "sweep-wp"]
+    assert names == ["ablation", "cv", "distill", "grid", "keep-rule", "pinned-seeds", "seed-spread", "sweep-wp"]
     sweep = load_spec(resolve_spec("sweep-wp"))
     assert sweep.folds == 4 and len(sweep.variants()) == 14
     assert sweep.variants()[0] == ("w_p-3", {"task": "single-clf", "w_p": 3.0})  # the reference first
@@ -35,6 +35,8 @@ def test_the_builtin_specs_load_and_describe_the_papers_experiments() -> None:
     assert [r for r, _ in load_spec(resolve_spec("seed-spread")).replicates] == ["seed-1", "seed-2", "seed-3"]
     # the full-size "after" pairs with reports/keep-rule-full seed by seed, make reproduce's seed 42 first
     assert [r for r, _ in load_spec(resolve_spec("pinned-seeds")).replicates] == ["seed-42", "seed-1", "seed-2"]
+    distill = load_spec(resolve_spec("distill"))
+    assert distill.variants() == [("teachers-0", {"teachers": 0}), ("teachers-3", {"teachers": 3})]
 
 
 @pytest.mark.parametrize(
@@ -61,7 +63,7 @@ def test_a_bad_spec_is_one_line_naming_the_file(tmp_path: Path, text: str, reaso
 
 
 def test_an_unknown_spec_name_lists_the_builtin_ones() -> None:
-    with pytest.raises(SpecError, match="cv, grid, keep-rule, pinned-seeds, seed-spread, sweep-wp"):
+    with pytest.raises(SpecError, match="cv, distill, grid, keep-rule, pinned-seeds, seed-spread, sweep-wp"):
         resolve_spec("no-such-study")
 
 

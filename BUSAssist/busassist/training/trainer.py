@@ -41,6 +41,7 @@ from busassist.training.busi import (
     split_seed,
     stratified_group_split,
 )
+from busassist.training.distill import checkpoint_sha256, soft_targets, teacher_probabilities, train_teachers
 from busassist.training.losses import DICE_LOSSES, deep_supervision_loss, multitask_loss
 from busassist.training.metrics import auc, classification_metrics, dice_iou
 from busassist.training.model import EMTNet, Task, strip_training_heads
@@ -108,6 +109,15 @@ class TrainConfig:
         0.0,
         section="loss",
         help="weight of log(1 + P/A) on normal images: predicted area P against the 'no lesion' area A (0 = none)",
+    )
+    teachers: int = setting(
+        0,
+        section="loss",
+        help="train N teachers of this recipe (seeds derived from --seed, inside --out) and soften the "
+        "classification target toward their mean probability (ensemble distillation; 0 = none)",
+    )
+    distill: float = setting(
+        0.5, section="loss", help="weight of the teachers' mean probability in the classification target (0..1)"
     )
     batch_size: int = setting(16, section="optimiser", help="images per step")
     learning_rate: float = setting(3e-4, section="optimiser", help="Adam learning rate", flag="--lr")
@@ -239,7 +249,15 @@ class TrainingBatches:
     dropped: batch norm cannot train on a single sample. ``augment`` (or None) draws from ``generator``.
     """
 
-    def __init__(self, data: PreparedData, order: np.ndarray, batch_size: int, generator, augment) -> None:
+    def __init__(
+        self,
+        data: PreparedData,
+        order: np.ndarray,
+        batch_size: int,
+        generator,
+        augment,
+        class_targets: np.ndarray | None = None,
+    ) -> None:
         self.data, self.order, self.batch_size, self.generator, self.augment = (
             data,
             order,
@@ -247,6 +265,7 @@ class TrainingBatches:
             generator,
             augment,
         )
+        self.class_targets = class_targets  # soft targets (distillation) in place of the labels; -1 = normal
         usable = len(order) - (1 if len(order) % batch_size == 1 else 0)
         self.starts = range(0, usable, batch_size)
 
@@ -258,7 +277,10 @@ class TrainingBatches:
             chunk = self.order[start : start + self.batch_size]
             images = torch.from_numpy(self.data.images[chunk]).float().unsqueeze(1)
             masks = torch.from_numpy(self.data.masks[chunk]).float().unsqueeze(1) / 255.0
-            labels = torch.from_numpy(self.data.labels[chunk].astype(np.int64))
+            if self.class_targets is None:
+                labels = torch.from_numpy(self.data.labels[chunk].astype(np.int64))
+            else:
+                labels = torch.from_numpy(self.class_targets[chunk].astype(np.float32))
             if self.augment is not None:
                 images, masks = augment_batch(images, masks, self.generator, self.augment)
             yield to_network_input(images), (masks >= 0.5).float(), labels
@@ -360,6 +382,12 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(f"--false-lesion must be >= 0, not {config.false_lesion:g}")
     if config.false_lesion > 0 and Task(config.task) is Task.CLASSIFICATION:
         raise ValueError("--false-lesion needs a mask head; single-clf has none")
+    if config.teachers < 0:
+        raise ValueError(f"--teachers must be >= 0, not {config.teachers}")
+    if not 0 <= config.distill <= 1:  # also refuses NaN
+        raise ValueError(f"--distill must be between 0 and 1, not {config.distill:g}")
+    if config.teachers > 0 and Task(config.task) is Task.SEGMENTATION:
+        raise ValueError("--teachers distils the classifier; single-sgm has none")
 
 
 def train(config: TrainConfig, resume: bool = True) -> Path:
@@ -367,12 +395,17 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     check_config(config)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    teacher_runs = train_teachers(config) if config.teachers > 0 else []  # each seeds itself: before ours
     device = resolve_device(config.device)
     if device.type == "cpu":
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     data, split, fingerprint, _ = load_data(config)
     write_split(out, data, split)
+    class_targets = None
+    if teacher_runs:
+        teacher_mean = teacher_probabilities(teacher_runs, config, data, split.train, device)
+        class_targets = soft_targets(data.labels, split.train, teacher_mean, config.distill)
     task = Task(config.task)
     network = build_network(config).to(device).to(memory_format=torch.channels_last)
     # Fused Adam: one kernel of plain IEEE arithmetic, where the unfused form calls MKL's vector maths,
@@ -415,6 +448,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "arithmetic": arithmetic_record(),
+        "teachers": [{"run": str(run), "sha256": checkpoint_sha256(run)} for run in teacher_runs],
     }
     if device.type == "cpu" and not is_pinned(meta["arithmetic"]):
         # A warning, not a printed line: a caller's own one-line errors stay one line.
@@ -436,7 +470,9 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         network.train()
         order = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
         losses, loss_parts = [], []
-        batches = TrainingBatches(data, order, config.batch_size, generator, augment if config.augment else None)
+        batches = TrainingBatches(
+            data, order, config.batch_size, generator, augment if config.augment else None, class_targets
+        )
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch")
         for images, masks, labels in bar:
             images = images.to(device).contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,83 @@
+"""Ensemble distillation: the classification target softened toward teachers of the same recipe.
+
+Why: one training's operating point moves between seeds by more than the test split's paired 95 %
+intervals (docs/training.md, the seed spread), so ``make reproduce`` cannot be held to one lucky
+model. The mean malignancy probability of several independently seeded teachers is steadier than any
+one of them; a student trained toward it is still one EMT-Net at inference.
+
+The teachers are trainings of the student's own recipe (every setting equal, distillation off) with
+seeds derived from the student's, kept inside the student's run folder, so that one ``fit --teachers N``
+(or one study replicate) reproduces the whole chain from one seed. They see only the student's
+training split; their probabilities are computed once, on the cached (unaugmented) training images.
+Augmentation moves pixels, not the class, so one soft target per image serves every augmented copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: Teacher k (1-based) of a student with seed s trains with seed s * TEACHER_SEED_STRIDE + k.
+TEACHER_SEED_STRIDE = 1000
+
+
+def teacher_configs(config):  # -> list[TrainConfig]; not annotated to keep trainer's import lazy
+    """The teachers' configurations: the student's recipe, its own seed per teacher, no distillation."""
+    return [
+        replace(
+            config,
+            out_dir=str(Path(config.out_dir) / "teachers" / f"teacher-{number}"),
+            seed=config.seed * TEACHER_SEED_STRIDE + number,
+            teachers=0,
+        )
+        for number in range(1, config.teachers + 1)
+    ]
+
+
+def train_teachers(config) -> list[Path]:
+    """Train (or resume; finished ones are only reloaded) the student's teachers, one after another."""
+    from busassist.training.trainer import train
+
+    return [train(teacher) for teacher in teacher_configs(config)]
+
+
+def teacher_probabilities(runs: list[Path], teacher_config, data, indices: list[int], device) -> np.ndarray:
+    """Mean malignancy probability of the teachers' kept weights (``best.pt``) on ``indices``.
+
+    The scratch network's random initialisation (overwritten at once by each teacher's weights) runs
+    inside a forked RNG: the student seeds itself before this call, and its own initialisation and
+    batch order must not depend on whether it has teachers.
+    """
+    from busassist.training.trainer import build_network, predict
+
+    with torch.random.fork_rng(devices=[]):
+        network = build_network(replace(teacher_config, init_from=None, pretrained=None)).to(device)
+    network = network.to(memory_format=torch.channels_last)
+    total = np.zeros(len(indices), dtype=np.float64)
+    for run in runs:
+        checkpoint = torch.load(Path(run) / "best.pt", map_location="cpu", weights_only=False)
+        network.load_state_dict(checkpoint["model"])
+        probabilities, _ = predict(network, data, list(indices), device)
+        if probabilities is None:
+            raise ValueError(f"{run}: a teacher needs a classification head")
+        total += probabilities
+    return (total / len(runs)).astype(np.float32)
+
+
+def soft_targets(labels: np.ndarray, indices: list[int], probabilities: np.ndarray, weight: float) -> np.ndarray:
+    """Classification targets for every image: (1 - weight) * label + weight * teachers' probability on
+    the labelled images of ``indices``; normal images keep -1 (no classification term), others their label."""
+    targets = labels.astype(np.float32)
+    for index, probability in zip(indices, probabilities):
+        if labels[index] >= 0:
+            targets[index] = (1.0 - weight) * float(labels[index]) + weight * float(probability)
+    return targets
+
+
+def checkpoint_sha256(run: Path) -> str:
+    """SHA-256 of a teacher's kept weights, for the student's ``config.json``."""
+    return hashlib.sha256((Path(run) / "best.pt").read_bytes()).hexdigest()
