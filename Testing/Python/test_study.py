@@ -67,6 +67,13 @@ def test_an_unknown_spec_name_lists_the_builtin_ones() -> None:
         resolve_spec("no-such-study")
 
 
+def test_study_run_help_names_every_builtin_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["study", "run", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "cv, distill, grid, keep-rule, pinned-seeds, seed-spread, sweep-wp" in help_text
+
+
 @pytest.fixture(scope="module")
 def tiny_study(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two variants (W_p 1 and 3) x two training seeds on the fixed split, 64 px, one epoch."""

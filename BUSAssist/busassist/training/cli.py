@@ -428,9 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[training_options(preset_default=None)],
         help="train every variant x replicate of SPEC (resumable)",
     )
-    study_run.add_argument(
-        "spec", help="a spec file, or a built-in study: cv, sweep-wp, grid, ablation, seed-spread, pinned-seeds"
-    )
+    from busassist.training.study import builtin_specs  # the parser already loads the trainer
+
+    study_run.add_argument("spec", help=f"a spec file, or a built-in study: {', '.join(builtin_specs())}")
     study_run.set_defaults(handler=_study_run)
     study_report_parser = study_sub.add_parser(
         "report", help="report.md of a study folder: spread and paired comparisons"

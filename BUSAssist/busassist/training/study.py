@@ -96,6 +96,11 @@ def variant_name(overrides: dict) -> str:
     )
 
 
+def builtin_specs() -> list[str]:
+    """Names of the studies shipped in ``studies/``: read from the folder, so help text never goes stale."""
+    return sorted(path.stem for path in SPEC_DIR.glob("*.toml"))
+
+
 def resolve_spec(name_or_path: str | Path) -> Path:
     """A spec file: a path, or the name of a built-in spec (``cv``, ``sweep-wp``, ...)."""
     path = Path(name_or_path)
@@ -104,7 +109,7 @@ def resolve_spec(name_or_path: str | Path) -> Path:
     builtin = SPEC_DIR / f"{name_or_path}.toml"
     if builtin.is_file():
         return builtin
-    known = ", ".join(sorted(p.stem for p in SPEC_DIR.glob("*.toml")))
+    known = ", ".join(builtin_specs())
     raise SpecError(f"{name_or_path}: no such spec file, and not a built-in study ({known})")
 
 
