@@ -1,8 +1,10 @@
 """Time EMT-Net training steps from a checkpoint with and without flushing subnormal floats to zero.
 
-Late in a full training the steps take twice as long (docs/training.md, "The full-size seed spread
-after pinning"). This times four 16-image steps on real augmented batches of a run's training split,
-from one of its checkpoints, alternating flushing off and on. ``torch.set_flush_denormal`` sets the
+Late in an unflushed full training the steps took twice as long (docs/training.md, "The full-size
+seed spread after pinning"), which is why ``busassist-train`` now flushes from its first line
+(``training/reproducible.py``). This script sets only the kernel pins, so that it can compare both.
+It times four 16-image steps on real augmented batches of a run's training split, from one of its
+checkpoints, alternating flushing off and on. ``torch.set_flush_denormal`` sets the
 flag for the calling thread only; threads created afterwards inherit it, so ``--flush-from-start`` sets
 it before the first parallel region (before the data load) and then every thread flushes.
 
