@@ -14,18 +14,22 @@ Augmentation moves pixels, not the class, so one soft target per image serves ev
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # the trainer imports this module: its names are loaded lazily at run time
+    from busassist.training.busi import PreparedData
+    from busassist.training.trainer import TrainConfig
 
 #: Teacher k (1-based) of a student with seed s trains with seed s * TEACHER_SEED_STRIDE + k.
 TEACHER_SEED_STRIDE = 1000
 
 
-def teacher_configs(config):  # -> list[TrainConfig]; not annotated to keep trainer's import lazy
+def teacher_configs(config: TrainConfig) -> list[TrainConfig]:
     """The teachers' configurations: the student's recipe, its own seed per teacher, no distillation."""
     return [
         replace(
@@ -38,32 +42,27 @@ def teacher_configs(config):  # -> list[TrainConfig]; not annotated to keep trai
     ]
 
 
-def train_teachers(config) -> list[Path]:
+def train_teachers(config: TrainConfig) -> list[Path]:
     """Train (or resume; finished ones are only reloaded) the student's teachers, one after another."""
     from busassist.training.trainer import train
 
     return [train(teacher) for teacher in teacher_configs(config)]
 
 
-def teacher_probabilities(runs: list[Path], teacher_config, data, indices: list[int], device) -> np.ndarray:
+def teacher_probabilities(runs: list[Path], data: PreparedData, indices: list[int], device: torch.device) -> np.ndarray:
     """Mean malignancy probability of the teachers' kept weights (``best.pt``) on ``indices``.
 
-    The scratch network's random initialisation (overwritten at once by each teacher's weights) runs
-    inside a forked RNG: the student seeds itself before this call, and its own initialisation and
-    batch order must not depend on whether it has teachers.
+    Building each teacher's network draws a random initialisation (overwritten at once by its
+    weights); that runs inside a forked RNG, because the student seeds itself before this call and its
+    own initialisation and batch order must not depend on whether it has teachers.
     """
-    from busassist.training.trainer import build_network, predict
+    from busassist.training.trainer import load_best, predict
 
-    with torch.random.fork_rng(devices=[]):
-        network = build_network(replace(teacher_config, init_from=None, pretrained=None)).to(device)
-    network = network.to(memory_format=torch.channels_last)
     total = np.zeros(len(indices), dtype=np.float64)
     for run in runs:
-        checkpoint = torch.load(Path(run) / "best.pt", map_location="cpu", weights_only=False)
-        network.load_state_dict(checkpoint["model"])
-        probabilities, _ = predict(network, data, list(indices), device)
-        if probabilities is None:
-            raise ValueError(f"{run}: a teacher needs a classification head")
+        with torch.random.fork_rng(devices=[]):
+            network = load_best(run, str(device)).to(device).to(memory_format=torch.channels_last)
+        probabilities, _ = predict(network, data, indices, device)  # check_config: teachers have a classifier
         total += probabilities
     return (total / len(runs)).astype(np.float32)
 
@@ -76,8 +75,3 @@ def soft_targets(labels: np.ndarray, indices: list[int], probabilities: np.ndarr
         if labels[index] >= 0:
             targets[index] = (1.0 - weight) * float(labels[index]) + weight * float(probability)
     return targets
-
-
-def checkpoint_sha256(run: Path) -> str:
-    """SHA-256 of a teacher's kept weights, for the student's ``config.json``."""
-    return hashlib.sha256((Path(run) / "best.pt").read_bytes()).hexdigest()

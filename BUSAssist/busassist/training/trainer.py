@@ -31,6 +31,7 @@ from busassist.constants import (
     W_CLF,
     W_P,
 )
+from busassist.core.model_store import sha256_of
 from busassist.training.augment import AugmentConfig, augment_batch
 from busassist.training.busi import (
     PreparedData,
@@ -41,7 +42,7 @@ from busassist.training.busi import (
     split_seed,
     stratified_group_split,
 )
-from busassist.training.distill import checkpoint_sha256, soft_targets, teacher_probabilities, train_teachers
+from busassist.training.distill import soft_targets, teacher_probabilities, train_teachers
 from busassist.training.losses import DICE_LOSSES, deep_supervision_loss, multitask_loss
 from busassist.training.metrics import auc, classification_metrics, dice_iou
 from busassist.training.model import EMTNet, Task, strip_training_heads
@@ -404,7 +405,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     write_split(out, data, split)
     class_targets = None
     if teacher_runs:
-        teacher_mean = teacher_probabilities(teacher_runs, config, data, split.train, device)
+        teacher_mean = teacher_probabilities(teacher_runs, data, split.train, device)
         class_targets = soft_targets(data.labels, split.train, teacher_mean, config.distill)
     task = Task(config.task)
     network = build_network(config).to(device).to(memory_format=torch.channels_last)
@@ -448,7 +449,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "arithmetic": arithmetic_record(),
-        "teachers": [{"run": str(run), "sha256": checkpoint_sha256(run)} for run in teacher_runs],
+        "teachers": [{"run": str(run), "sha256": sha256_of(run / "best.pt")} for run in teacher_runs],
     }
     if device.type == "cpu" and not is_pinned(meta["arithmetic"]):
         # A warning, not a printed line: a caller's own one-line errors stay one line.
