@@ -29,27 +29,3 @@ def shared_dir() -> Path:
     if not SHARED_DIR.is_dir():
         pytest.skip(f"shared data folder {SHARED_DIR.resolve()} is absent (expected ../shared next to the repo)")
     return SHARED_DIR
-
-
-@pytest.fixture(scope="session", autouse=True)
-def auto_backend_decided_by_parity_alone():
-    """Make ``auto``'s speed comparison deterministic in tests: onnxruntime counts as the faster one.
-
-    ``auto`` times both runtimes at load, so two Analyzers made a second apart may land on different
-    runtimes. For the trained model that changes no figure, but the untrained test network answers
-    ~3e-4 apart on the two and tests that compare a CLI run with an Analyzer pixel for pixel would
-    flake. Session-wide, so that module-scoped fixtures (a CLI run shared by several tests) are
-    covered too; the real timing stays reachable as ``backends._median_ms.original``, which
-    test_backends.py uses to test the timing itself.
-    """
-    from busassist.core import backends
-
-    timing = {backends.ONNXRUNTIME: 0.0}
-
-    def onnxruntime_first(network, image) -> float:
-        return timing.get(network.name, 1.0)
-
-    onnxruntime_first.original = backends._median_ms
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(backends, "_median_ms", onnxruntime_first)
-        yield

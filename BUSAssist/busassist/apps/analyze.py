@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from busassist.constants import MAX_PIXELS
-from busassist.core.backends import AUTO
+from busassist.core.backends import DEFAULT_BACKEND
 from busassist.core.batch import (
     ERROR_COLUMNS,
     RESULT_COLUMNS,
@@ -144,7 +144,7 @@ def analyze_paths(
     keep_identifiers: bool = False,
     max_pixels: int = MAX_PIXELS,
     dask: str | None = None,
-    backend: str = AUTO,
+    backend: str = DEFAULT_BACKEND,
 ) -> Summary:
     """Analyse every frame of every input, in ``workers`` processes (or on a Dask cluster), resuming ``out``.
 

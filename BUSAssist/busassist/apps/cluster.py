@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from busassist.core.backends import DEFAULT_BACKEND
 from busassist.core.batch import AnalyzeOptions, FileReport, analyze_file, prepare_output
 from busassist.core.io import InputError
 
@@ -82,7 +83,7 @@ def restore_malloc_thresholds() -> bool:
 
 
 def analyse_group(
-    paths: list, model_path: str, threads: int, out: str, options: AnalyzeOptions, backend: str = "auto"
+    paths: list, model_path: str, threads: int, out: str, options: AnalyzeOptions, backend: str = DEFAULT_BACKEND
 ) -> list[FileReport]:
     """One Dask task: every file of one study, with this worker's Analyzer (made once per process)."""
     from busassist.core.inference import Analyzer
@@ -130,7 +131,7 @@ def run_on_dask(
     out: Path,
     options: AnalyzeOptions,
     account: Callable[[FileReport], None],
-    backend: str = "auto",
+    backend: str = DEFAULT_BACKEND,
 ) -> None:
     """Analyse ``paths`` on the cluster, accounting each file's report as its study's task finishes."""
     from dask.distributed import as_completed

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from busassist.constants import MIN_LESION_FRACTION, threshold_for_effective_weight
-from busassist.core.backends import AUTO, open_network
+from busassist.core.backends import DEFAULT_BACKEND, open_network
 from busassist.core.io import Frame, Region
 from busassist.core.model_store import read_metadata, resolve_model_path, verify_model
 from busassist.core.preprocessing import preprocess, probability_to_source
@@ -77,7 +77,7 @@ class Analyzer:
         model_path: str | Path | None = None,
         threads: int | None = None,
         verify: bool = True,
-        backend: str = AUTO,
+        backend: str = DEFAULT_BACKEND,
     ) -> None:
         self.model_path = resolve_model_path(model_path)
         self.sha256 = verify_model(self.model_path) if verify else None

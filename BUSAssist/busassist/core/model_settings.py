@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from busassist.constants import threshold_for_effective_weight
+from busassist.core.backends import DEFAULT_BACKEND
 from busassist.core.model_store import resolve_model_path
 from busassist.core.operating_point import OperatingPoint, operating_point
 
@@ -19,7 +20,7 @@ from busassist.core.operating_point import OperatingPoint, operating_point
 class ModelSettings:
     """The model (lazy), its facts, W' and the mask threshold (``None``: the model's own values)."""
 
-    def __init__(self, analyzer=None, model_path: str | Path | None = None, backend: str = "auto") -> None:
+    def __init__(self, analyzer=None, model_path: str | Path | None = None, backend: str = DEFAULT_BACKEND) -> None:
         self._analyzer = analyzer
         self.model_path = resolve_model_path(model_path) if model_path else None
         self.backend = backend  # the runtime asked for (core.backends); the analyzer says which one answers

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from busassist.core.backends import DEFAULT_BACKEND
 from busassist.core.inference import FrameResult
 from busassist.core.io import Frame, FrameSelection, InputError, iter_frames
 from busassist.core.model_settings import ModelSettings
@@ -43,7 +44,7 @@ class FrameState:
 class DesktopSession(ModelSettings):
     """Frames of worklist items, analysed on demand with one ``Analyzer`` (made on first use)."""
 
-    def __init__(self, model_path: str | Path | None = None, analyzer=None, backend: str = "auto") -> None:
+    def __init__(self, model_path: str | Path | None = None, analyzer=None, backend: str = DEFAULT_BACKEND) -> None:
         super().__init__(analyzer, model_path, backend)
         self._frames: dict[tuple[str, int], FrameState] = {}
         self._shown: dict[str, int] = {}
