@@ -11,8 +11,8 @@ import pytest
 import torch
 from training_fixtures import tiny_config
 
-from busassist.training.distill import TEACHER_SEED_STRIDE, soft_targets, teacher_configs
-from busassist.training.trainer import check_config, train
+from busassist.training.distill import OUT_OF_FOLD, TEACHER_SEED_STRIDE, soft_targets, teacher_configs
+from busassist.training.trainer import check_config, load_data, teacher_scoring, train
 
 
 def test_soft_targets_blend_labels_with_the_teachers_and_leave_normal_images_out() -> None:
@@ -38,6 +38,8 @@ def test_teachers_are_the_students_recipe_with_their_own_seeds(tmp_path: Path) -
         ({"teachers": 2, "distill": 1.5}, "--distill"),
         ({"teachers": 2, "distill": float("nan")}, "--distill"),
         ({"teachers": 2, "task": "single-sgm"}, "single-sgm"),
+        ({"teachers": 1, "teacher_data": OUT_OF_FOLD}, "at least 2 teachers"),
+        ({"teachers": 2, "teacher_data": "half"}, "--teacher-data"),
     ],
 )
 def test_impossible_distillation_settings_are_refused_before_training(
@@ -74,3 +76,34 @@ def test_a_distilled_student_trains_its_teachers_and_moves_only_with_their_weigh
     assert [t["sha256"] for t in recorded] == [
         t["sha256"] for t in json.loads((zero / "config.json").read_text())["teachers"]
     ]
+
+
+@pytest.mark.parametrize("folds", [0, 4])
+def test_teachers_train_inside_the_students_training_split(shared_dir: Path, tmp_path: Path, folds: int) -> None:
+    """No teacher sees the student's validation or test images (a K-fold teacher's partition once
+    followed its own seed); out of fold, teacher k leaves out exactly the part whose targets it gives."""
+    busi = shared_dir / "data" / "busi"
+    student = tiny_config(busi, tmp_path / "s", tmp_path / "cache", teachers=3, teacher_data=OUT_OF_FOLD, folds=folds)
+    _, split, _, cases = load_data(student)
+    scoring = teacher_scoring(student, cases, split)
+    assert sorted(i for part in scoring for i in part) == sorted(split.train)  # disjoint, covering
+    assert all(part for part in scoring)
+    for teacher, scored in zip(teacher_configs(student), scoring):
+        _, teacher_split, _, _ = load_data(teacher)
+        assert (teacher_split.val, teacher_split.test) == (split.val, split.test)
+        assert sorted(teacher_split.train + scored) == sorted(split.train)
+    whole = replace(student, teacher_data="all")
+    assert teacher_scoring(whole, cases, split) == [split.train] * 3
+    assert all(load_data(teacher)[1] == split for teacher in teacher_configs(whole))
+
+
+def test_an_out_of_fold_student_trains_on_its_teachers_held_out_scores(shared_dir: Path, tmp_path: Path) -> None:
+    busi, cache = shared_dir / "data" / "busi", tmp_path / "cache"
+    settings = dict(image_size=32, limit=24, teachers=2, distill=0.5)
+    whole = train(tiny_config(busi, tmp_path / "whole", cache, **settings))
+    held_out = train(tiny_config(busi, tmp_path / "oof", cache, teacher_data=OUT_OF_FOLD, **settings))
+    teachers = [Path(t["run"]) for t in json.loads((held_out / "config.json").read_text())["teachers"]]
+    trained = [set(json.loads((run / "split.json").read_text())["train"]) for run in teachers]
+    student_train = set(json.loads((held_out / "split.json").read_text())["train"])
+    assert trained[0] | trained[1] == student_train and trained[0] & trained[1] == set()  # two halves
+    assert any(not torch.equal(tensor, _weights(whole)[name]) for name, tensor in _weights(held_out).items())

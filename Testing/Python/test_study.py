@@ -21,7 +21,17 @@ def write(path: Path, text: str) -> Path:
 
 def test_the_builtin_specs_load_and_describe_the_papers_experiments() -> None:
     names = sorted(path.stem for path in SPEC_DIR.glob("*.toml"))
-    assert names == ["ablation", "cv", "distill", "grid", "keep-rule", "pinned-seeds", "seed-spread", "sweep-wp"]
+    assert names == [
+        "ablation",
+        "cv",
+        "distill",
+        "distill-out-of-fold",
+        "grid",
+        "keep-rule",
+        "pinned-seeds",
+        "seed-spread",
+        "sweep-wp",
+    ]
     sweep = load_spec(resolve_spec("sweep-wp"))
     assert sweep.folds == 4 and len(sweep.variants()) == 14
     assert sweep.variants()[0] == ("w_p-3", {"task": "single-clf", "w_p": 3.0})  # the reference first
@@ -63,7 +73,9 @@ def test_a_bad_spec_is_one_line_naming_the_file(tmp_path: Path, text: str, reaso
 
 
 def test_an_unknown_spec_name_lists_the_builtin_ones() -> None:
-    with pytest.raises(SpecError, match="cv, distill, grid, keep-rule, pinned-seeds, seed-spread, sweep-wp"):
+    with pytest.raises(
+        SpecError, match="cv, distill, distill-out-of-fold, grid, keep-rule, pinned-seeds, seed-spread, sweep-wp"
+    ):
         resolve_spec("no-such-study")
 
 
@@ -71,7 +83,7 @@ def test_study_run_help_names_every_builtin_spec(capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit):
         main(["study", "run", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    assert "cv, distill, grid, keep-rule, pinned-seeds, seed-spread, sweep-wp" in help_text
+    assert "cv, distill, distill-out-of-fold, grid, keep-rule, pinned-seeds, seed-spread, sweep-wp" in help_text
 
 
 @pytest.fixture(scope="module")

@@ -135,8 +135,12 @@ def _unit_class(cases: list[BusiCase], unit: list[int]) -> str:
 def split_seed(settings: dict) -> int:
     """The seed that draws a training's split: the fixed 70/15/15 split always uses ``SPLIT_SEED``; only a
     K-fold run's folds follow its training seed. ``settings``: a run's training settings (``seed``, ``folds``).
-    (Exports before 2026-12-01 wrote the training seed either way.)"""
-    return int(settings["seed"]) if settings.get("folds") else SPLIT_SEED
+    (Exports before 2026-12-01 wrote the training seed either way.) A K-fold student's teachers carry the
+    student's as ``partition_seed``, so that they train inside its training split, never on its test part."""
+    if not settings.get("folds"):
+        return SPLIT_SEED
+    partition = settings.get("partition_seed")
+    return int(settings["seed"] if partition is None else partition)
 
 
 def stratified_group_split(

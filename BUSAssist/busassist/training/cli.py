@@ -31,6 +31,15 @@ DATA_VARIABLE = "BUSASSIST_DATA"
 PRETRAINED_VARIABLE = "BUSASSIST_PRETRAINED"
 
 
+class WholeNamesHelpFormatter(argparse.HelpFormatter):
+    """argparse's help, wrapped only at spaces: a study name such as ``pinned-seeds`` is never cut at its hyphen."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def _from_environment(variable: str) -> Path | None:
     value = os.environ.get(variable, "").strip()
     return Path(value) if value else None
@@ -427,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         parents=[training_options(preset_default=None)],
         help="train every variant x replicate of SPEC (resumable)",
+        formatter_class=WholeNamesHelpFormatter,
     )
     from busassist.training.study import builtin_specs  # the parser already loads the trainer
 

@@ -45,7 +45,9 @@ from busassist.training.trainer import TrainConfig
 #: Metrics summarised per variant (columns of folds.csv; a single-task variant lacks some).
 SUMMARISED = ("acc", "sen", "spe", "auc", "dice", "iou", "lesion_found", "normal_no_lesion")
 #: Settings a spec may not override: where things are, and what the replicates decide.
-NOT_OVERRIDABLE = ("data_root", "out_dir", "cache_dir", "folds", "fold", "extra")
+NOT_OVERRIDABLE = (
+    "data_root", "out_dir", "cache_dir", "folds", "fold", "extra", "partition_seed", "leave_out", "leave_out_of",
+)  # fmt: skip
 #: Built-in specs shipped with the package (the paper's four experiments and the seed-spread check).
 SPEC_DIR = Path(__file__).with_name("studies")
 

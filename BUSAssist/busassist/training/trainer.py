@@ -42,7 +42,14 @@ from busassist.training.busi import (
     split_seed,
     stratified_group_split,
 )
-from busassist.training.distill import soft_targets, teacher_probabilities, train_teachers
+from busassist.training.distill import (
+    ALL_TRAINING,
+    OUT_OF_FOLD,
+    TEACHER_DATA,
+    soft_targets,
+    teacher_probabilities,
+    train_teachers,
+)
 from busassist.training.losses import DICE_LOSSES, deep_supervision_loss, multitask_loss
 from busassist.training.metrics import auc, classification_metrics, dice_iou
 from busassist.training.model import EMTNet, Task, strip_training_heads
@@ -120,6 +127,13 @@ class TrainConfig:
     distill: float = setting(
         0.5, section="loss", help="weight of the teachers' mean probability in the classification target (0..1)"
     )
+    teacher_data: str = setting(
+        ALL_TRAINING,
+        section="loss",
+        help="all: every teacher trains on the whole training split (and scores images it has seen); "
+        "out-of-fold: teacher k of N leaves part k out and gives the targets of that part only",
+        choices=list(TEACHER_DATA),
+    )
     batch_size: int = setting(16, section="optimiser", help="images per step")
     learning_rate: float = setting(3e-4, section="optimiser", help="Adam learning rate", flag="--lr")
     weight_decay: float = setting(1e-4, section="optimiser", help="Adam weight decay")
@@ -145,6 +159,9 @@ class TrainConfig:
     seed: int = setting(42, section="schedule", help="training seed (and the K-fold partition's)")
     folds: int = 0  # K of a K-fold cross-validation; 0 = the fixed 70/15/15 split (set by studies)
     fold: int = 0  # which fold this run trains when folds > 0
+    partition_seed: int | None = None  # draws the K-fold partition instead of seed (a K-fold student's teachers)
+    leave_out: int = 0  # an out-of-fold teacher: part leave_out (1-based) of leave_out_of is not trained on
+    leave_out_of: int = 0
     limit: int | None = setting(None, section="data", help="use only N cases (smoke tests)", type=int)
     extra_train: list[str] = setting(
         section="data",
@@ -203,8 +220,28 @@ def load_data(config: TrainConfig) -> tuple[PreparedData, Split, str, list]:
         extra = discover(Path(folder), key_prefix=f"extra{number}:", require_all_classes=False)
         split.train = split.train + list(range(len(cases), len(cases) + len(extra)))
         cases = cases + extra
+    if config.leave_out:
+        left_out = set(training_parts(cases, groups, split.train, config.leave_out_of, seed)[config.leave_out - 1])
+        split.train = [index for index in split.train if index not in left_out]
     data = prepare_cached(cases, Path(config.cache_dir), config.image_size)
     return data, split, data_fingerprint(cases), cases
+
+
+def training_parts(cases: list, groups: list[list[str]], train: list[int], parts: int, seed: int) -> list[list[int]]:
+    """The training split cut into ``parts`` stratified parts, near-duplicate groups whole (out-of-fold teachers).
+
+    Drawn with the split's own seed, so a student and each of its teachers cut the same parts.
+    """
+    cut = stratified_group_split([cases[i] for i in train], groups, fractions=(1.0 / parts,) * parts, seed=seed)
+    return [sorted(train[j] for j in part) for part in cut]
+
+
+def teacher_scoring(config: TrainConfig, cases: list, split: Split) -> list[list[int]]:
+    """The training images each teacher scores: all of them, or out-of-fold the part it did not train on."""
+    if config.teacher_data == ALL_TRAINING:
+        return [list(split.train)] * config.teachers
+    groups = near_duplicate_groups(Path(config.data_root) / "near_duplicates.json")
+    return training_parts(cases, groups, split.train, config.teachers, split_seed(asdict(config)))
 
 
 def kfold_split(cases: list, groups: list[list[str]], folds: int, fold: int, seed: int) -> Split:
@@ -389,6 +426,12 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(f"--distill must be between 0 and 1, not {config.distill:g}")
     if config.teachers > 0 and Task(config.task) is Task.SEGMENTATION:
         raise ValueError("--teachers distils the classifier; single-sgm has none")
+    if config.teacher_data not in TEACHER_DATA:
+        raise ValueError(f"--teacher-data {config.teacher_data!r}: choose one of {', '.join(TEACHER_DATA)}")
+    if config.teacher_data == OUT_OF_FOLD and config.teachers == 1:
+        raise ValueError("--teacher-data out-of-fold needs at least 2 teachers (each leaves out 1/N)")
+    if not 0 <= config.leave_out <= config.leave_out_of:
+        raise ValueError(f"leave_out {config.leave_out} outside 1..{config.leave_out_of}")
 
 
 def train(config: TrainConfig, resume: bool = True) -> Path:
@@ -401,11 +444,12 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     if device.type == "cpu":
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
-    data, split, fingerprint, _ = load_data(config)
+    data, split, fingerprint, cases = load_data(config)
     write_split(out, data, split)
     class_targets = None
     if teacher_runs:
-        teacher_mean = teacher_probabilities(teacher_runs, data, split.train, device)
+        scoring = teacher_scoring(config, cases, split)
+        teacher_mean = teacher_probabilities(teacher_runs, data, split.train, scoring, device)
         class_targets = soft_targets(data.labels, split.train, teacher_mean, config.distill)
     task = Task(config.task)
     network = build_network(config).to(device).to(memory_format=torch.channels_last)
