@@ -40,6 +40,8 @@ def test_teachers_are_the_students_recipe_with_their_own_seeds(tmp_path: Path) -
         ({"teachers": 2, "task": "single-sgm"}, "single-sgm"),
         ({"teachers": 1, "teacher_data": OUT_OF_FOLD}, "at least 2 teachers"),
         ({"teachers": 2, "teacher_data": "half"}, "--teacher-data"),
+        ({"leave_out": 1, "leave_out_of": 1}, "N >= 2"),
+        ({"leave_out": 0, "leave_out_of": 3}, "needs 1 <= part"),
     ],
 )
 def test_impossible_distillation_settings_are_refused_before_training(
@@ -107,3 +109,20 @@ def test_an_out_of_fold_student_trains_on_its_teachers_held_out_scores(shared_di
     student_train = set(json.loads((held_out / "split.json").read_text())["train"])
     assert trained[0] | trained[1] == student_train and trained[0] & trained[1] == set()  # two halves
     assert any(not torch.equal(tensor, _weights(whole)[name]) for name, tensor in _weights(held_out).items())
+
+
+def test_a_run_folder_is_not_resumed_on_other_images(shared_dir: Path, tmp_path: Path) -> None:
+    """Whole-split teachers resumed as out-of-fold ones would score images they trained on: refused in one
+    line; ``resume=False`` (``fit --restart``) retrains the whole chain instead."""
+    busi, cache = shared_dir / "data" / "busi", tmp_path / "cache"
+    whole = tiny_config(busi, tmp_path / "s", cache, image_size=32, limit=24, teachers=2, epochs=1)
+    train(whole)
+    held_out = replace(whole, teacher_data=OUT_OF_FOLD)
+    with pytest.raises(ValueError, match=r"teacher-1: was trained on other images \(leave_out, leave_out_of"):
+        train(held_out)
+    with pytest.raises(ValueError, match="limit differ"):
+        train(replace(whole, limit=30))
+    train(replace(whole, epochs=2))  # the same images: resumed
+    train(held_out, resume=False)
+    trained = json.loads((tmp_path / "s" / "teachers" / "teacher-1" / "split.json").read_text())["train"]
+    assert len(trained) < len(json.loads((tmp_path / "s" / "split.json").read_text())["train"])

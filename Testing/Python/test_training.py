@@ -405,6 +405,7 @@ def test_flip_average_of_a_mirrored_image_equals_the_plain_result(busi: Path, tm
         {"dice": "image", "deep_supervision": 0.5},
         {"dice": "image", "false_lesion": 0.05},
         {"keep": "ema", "ema_decay": 0.98},
+        {"teachers": 3, "distill": 0.25, "teacher_data": "out-of-fold"},
     ],
 )
 def test_fit_command_on_the_card_rebuilds_the_same_config(

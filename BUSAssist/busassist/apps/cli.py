@@ -94,8 +94,8 @@ def _run_batch(args: argparse.Namespace, analyzer, formats: tuple[str, ...]):
         keep_identifiers=args.keep_identifiers,
         max_pixels=args.max_pixels,
         dask=args.dask,
-        # worker processes on this machine (--workers, --dask local:N) run what "auto" chose here (checked
-        # once, said once); a remote cluster's nodes are other machines, so they check "auto" themselves
+        # worker processes on this machine (--workers, --dask local:N) run the runtime that answers here (with
+        # --backend auto: checked once, said once); a remote cluster's nodes are other machines and decide themselves
         backend=args.backend if args.dask and not args.dask.startswith("local:") else analyzer.backend,
     )
 

@@ -253,7 +253,9 @@ def _median_ms(network, image: np.ndarray) -> float:
     return float(np.median(times)) * 1000
 
 
-def open_network(model_path: Path, backend: str = AUTO, threads: Optional[int] = None, sha256: Optional[str] = None):
+def open_network(
+    model_path: Path, backend: str = DEFAULT_BACKEND, threads: Optional[int] = None, sha256: Optional[str] = None
+):
     """The model on ``backend``; ``auto``: the faster of the two runtimes that answer alike, on this machine.
 
     ``auto`` takes OpenVINO only when it is installed, answers like onnxruntime on the probe, and runs

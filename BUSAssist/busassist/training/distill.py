@@ -10,8 +10,9 @@ seeds derived from the student's, kept inside the student's run folder, so that 
 (or one study replicate) reproduces the whole chain from one seed. They see only the student's
 training split; their probabilities are computed once, on the cached (unaugmented) training images.
 Trained on the whole split (``all``), a teacher scores images it has learnt and mostly repeats their
-labels; out of fold (``out-of-fold``), teacher k of N leaves part k out and gives that part's targets,
-an ensemble's judgement on images it has not seen, at the price of 1/N less data per teacher.
+labels; out of fold (``out-of-fold``), teacher k of N leaves part k out and alone gives that part's
+targets: one teacher's judgement on images it has not seen (the N teachers together cover the split),
+at the price of 1/N less data per teacher.
 Augmentation moves pixels, not the class, so one soft target per image serves every augmented copy.
 """
 
@@ -61,18 +62,22 @@ def teacher_configs(config: TrainConfig) -> list[TrainConfig]:
     ]
 
 
-def train_teachers(config: TrainConfig) -> list[Path]:
-    """Train (or resume; finished ones are only reloaded) the student's teachers, one after another."""
+def train_teachers(config: TrainConfig, resume: bool = True) -> list[Path]:
+    """Train (or resume; finished ones are only reloaded) the student's teachers, one after another.
+
+    ``resume=False`` (``fit --restart``) retrains them too: a restart means the whole chain.
+    """
     from busassist.training.trainer import train
 
-    return [train(teacher) for teacher in teacher_configs(config)]
+    return [train(teacher, resume) for teacher in teacher_configs(config)]
 
 
 def teacher_probabilities(
     runs: list[Path], data: PreparedData, indices: list[int], scoring: list[list[int]], device: torch.device
 ) -> np.ndarray:
-    """Mean malignancy probability on ``indices`` of the teachers that score each image (``scoring[k]``:
-    the images teacher k scores with its kept weights, ``best.pt``; every index scored at least once).
+    """Malignancy probability on ``indices``, averaged over the teachers that score each image (``scoring[k]``:
+    the images teacher k scores with its kept weights, ``best.pt``; every index scored at least once): all
+    N teachers per image for whole-split teachers, the one that left it out for out-of-fold ones.
 
     Building each teacher's network draws a random initialisation (overwritten at once by its
     weights); that runs inside a forked RNG, because the student seeds itself before this call and its

@@ -380,6 +380,10 @@ def fit_command(config: dict) -> str:
         options.append(f"--keep {config['keep']}")
         if config["keep"] == "ema":
             options.append(f"--ema-decay {config.get('ema_decay', 0.995):g}")
+    if config.get("teachers"):  # a distilled student: its teachers are trained by the same command
+        options.append(f"--teachers {config['teachers']} --distill {config.get('distill', 0.5):g}")
+        if config.get("teacher_data", "all") != "all":
+            options.append(f"--teacher-data {config['teacher_data']}")
     if config.get("init_from"):  # a fine-tune: the command of the run it started from comes first
         options.append(f"--init-from {config['init_from']}")
     options += [f"--extra-train {folder}" for folder in config.get("extra_train") or []]

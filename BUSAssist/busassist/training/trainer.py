@@ -233,6 +233,8 @@ def training_parts(cases: list, groups: list[list[str]], train: list[int], parts
     Drawn with the split's own seed, so a student and each of its teachers cut the same parts.
     """
     cut = stratified_group_split([cases[i] for i in train], groups, fractions=(1.0 / parts,) * parts, seed=seed)
+    if not all(cut):
+        raise ValueError(f"the training split ({len(train)} images) is too small to cut into {parts} parts")
     return [sorted(train[j] for j in part) for part in cut]
 
 
@@ -430,8 +432,34 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(f"--teacher-data {config.teacher_data!r}: choose one of {', '.join(TEACHER_DATA)}")
     if config.teacher_data == OUT_OF_FOLD and config.teachers == 1:
         raise ValueError("--teacher-data out-of-fold needs at least 2 teachers (each leaves out 1/N)")
-    if not 0 <= config.leave_out <= config.leave_out_of:
-        raise ValueError(f"leave_out {config.leave_out} outside 1..{config.leave_out_of}")
+    if (config.leave_out or config.leave_out_of) and not (1 <= config.leave_out <= config.leave_out_of >= 2):
+        raise ValueError(f"leave-out part {config.leave_out} of {config.leave_out_of}: needs 1 <= part <= N, N >= 2")
+
+
+#: Settings that decide which images a run trains on: a run folder is resumed only with the same ones.
+SPLIT_SETTINGS = ("folds", "fold", "partition_seed", "leave_out", "leave_out_of", "limit", "extra_train")
+
+
+def check_same_split(out: Path, config: TrainConfig) -> None:
+    """Refuse to resume ``out`` under settings that select other training images than it was trained on.
+
+    Resuming silently would mix two data sets in one model, and for a teacher it could mean scoring
+    images it trained on (a whole-split teacher resumed as an out-of-fold one).
+    """
+    recorded = out / "config.json"
+    if not (out / "last.pt").exists() or not recorded.exists():
+        return
+    saved = json.loads(recorded.read_text()).get("config", {})
+    defaults = {name: spec.default for name, spec in TrainConfig.__dataclass_fields__.items()}
+    defaults["extra_train"] = []
+    wanted = asdict(config)
+    changed = [name for name in SPLIT_SETTINGS if saved.get(name, defaults[name]) != wanted[name]]
+    if split_seed({**defaults, **saved}) != split_seed(wanted):
+        changed.append("seed (it draws the folds)")
+    if changed:
+        raise ValueError(
+            f"{out}: was trained on other images ({', '.join(changed)} differ); pass --restart or choose another --out"
+        )
 
 
 def train(config: TrainConfig, resume: bool = True) -> Path:
@@ -439,7 +467,9 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     check_config(config)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    teacher_runs = train_teachers(config) if config.teachers > 0 else []  # each seeds itself: before ours
+    if resume:
+        check_same_split(out, config)
+    teacher_runs = train_teachers(config, resume) if config.teachers > 0 else []  # each seeds itself: before ours
     device = resolve_device(config.device)
     if device.type == "cpu":
         torch.set_num_threads(config.threads)
