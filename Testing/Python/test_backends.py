@@ -165,8 +165,9 @@ def test_auto_falls_back_when_the_candidate_cannot_load(monkeypatch: pytest.Monk
 def test_every_face_runs_the_reference_runtime_unless_asked(openvino_tries: list[Path]) -> None:
     """Where ``auto`` would take OpenVINO (installed, faster), no face reaches it without being asked.
 
-    ``auto`` decides by timing, so two runs on a loaded machine could differ in a score's sixth digit
-    (a Dask run against a one-process run did, in CI). The default is the runtime the card was measured on.
+    ``auto`` decides by timing, so two runs on a loaded machine can run different runtimes, whose answers
+    may be one float32 unit apart: enough to print a score differently at a rounding boundary (a Dask run
+    against a one-process run did, in CI). The default is the runtime the card was measured on.
     """
     from busassist.apps.cli import build_parser
     from busassist.review.session import DesktopSession
