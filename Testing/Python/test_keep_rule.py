@@ -45,6 +45,27 @@ def test_ema_keeps_an_average_not_the_last_weights(shared_dir: Path, tmp_path: P
     assert json.loads((tmp_path / "ema" / "config.json").read_text())["config"]["keep"] == "ema"
 
 
+def test_the_kept_average_carries_the_batch_norm_statistics_of_its_own_weights(
+    shared_dir: Path, tmp_path: Path
+) -> None:
+    """Averaged statistics belong to no network (on the full preset they killed the mask head): the kept
+    average's must be what its own weights give on the training images, recomputed, not averaged."""
+    from busassist.training.trainer import _fit_batch_norm, load_best, load_data
+
+    busi = shared_dir / "data" / "busi"
+    config = tiny_config(busi, tmp_path / "ema", tmp_path / "cache", epochs=2, keep="ema", ema_decay=0.5)
+    train(config)
+    network = load_best(tmp_path / "ema")
+    stored = {name: buffer.clone() for name, buffer in network.named_buffers() if "running" in name}
+    data, split, _, _ = load_data(config)
+    _fit_batch_norm(network, data, split.train, torch.device("cpu"))
+    for name, buffer in network.named_buffers():
+        if name in stored:
+            torch.testing.assert_close(buffer, stored[name], rtol=1e-3, atol=1e-4, msg=name)  # summation order only
+    last = torch.load(tmp_path / "ema" / "last.pt", map_location="cpu", weights_only=False)["model"]
+    assert any(not torch.equal(stored[name], last[name]) for name in stored), "the last step's statistics, not its own"
+
+
 @pytest.mark.parametrize(("field", "value", "reason"), [("keep", "lucky", "--keep"), ("ema_decay", 1.0, "--ema-decay")])
 def test_bad_rules_are_refused_before_any_data_is_read(tmp_path: Path, field: str, value: object, reason: str) -> None:
     config = tiny_config(tmp_path / "no-data", tmp_path, tmp_path / "cache", **{field: value})
