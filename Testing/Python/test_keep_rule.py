@@ -27,6 +27,18 @@ def test_final_and_ema_keep_the_last_epoch_and_never_stop_early(shared_dir: Path
         assert len(history) == 1 + 3
 
 
+def test_every_rule_walks_the_same_trajectory(shared_dir: Path, tmp_path: Path) -> None:
+    """Which weights a run keeps must not change how it trains (the keep-rule study pairs rules on one
+    trajectory): the averaged model's batch-norm pass draws dropout numbers, so it runs in a forked RNG."""
+    busi = shared_dir / "data" / "busi"
+    last = {}
+    for rule in ("final", "ema"):
+        train(tiny_config(busi, tmp_path / rule, tmp_path / "cache", epochs=3, keep=rule))
+        last[rule] = torch.load(tmp_path / rule / "last.pt", map_location="cpu", weights_only=False)["model"]
+    for name, tensor in last["final"].items():
+        assert torch.equal(tensor, last["ema"][name]), name
+
+
 def test_ema_keeps_an_average_not_the_last_weights(shared_dir: Path, tmp_path: Path) -> None:
     busi = shared_dir / "data" / "busi"
     config = tiny_config(busi, tmp_path / "ema", tmp_path / "cache", epochs=2, keep="ema", ema_decay=0.5)

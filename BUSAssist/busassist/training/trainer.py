@@ -653,7 +653,9 @@ def _fit_batch_norm(model: EMTNet, data: PreparedData, indices: list[int], devic
     """Set ``model``'s batch-norm statistics to those of its own activations on the training images.
 
     One pass, unaugmented, in a fixed order and batches of the training size (``swa_utils.update_bn``:
-    a cumulative mean over the batches), so the statistics are as reproducible as the weights.
+    a cumulative mean over the batches), so the statistics are as reproducible as the weights. It runs
+    in training mode, where dropout draws random numbers: inside a forked RNG, so that the trained
+    network's own trajectory is the same whichever weights the run keeps.
     """
     from torch.optim.swa_utils import update_bn
 
@@ -663,7 +665,7 @@ def _fit_batch_norm(model: EMTNet, data: PreparedData, indices: list[int], devic
         ).contiguous(memory_format=torch.channels_last)
         for start in range(0, len(indices), 16)
     )
-    with torch.no_grad():
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         update_bn(batches, model, device)
 
 
