@@ -348,6 +348,13 @@ def build_network(config: TrainConfig) -> EMTNet:
     return network
 
 
+def network_batches(data: PreparedData, indices: list[int], device: torch.device, batch_size: int):
+    """The cached images of ``indices`` as unaugmented network input, ``batch_size`` at a time, in order."""
+    for start in range(0, len(indices), batch_size):
+        images = torch.from_numpy(data.images[indices[start : start + batch_size]]).float().unsqueeze(1).to(device)
+        yield to_network_input(images).contiguous(memory_format=torch.channels_last)
+
+
 @torch.no_grad()
 def predict(
     network: EMTNet, data: PreparedData, indices: list[int], device: torch.device, batch_size: int = 32
@@ -355,10 +362,7 @@ def predict(
     """Malignancy probabilities and network-grid mask probabilities (None for a missing head)."""
     network.eval()
     probabilities, masks = [], []
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start : start + batch_size]
-        images = torch.from_numpy(data.images[chunk]).float().unsqueeze(1).to(device)
-        images = to_network_input(images).contiguous(memory_format=torch.channels_last)
+    for images in network_batches(data, indices, device, batch_size):
         out = network(images)
         if out.class_logit is not None:
             probabilities.append(torch.sigmoid(out.class_logit.float()).reshape(-1).cpu().numpy())
@@ -659,14 +663,8 @@ def _fit_batch_norm(model: EMTNet, data: PreparedData, indices: list[int], devic
     """
     from torch.optim.swa_utils import update_bn
 
-    batches = (
-        to_network_input(
-            torch.from_numpy(data.images[indices[start : start + 16]]).float().unsqueeze(1).to(device)
-        ).contiguous(memory_format=torch.channels_last)
-        for start in range(0, len(indices), 16)
-    )
     with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        update_bn(batches, model, device)
+        update_bn(network_batches(data, indices, device, 16), model, device)
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
