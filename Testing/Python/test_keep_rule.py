@@ -85,33 +85,40 @@ def test_bad_rules_are_refused_before_any_data_is_read(tmp_path: Path, field: st
         check_config(config)
 
 
+@pytest.mark.parametrize("twin_rule", ["final", "ema"])
 def test_a_keep_rule_study_trains_each_seed_once_and_reads_the_best_epoch_from_it(
-    shared_dir: Path, tmp_path: Path
+    shared_dir: Path, tmp_path: Path, twin_rule: str
 ) -> None:
-    """best vs final walk one trajectory: the study's best variant must equal a real keep=best training."""
+    """best vs final (or ema) walk one trajectory: the study's best variant must equal a real keep=best
+    training, weights, kept epoch, validation history and test figures alike."""
+    import csv
+
     from busassist.training.study import load_spec, run_study
 
     busi = shared_dir / "data" / "busi"
     spec = tmp_path / "keep.toml"
-    spec.write_text('name = "keep"\nseeds = [5]\nreference = { keep = "best" }\n[vary]\nkeep = ["best", "final"]\n')
-    base = tiny_config(busi, tmp_path / "out", tmp_path / "cache", epochs=3, patience=3)
+    spec.write_text(
+        f'name = "keep"\nseeds = [5]\nreference = {{ keep = "best" }}\n[vary]\nkeep = ["best", "{twin_rule}"]\n'
+    )
+    base = tiny_config(busi, tmp_path / "out", tmp_path / "cache", epochs=3, patience=3, ema_decay=0.5)
     rows = run_study(load_spec(spec), base, tmp_path / "out")
-    derived, final = tmp_path / "out" / "keep-best" / "seed-5", tmp_path / "out" / "keep-final" / "seed-5"
+    derived, twin = tmp_path / "out" / "keep-best" / "seed-5", tmp_path / "out" / f"keep-{twin_rule}" / "seed-5"
     assert not (derived / "last.pt").exists(), "the best-epoch variant was trained a second time"
-    assert (final / "last.pt").exists() and kept(final)["epoch"] == 3
+    assert (twin / "last.pt").exists() and kept(twin)["epoch"] == 3
     assert json.loads((derived / "config.json").read_text())["config"]["keep"] == "best"
-    assert [row["variant"] for row in rows] == ["keep-best", "keep-final"]
+    assert [row["variant"] for row in rows] == ["keep-best", f"keep-{twin_rule}"]
 
-    import csv
-
-    with (final / "history.csv").open(newline="") as handle:
-        scores = [float(row["val_score"]) for row in csv.DictReader(handle)]
-    assert kept(derived)["epoch"] == scores.index(max(scores)) + 1, "not the best validation epoch's weights"
     real = tmp_path / "real-best"
     train(replace(base, out_dir=str(real), seed=5, keep="best"))
     assert kept(derived)["epoch"] == kept(real)["epoch"]
     for name, tensor in kept(real)["model"].items():
         assert torch.equal(kept(derived)["model"][name], tensor), f"{name}: the two rules did not share a trajectory"
+
+    def validation(run: Path) -> list[dict]:
+        with (run / "history.csv").open(newline="") as handle:
+            return [{k: v for k, v in row.items() if k.startswith("val_")} for row in csv.DictReader(handle)]
+
+    assert validation(derived) == validation(real), "the derived history is not the trained network's"
     assert json.loads((derived / "metrics.json").read_text())["acc"] == rows[0]["acc"]
 
 

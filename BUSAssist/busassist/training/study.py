@@ -216,16 +216,30 @@ def run_study(spec: StudySpec, base: TrainConfig, out: Path) -> list[dict]:
 def trajectory_twin(spec: StudySpec, base: TrainConfig, overrides: dict) -> str | None:
     """The variant whose trainings this ``keep = "best"`` variant can be read from, or None.
 
-    ``keep = "best"`` and ``keep = "final"`` with otherwise equal settings walk the same trajectory
-    when the best-epoch rule never stops early (patience >= epochs): the trainer then keeps both
-    checkpoints in the "final" run (``best.pt`` and ``best_validation.pt``), and a keep-rule study
-    costs one training per replicate instead of two.
+    ``keep = "best"``, ``"final"`` and ``"ema"`` with otherwise equal settings walk the same trajectory
+    when the best-epoch rule never stops early (patience >= epochs): the trainer then also keeps the
+    trained network's best validation epoch in the "final" or "ema" run (``best_validation.pt``), and
+    a keep-rule study costs one training per replicate instead of two. A "final" twin is preferred.
     """
     config = replace(base, **overrides)
     if config.keep != "best" or config.patience < config.epochs:
         return None
-    wanted = {**overrides, "keep": "final"}
-    return next((name for name, other in spec.variants() if other == wanted), None)
+    variants = spec.variants()
+    for rule in ("final", "ema"):
+        wanted = {**overrides, "keep": rule}
+        twin = next((name for name, other in variants if other == wanted), None)
+        if twin is not None:
+            return twin
+    return None
+
+
+def trained_network_row(row: dict, prefix: str) -> dict:
+    """A history row as a keep=best run would have written it: an averaged run's ``val_*`` columns
+    describe the average, its ``prefix``ed ones the trained network, which is what the best rule sees."""
+    if not any(key.startswith(prefix) for key in row):
+        return dict(row)
+    own = {key: value for key, value in row.items() if not key.startswith(("val_", prefix))}
+    return {**own, **{"val_" + key[len(prefix) :]: value for key, value in row.items() if key.startswith(prefix)}}
 
 
 def derive_best_validation(twin_run: Path, config: TrainConfig) -> dict:
@@ -240,7 +254,7 @@ def derive_best_validation(twin_run: Path, config: TrainConfig) -> dict:
     import torch
 
     from busassist.training.experiments import test_metrics, train_and_score
-    from busassist.training.trainer import BEST_VALIDATION_CHECKPOINT
+    from busassist.training.trainer import BEST_VALIDATION_CHECKPOINT, TRAINED_PREFIX
 
     run = Path(config.out_dir)
     done = run / "metrics.json"
@@ -252,14 +266,19 @@ def derive_best_validation(twin_run: Path, config: TrainConfig) -> dict:
     if not source.exists():
         raise SpecError(f"{twin_run}: no {BEST_VALIDATION_CHECKPOINT} (trained before the trainer kept it); retrain it")
     with (Path(twin_run) / "history.csv").open(newline="") as handle:
-        scores = [float(row["val_score"]) for row in csv.DictReader(handle)]
+        history = [trained_network_row(row, TRAINED_PREFIX) for row in csv.DictReader(handle)]
+    scores = [float(row["val_score"]) for row in history]
     first_best = int(np.argmax(scores)) + 1  # the epoch the best rule keeps: the first of equal best scores
     kept_epoch = torch.load(source, map_location="cpu", weights_only=False)["epoch"]
     if kept_epoch != first_best:
         raise SpecError(f"{source}: holds epoch {kept_epoch}, the best validation epoch is {first_best}; retrain it")
     run.mkdir(parents=True, exist_ok=True)
-    for name in ("split.json", "history.csv"):
-        shutil.copy2(Path(twin_run) / name, run / name)
+    shutil.copy2(Path(twin_run) / "split.json", run / "split.json")
+    # the trained network's validation, as a keep=best run writes it
+    with (run / "history.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
     meta = json.loads((Path(twin_run) / "config.json").read_text())
     meta["config"] = asdict(config)
     meta["derived_from"] = f"{twin_run} ({BEST_VALIDATION_CHECKPOINT}: the same trajectory, best validation epoch)"

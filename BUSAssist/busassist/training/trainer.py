@@ -408,6 +408,8 @@ def selection_score(task: Task, scores: dict[str, float]) -> float:
 KEEP_RULES = ("best", "final", "ema")
 #: The best-validation epoch's weights, also kept by a ``--keep final`` run.
 BEST_VALIDATION_CHECKPOINT = "best_validation.pt"
+# history.csv columns of an averaged (keep = "ema") run that describe the trained network, not the average
+TRAINED_PREFIX = "trained_val_"
 
 
 def check_config(config: TrainConfig) -> None:
@@ -501,7 +503,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     generator = torch.Generator().manual_seed(config.seed)
     average = _moving_average(network, config.ema_decay) if config.keep == "ema" else None
     state = {"epoch": 0, "best_score": float("-inf"), "best_epoch": -1, "history": [], "seconds": 0.0}
-    if config.keep == "final":  # what the best-epoch rule would keep, tracked from the first epoch
+    if config.keep in ("final", "ema"):  # what the best-epoch rule would keep, tracked from the first epoch
         state.update(validation_best_score=float("-inf"), validation_best_epoch=-1)
     last = out / "last.pt"
     if resume and last.exists():
@@ -587,6 +589,10 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         probabilities, mask_probabilities = predict(kept, data, split.val, device)
         scores = validation_scores(data, split.val, probabilities, mask_probabilities)
         score = selection_score(task, scores)
+        trained_scores, trained_score = scores, score  # the trained network's own, which the best-epoch rule sees
+        if average is not None:  # evaluation only (no random numbers): the trajectory is unchanged
+            trained_scores = validation_scores(data, split.val, *predict(network, data, split.val, device))
+            trained_score = selection_score(task, trained_scores)
         if config.schedule == "plateau":
             scheduler.step(score)
         else:
@@ -605,6 +611,13 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
             "seconds": seconds,
             "lr": optimiser.param_groups[0]["lr"],
             **{f"val_{k}": v for k, v in scores.items()},
+            # an averaged run also records the trained network it averages, under TRAINED_PREFIX
+            **(
+                {f"{TRAINED_PREFIX}score": trained_score}
+                | {f"{TRAINED_PREFIX}{k}": v for k, v in trained_scores.items()}
+                if average is not None
+                else {}
+            ),
         }
         state["history"].append(row)
         state["epoch"] = epoch + 1
@@ -614,13 +627,16 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         if score > state["best_score"] or config.keep != "best":
             state["best_score"], state["best_epoch"] = score, epoch + 1
             torch.save(weights, out / "best.pt")
-        # A "final" run also keeps what the best-epoch rule would have kept: the two rules walk the same
-        # trajectory (same seed, no early stop), so one training answers both (study.derive_best_validation).
+        # A "final" or "ema" run also keeps what the best-epoch rule would have kept (the trained network at
+        # its best validation epoch): the rules walk the same trajectory (same seed, no early stop), so one
+        # training answers both (study.derive_best_validation).
         # (a run resumed from a checkpoint that predates this tracking has no such key: it never writes a
         # best-validation file that would cover only the epochs after the resume)
-        if "validation_best_score" in state and score > state["validation_best_score"]:
-            state["validation_best_score"], state["validation_best_epoch"] = score, epoch + 1
-            torch.save(weights, out / BEST_VALIDATION_CHECKPOINT)
+        if "validation_best_score" in state and trained_score > state["validation_best_score"]:
+            state["validation_best_score"], state["validation_best_epoch"] = trained_score, epoch + 1
+            trained = weights if average is None else {**weights, "model": network.state_dict()}
+            trained["scores"] = trained_scores
+            torch.save(trained, out / BEST_VALIDATION_CHECKPOINT)
         torch.save(
             {
                 "model": network.state_dict(),
