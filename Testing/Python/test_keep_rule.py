@@ -132,3 +132,16 @@ def test_a_best_rule_that_may_stop_early_is_trained_on_its_own(shared_dir: Path,
     assert trajectory_twin(loaded, base, {"keep": "best"}) is None
     assert trajectory_twin(loaded, replace(base, patience=3), {"keep": "best"}) == "keep-final"
     assert trajectory_twin(loaded, replace(base, patience=3), {"keep": "final"}) is None
+
+
+def test_an_averaged_twin_is_used_only_on_the_cosine_schedule(shared_dir: Path, tmp_path: Path) -> None:
+    """The plateau schedule steps on the kept weights' score (the average's in an ema run), so best and
+    ema would walk different trajectories there: the best variant must then train on its own."""
+    from busassist.training.study import load_spec, trajectory_twin
+
+    spec = tmp_path / "keep.toml"
+    spec.write_text('name = "keep"\nseeds = [5]\n[vary]\nkeep = ["best", "ema"]\n')
+    loaded = load_spec(spec)
+    base = tiny_config(shared_dir / "data" / "busi", tmp_path, tmp_path / "cache", epochs=3, patience=3)
+    assert trajectory_twin(loaded, replace(base, schedule="cosine"), {"keep": "best"}) == "keep-ema"
+    assert trajectory_twin(loaded, replace(base, schedule="plateau"), {"keep": "best"}) is None

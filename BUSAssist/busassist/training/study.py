@@ -220,12 +220,15 @@ def trajectory_twin(spec: StudySpec, base: TrainConfig, overrides: dict) -> str 
     when the best-epoch rule never stops early (patience >= epochs): the trainer then also keeps the
     trained network's best validation epoch in the "final" or "ema" run (``best_validation.pt``), and
     a keep-rule study costs one training per replicate instead of two. A "final" twin is preferred.
+    An "ema" twin only on the cosine schedule: the plateau schedule steps on the score of the weights a
+    run keeps, which for "ema" is the average's, so its learning rates (and trajectory) would differ.
     """
     config = replace(base, **overrides)
     if config.keep != "best" or config.patience < config.epochs:
         return None
     variants = spec.variants()
-    for rule in ("final", "ema"):
+    rules = ("final", "ema") if config.schedule == "cosine" else ("final",)
+    for rule in rules:
         wanted = {**overrides, "keep": rule}
         twin = next((name for name, other in variants if other == wanted), None)
         if twin is not None:
@@ -243,7 +246,8 @@ def trained_network_row(row: dict, prefix: str) -> dict:
 
 
 def derive_best_validation(twin_run: Path, config: TrainConfig) -> dict:
-    """Score the best-validation checkpoint of a finished ``keep = "final"`` run as a ``keep = "best"`` run.
+    """Score the best-validation checkpoint of a finished ``keep = "final"`` or ``"ema"`` run as a
+    ``keep = "best"`` run.
 
     The derived folder holds what a best-rule training would have written: the twin's split, history
     and configuration (with ``keep`` set to ``best``) and its best-validation weights as ``best.pt``.
