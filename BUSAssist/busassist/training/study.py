@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from busassist.training.tables import write_csv
+from busassist.training.tables import read_rows, write_csv
 from busassist.training.trainer import TrainConfig
 
 #: Metrics summarised per variant (columns of folds.csv; a single-task variant lacks some).
@@ -252,7 +252,6 @@ def derive_best_validation(twin_run: Path, config: TrainConfig) -> dict:
     The derived folder holds what a best-rule training would have written: the twin's split, history
     and configuration (with ``keep`` set to ``best``) and its best-validation weights as ``best.pt``.
     """
-    import csv
     import shutil
 
     import torch
@@ -269,8 +268,7 @@ def derive_best_validation(twin_run: Path, config: TrainConfig) -> dict:
     source = Path(twin_run) / BEST_VALIDATION_CHECKPOINT
     if not source.exists():
         raise SpecError(f"{twin_run}: no {BEST_VALIDATION_CHECKPOINT} (trained before the trainer kept it); retrain it")
-    with (Path(twin_run) / "history.csv").open(newline="") as handle:
-        history = [trained_network_row(row, TRAINED_PREFIX) for row in csv.DictReader(handle)]
+    history = [trained_network_row(row, TRAINED_PREFIX) for row in read_rows(Path(twin_run) / "history.csv")]
     scores = [float(row["val_score"]) for row in history]
     first_best = int(np.argmax(scores)) + 1  # the epoch the best rule keeps: the first of equal best scores
     kept_epoch = torch.load(source, map_location="cpu", weights_only=False)["epoch"]
@@ -278,11 +276,7 @@ def derive_best_validation(twin_run: Path, config: TrainConfig) -> dict:
         raise SpecError(f"{source}: holds epoch {kept_epoch}, the best validation epoch is {first_best}; retrain it")
     run.mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(twin_run) / "split.json", run / "split.json")
-    # the trained network's validation, as a keep=best run writes it
-    with (run / "history.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
+    write_csv(run / "history.csv", history)  # the trained network's validation, as a keep=best run writes it
     meta = json.loads((Path(twin_run) / "config.json").read_text())
     meta["config"] = asdict(config)
     meta["derived_from"] = f"{twin_run} ({BEST_VALIDATION_CHECKPOINT}: the same trajectory, best validation epoch)"
