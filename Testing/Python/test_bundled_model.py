@@ -155,3 +155,21 @@ def test_bundled_model_answers_as_the_export_it_was_rewritten_from() -> None:
         assert got["mask_sha256"] == record["mask_sha256"], f"{record['name']}: a mask pixel flipped"
         checked += 1
     assert checked >= 3
+
+
+@pytest.mark.parametrize("folder", ["", "int8"])
+def test_the_shipped_cards_name_the_data_by_hash_not_by_a_path_of_the_training_machine(folder: str) -> None:
+    """A card travels with the model to other machines: where the data lay on the trainer's is noise there
+    (issue 17, item 4). The data are named by their SHA-256; the command uses the environment's variables.
+    The Markdown card is the rendering of the JSON one, so the two cannot tell different stories."""
+    from busassist.training.evaluate import MACHINE_PATHS
+    from busassist.training.model_card import render_markdown
+
+    models_dir = REPO_ROOT / "Resources" / "Models" / folder
+    card = json.loads((models_dir / "model_card.json").read_text())
+    text = json.dumps(card)
+    assert "../" not in text and "shared/data" not in text
+    assert not set(MACHINE_PATHS) & set(card["training"]["config"])
+    assert '--data "$BUSASSIST_DATA"' in card["training"]["command"]
+    assert len(card["data"]["sha256"]) == 64
+    assert (models_dir / "MODEL_CARD.md").read_text() == render_markdown(card)

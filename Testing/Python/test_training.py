@@ -448,6 +448,7 @@ def test_make_reproduce_trains_the_shipped_recipe() -> None:
     import re
 
     from busassist.training.cli import build_parser, config_from_args
+    from busassist.training.evaluate import portable_config
 
     repo = Path(__file__).resolve().parents[2]
     recipe = re.search(r"^reproduce:.*\n\t(.*busassist-train fit.*)$", (repo / "Makefile").read_text(), re.M)
@@ -455,7 +456,7 @@ def test_make_reproduce_trains_the_shipped_recipe() -> None:
     arguments = recipe.group(1).split("busassist-train ", 1)[1]
     arguments = arguments.replace("$(DATA)", "../shared/data/busi").replace("$(RUN_DIR)", "runs/reproduce")
     args = build_parser().parse_args(arguments.split())
-    config = dataclasses.asdict(config_from_args(args, args.out))
+    config = portable_config(dataclasses.asdict(config_from_args(args, args.out)))  # as a card records it
     shipped = json.loads((repo / "Resources" / "Models" / "model_card.json").read_text())["training"]["config"]
     differing = {
         key: (config.get(key), value)
