@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -208,7 +209,21 @@ def test_export_calibrate_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None
     from busassist.training.model_card import compare_cards, publish
 
     shipped = publish(run, tmp_path / "models")  # what `busassist-train publish` does to Resources/Models
-    verify_model(shipped / "emtnet.onnx")
+    assert verify_model(shipped / "emtnet.onnx") == card["model"]["sha256"] == sealed
+    # Only the sealed model with the card of that very file goes out: not one re-calibrated after its card
+    # was written, nor one changed after sealing.
+    from busassist.core.model_store import ModelError
+
+    changed = tmp_path / "changed"
+    shutil.copytree(run, changed)
+    (changed / "model_card.json").write_text(json.dumps({**card, "model": {**card["model"], "sha256": "0" * 64}}))
+    with pytest.raises(ValueError, match="describes model 000000000000…, not emtnet.onnx"):
+        publish(changed, tmp_path / "refused")
+    with (changed / "emtnet.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ModelError, match="does not match"):
+        publish(changed, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
     table = compare_cards(run / "model_card.json", shipped / "model_card.json").splitlines()
     assert table[0].split() == ["metric", "this", "run", "shipped", "change"]
     assert len(table) == 11 and all(line.split()[-1] in ("+0.000", "n/a") for line in table[1:])

@@ -300,7 +300,10 @@ def _cv_compare(args: argparse.Namespace) -> int:
 def _publish(args: argparse.Namespace) -> int:
     from busassist.training.model_card import publish
 
-    target = publish(Path(args.run), Path(args.models_dir))
+    try:
+        target = publish(Path(args.run), Path(args.models_dir))
+    except (ModelError, ValueError) as error:
+        raise UsageError(str(error)) from error
     print(f"published the model of {args.run} into {target}")
     return 0
 
@@ -354,6 +357,7 @@ def training_options(preset_default: str | None = "full") -> argparse.ArgumentPa
     options appear in ``--help`` grouped by the config's sections. Only where things are (data, output,
     pretrained graph) and the preset are declared here.
     """
+    from busassist.training.experiments import PRESETS
     from busassist.training.trainer import SECTIONS
 
     common = argparse.ArgumentParser(add_help=False)
@@ -375,8 +379,10 @@ def training_options(preset_default: str | None = "full") -> argparse.ArgumentPa
     where.add_argument(
         "--preset",
         default=preset_default,
-        choices=["full", "cpu-quick"],
-        help="full: 224 px, 50 epochs; cpu-quick: 128 px, 8 epochs for sweeps on a CPU"
+        choices=list(PRESETS),
+        help="; ".join(
+            f"{name}: {preset['image_size']} px, {preset['epochs']} epochs" for name, preset in PRESETS.items()
+        )
         + ("" if preset_default else " (default: the spec's own preset)"),
     )
     groups = {section: common.add_argument_group(section) for section in SECTIONS}

@@ -22,6 +22,7 @@ from busassist.constants import (
     threshold_for_effective_weight,
 )
 from busassist.core.inference import Analyzer, sigmoid
+from busassist.core.model_store import sha256_of
 from busassist.training.busi import BusiCase, discover, load_image, load_mask
 from busassist.training.calibration import expected_calibration_error, fit_temperature
 from busassist.training.export import seal_model, set_metadata
@@ -282,6 +283,7 @@ def _card(
         "model": {
             "file": Path(onnx_path).name,
             "version": metadata.model_version,
+            "sha256": sha256_of(Path(onnx_path)),  # the sealed file these figures are of (publish checks it)
             "architecture": "EMT-Net (MobileNetV1 1.0 encoder, classifier, LinkNet decoder)",
             "parameters": parameters,
             "size_bytes": Path(onnx_path).stat().st_size,

@@ -204,7 +204,7 @@ def rescore_cv(out: Path) -> dict[str, float]:
         raise FileNotFoundError(f"{command_path}: not a cv output folder (no command.json)")
     command = _read_json(command_path)
     if command.get("experiment") != "cv" or "base_config" not in command:
-        raise ValueError(f"{command_path}: not the record of a `busassist-train cv` run")
+        raise ValueError(f"{command_path}: not the record of a cross-validation run")
     try:
         config = TrainConfig(**command["base_config"])
     except TypeError as error:

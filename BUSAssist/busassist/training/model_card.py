@@ -220,9 +220,25 @@ def write_card(folder: Path, card: dict) -> None:
 
 
 def publish(run: Path, models_dir: Path) -> Path:
-    """Copy a run's ONNX model and card into ``models_dir`` and seal it (SHA-256 and probe reference)."""
+    """Copy a run's ONNX model and card into ``models_dir`` and seal it (SHA-256 and probe reference).
+
+    Only a sealed model goes out, with the card of that very file: a model changed after ``calibrate``
+    sealed it, or re-calibrated after ``evaluate`` wrote the card, would otherwise ship under a fresh
+    checksum beside figures of another model. Raises ``ModelError`` / ``ValueError`` naming the file.
+    """
+    from busassist.core.model_store import verify_model
     from busassist.training.export import seal_model
 
+    digest = verify_model(run / MODEL_FILENAME)  # refuses an unsealed model or one changed after sealing
+    card_path = run / MODEL_CARD_JSON
+    if not card_path.is_file():
+        raise ValueError(f"{card_path}: no model card; run `busassist-train evaluate {run}` first")
+    described = json.loads(card_path.read_text())["model"].get("sha256")
+    if described != digest:
+        raise ValueError(
+            f"{card_path}: describes model {str(described)[:12]}…, not {MODEL_FILENAME} {digest[:12]}…; "
+            f"run `busassist-train evaluate {run}` again"
+        )
     models_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / MODEL_FILENAME, models_dir / MODEL_FILENAME)
     seal_model(models_dir / MODEL_FILENAME)

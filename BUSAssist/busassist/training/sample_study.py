@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -119,9 +120,14 @@ def build(data_root: Path, out: Path) -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/busi"))
+    data = os.environ.get("BUSASSIST_DATA")
+    parser.add_argument(
+        "--data", type=Path, default=Path(data) if data else None, help="BUSI root folder (default: $BUSASSIST_DATA)"
+    )
     parser.add_argument("--out", type=Path, default=Path("Resources/SampleData"))
     args = parser.parse_args()
+    if args.data is None or not args.data.is_dir():
+        parser.error(f"{args.data or 'no BUSI folder'}: not found (give --data DIR or set BUSASSIST_DATA)")
     for path in build(args.data, args.out):
         print(path)
 

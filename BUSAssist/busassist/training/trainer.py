@@ -65,7 +65,7 @@ from busassist.training.reproducible import (
 def setting(default=None, *, section: str, help: str, factory=None, **cli) -> Any:  # noqa: A002
     """A training setting: its default, the section it belongs to and its command-line help, in one place.
 
-    ``training/options.py`` generates the command-line options from these fields, so a default lives
+    ``cli.training_options`` generates the command-line options from these fields, so a default lives
     here only. ``cli`` may give ``flag`` (default ``--name-with-dashes``), ``choices``, ``type`` (for
     optional values) and ``preset=True`` (a value the preset fills when the command line does not).
     """
@@ -137,7 +137,7 @@ class TrainConfig:
     batch_size: int = setting(16, section="optimiser", help="images per step")
     learning_rate: float = setting(3e-4, section="optimiser", help="Adam learning rate", flag="--lr")
     weight_decay: float = setting(1e-4, section="optimiser", help="Adam weight decay")
-    epochs: int = setting(50, section="schedule", help="epochs (default: the preset's)", preset=True)
+    epochs: int = setting(50, section="schedule", help="epochs", preset=True)
     patience: int = setting(
         50, section="schedule", help="epochs without a better validation score before stopping", preset=True
     )
