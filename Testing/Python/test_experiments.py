@@ -238,7 +238,7 @@ def test_cv_rescore_refuses_what_it_cannot_score_faithfully_in_one_line(busi: Pa
         (renumbered, "not folds 0..0"),
         (other_data, "data under"),
         (resplit, "test part differs"),
-        (not_cv, "not the record of a `busassist-train cv` run"),
+        (not_cv, "not the record of a cross-validation run"),
         (broken, "metrics.json: not valid JSON"),
         (tmp_path / "nowhere", "not a cv output folder"),
     ]

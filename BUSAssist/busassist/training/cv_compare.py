@@ -14,9 +14,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
-from busassist.training.operating_check import nan_mean_se
+from busassist.training.paired_compare import fold_paired_differences
 
 #: Metrics compared (columns of folds.csv), all "higher is better"; runs scored before a metric
 #: existed lack its column, and it is left out.
@@ -49,11 +47,6 @@ def _read_run(folder: Path) -> tuple[dict, list[dict]]:
     return command, folds
 
 
-def _number(cell: str) -> float:
-    """A folds.csv cell; empty where the metric was undefined in that fold (e.g. no normal image)."""
-    return float(cell) if cell not in ("", None) else float("nan")
-
-
 def compare_cv(candidate: Path, reference: Path) -> dict:
     """Mean ± standard error of candidate - reference per metric, over paired folds."""
     cand_command, cand_folds = _read_run(Path(candidate))
@@ -80,21 +73,8 @@ def compare_cv(candidate: Path, reference: Path) -> dict:
     if "image_size" in changed:
         reference_size, candidate_size = changed["image_size"]
         result["caveat"] = SCALE_CAVEAT.format(reference=reference_size, candidate=candidate_size)
-    for key in COMPARED:
-        if key not in cand_folds[0] or key not in ref_folds[0]:
-            continue  # a single-task run has no Dice (single-clf) or no ACC/SEN/SPE/AUC (single-sgm)
-        pairs = np.array([(_number(c[key]), _number(r[key])) for c, r in zip(cand_folds, ref_folds)])
-        pairs = pairs[np.isfinite(pairs).all(axis=1)]  # a fold undefined in either run drops out of both
-        differences = pairs[:, 0] - pairs[:, 1]
-        mean, se = nan_mean_se(list(differences))
-        result[key] = {
-            "reference": float(np.mean(pairs[:, 1])) if len(pairs) else float("nan"),
-            "candidate": float(np.mean(pairs[:, 0])) if len(pairs) else float("nan"),
-            "difference": mean,
-            "difference_se": se,
-            "folds_better": int(np.sum(differences > 0)),
-            "folds_compared": int(len(pairs)),
-        }
+    # a single-task run has no Dice (single-clf) or no ACC/SEN/SPE/AUC (single-sgm): left out
+    result.update(fold_paired_differences(cand_folds, ref_folds, COMPARED))
     return result
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from busassist.constants import threshold_for_effective_weight
 from busassist.training.metrics import classification_metrics
 from busassist.training.model_card import strict_json
+from busassist.training.paired_compare import fold_paired_differences
 from busassist.training.tables import read_rows, write_csv
 
 PREDICTIONS_FILE = "test_predictions.csv"
@@ -72,16 +73,6 @@ def fold_test_predictions(run: Path) -> tuple[np.ndarray, np.ndarray]:
     return read_test_predictions(path)
 
 
-def nan_mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean, ignoring undefined (NaN) folds."""
-    array = np.array(values, dtype=float)
-    finite = array[np.isfinite(array)]
-    if finite.size == 0:
-        return float("nan"), float("nan")
-    se = float(np.std(finite, ddof=1) / np.sqrt(finite.size)) if finite.size > 1 else float("nan")
-    return float(np.mean(finite)), se
-
-
 def paired_comparison(
     out: Path, weights: list[float], reference_wp: float, folds: int, prefix: str = "wp-"
 ) -> list[dict]:
@@ -100,11 +91,12 @@ def paired_comparison(
         ]
         thresholded = [classification_metrics(labels, probabilities, threshold) for labels, probabilities in reference]
         row: dict[str, float] = {"w_p": weight, "threshold": threshold}
+        paired = fold_paired_differences(trained, thresholded, METRICS)  # the one fold-paired comparison
         for key in METRICS:
-            row[f"{key}_trained"] = nan_mean_se([fold[key] for fold in trained])[0]
-            row[f"{key}_thresholded"] = nan_mean_se([fold[key] for fold in thresholded])[0]
-            differences = [100 * (a[key] - b[key]) for a, b in zip(trained, thresholded)]
-            row[f"{key}_difference_pp"], row[f"{key}_difference_se_pp"] = nan_mean_se(differences)
+            row[f"{key}_trained"] = paired[key]["candidate"]
+            row[f"{key}_thresholded"] = paired[key]["reference"]
+            row[f"{key}_difference_pp"] = 100 * paired[key]["difference"]
+            row[f"{key}_difference_se_pp"] = 100 * paired[key]["difference_se"]
         rows.append(row)
     return rows
 

@@ -1,4 +1,9 @@
-"""Paired test-split comparison of a run's model with the shipped one: differences with intervals.
+"""The one paired comparison: by bootstrap over the same test images, or fold by fold over replicates.
+
+Every study, recipe check and the int8 rule reads its differences from here (``busassist-train compare``
+runs both forms). By images: a run's model against the shipped one on one test split, below. By folds
+(``fold_paired_differences``): two cross-validations or seed studies whose replicates train on the
+same parts, or a trained model against a thresholded one on the same fold.
 
 Two models scored on the same 93 test images differ by less than either card's own interval
 suggests, because the hard images are hard for both. `busassist-train compare` used to subtract
@@ -70,6 +75,49 @@ def paired_differences(
             "ci_high": high,
         }
     return report
+
+
+def nan_mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean, ignoring undefined (NaN) replicates."""
+    array = np.array(values, dtype=float)
+    finite = array[np.isfinite(array)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    se = float(np.std(finite, ddof=1) / np.sqrt(finite.size)) if finite.size > 1 else float("nan")
+    return float(np.mean(finite)), se
+
+
+def _number(value: object) -> float:
+    """A replicate's figure; an empty CSV cell (undefined in that fold, e.g. no normal image) is NaN."""
+    return float(value) if value not in ("", None) else float("nan")
+
+
+def fold_paired_differences(
+    candidate: list[dict], reference: list[dict], metrics: tuple[str, ...]
+) -> dict[str, dict[str, float]]:
+    """candidate - reference per metric, paired replicate by replicate (same fold or seed, same images).
+
+    The pairing cancels most of the variation between folds, so the noise is the standard error of the
+    per-replicate differences. A replicate undefined in either side drops out of both. Metrics missing
+    from either side (a single-task run has no Dice, or no ACC) are left out.
+    """
+    result = {}
+    for key in metrics:
+        if not candidate or not reference or key not in candidate[0] or key not in reference[0]:
+            continue
+        pairs = np.array([(_number(c[key]), _number(r[key])) for c, r in zip(candidate, reference)]).reshape(-1, 2)
+        pairs = pairs[np.isfinite(pairs).all(axis=1)]
+        differences = pairs[:, 0] - pairs[:, 1]
+        mean, se = nan_mean_se(list(differences))
+        result[key] = {
+            "reference": float(np.mean(pairs[:, 1])) if len(pairs) else float("nan"),
+            "candidate": float(np.mean(pairs[:, 0])) if len(pairs) else float("nan"),
+            "difference": mean,
+            "difference_se": se,
+            "folds_better": int(np.sum(differences > 0)),
+            "folds_compared": int(len(pairs)),
+        }
+    return result
 
 
 def excludes_zero(row: dict[str, float]) -> bool:
