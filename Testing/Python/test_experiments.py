@@ -1,12 +1,13 @@
-"""The experiment commands on tiny configurations: K-fold splits, resumability, tables and plots."""
+"""Experiment pieces on tiny configurations: K-fold splits, resumability, tables, plots, and the tools that
+read the folders of the experiment verbs of before the study specs (written here by ``legacy_layout``)."""
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import replace
 from pathlib import Path
 
+import legacy_layout as legacy
 import numpy as np
 import pytest
 from training_fixtures import tiny_config
@@ -47,7 +48,7 @@ def test_kfold_holds_out_every_image_once_and_keeps_groups_whole(busi: Path) -> 
 
 def test_sweep_wp_writes_table_plot_and_resumes(busi: Path, tmp_path: Path) -> None:
     config = tiny(busi, tmp_path)
-    rows = experiments.sweep_wp(config, tmp_path / "sweep", values=(1.0, 3.0), folds=2, reference_wp=3.0)
+    rows = legacy.sweep_wp(config, tmp_path / "sweep", values=(1.0, 3.0), folds=2, reference_wp=3.0)
     assert [row["w_p"] for row in rows] == [1.0, 3.0]
     assert {"acc_mean", "sen_mean", "spe_mean", "auc_mean", "seconds_per_epoch_mean"} <= set(rows[0])
     assert rows[0]["seconds_per_epoch_mean"] > 0
@@ -75,31 +76,9 @@ def test_sweep_wp_writes_table_plot_and_resumes(busi: Path, tmp_path: Path) -> N
     fold_metrics = tmp_path / "sweep" / "wp-3" / "fold-1" / "metrics.json"
     before = json.loads(fold_metrics.read_text())
     stamp = fold_metrics.stat().st_mtime_ns
-    experiments.sweep_wp(config, tmp_path / "sweep", values=(1.0, 3.0), folds=2)
+    legacy.sweep_wp(config, tmp_path / "sweep", values=(1.0, 3.0), folds=2)
     assert fold_metrics.stat().st_mtime_ns == stamp, "a finished fold must not be retrained"
     assert json.loads(fold_metrics.read_text()) == before
-
-
-def test_ablation_table_has_the_three_networks(busi: Path, tmp_path: Path) -> None:
-    markdown = experiments.ablation(tiny(busi, tmp_path), tmp_path / "ablation")
-    lines = markdown.strip().splitlines()
-    assert [line.split("|")[1].strip() for line in lines[2:]] == ["emtnet", "single-clf", "single-sgm"]
-    assert "5.13 M" in lines[2] and "3.80 M" in lines[3] and "4.53 M" in lines[4]
-    assert lines[4].split("|")[4].strip() == "-", "Single-SGM has no classification metrics"
-
-
-def test_grid_covers_every_pair(busi: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen = []
-
-    # The training itself is covered above.
-    def fake_score(config: TrainConfig, progress: experiments.Progress | None = None) -> dict:
-        seen.append((config.w_clf, config.w_p, config.task))
-        return {"acc": config.w_p / 10, "sen": 0.5, "spe": 0.5, "dice": config.w_clf / 10}
-
-    monkeypatch.setattr(experiments, "train_and_score", fake_score)
-    rows = experiments.grid(replace(tiny(busi, tmp_path), task="single-clf"), tmp_path / "grid", values=(1.0, 2.0))
-    assert sorted(seen) == [(1.0, 1.0, "emtnet"), (1.0, 2.0, "emtnet"), (2.0, 1.0, "emtnet"), (2.0, 2.0, "emtnet")]
-    assert len(rows) == 4 and (tmp_path / "grid" / "grid.png").exists()
 
 
 def test_paired_comparison_is_fold_by_fold(tmp_path: Path) -> None:
@@ -152,9 +131,9 @@ def test_experiments_report_gathers_every_experiment(busi: Path, tmp_path: Path)
     runs = tmp_path / "runs"
     for name in ("cv", "sweep-wp", "grid"):
         experiments.record_command(runs / name, config, {"experiment": name})
-    experiments.cross_validate(config, runs / "cv", folds=2)
-    experiments.sweep_wp(config, runs / "sweep-wp", values=(1.0, 3.0), folds=2, reference_wp=3.0)
-    experiments.grid(config, runs / "grid", values=(1.0, 2.0))
+    legacy.cross_validate(config, runs / "cv", folds=2)
+    legacy.sweep_wp(config, runs / "sweep-wp", values=(1.0, 3.0), folds=2, reference_wp=3.0)
+    legacy.grid(config, runs / "grid", values=(1.0, 2.0))
     out = tmp_path / "report"
     argv = ["tools", "experiments-report", "--out", str(out)]
     argv += [f"--{n}={runs / n}" for n in ("cv", "sweep-wp", "grid")]
@@ -182,7 +161,7 @@ def test_cv_rescore_adds_metrics_without_training(busi: Path, tmp_path: Path) ->
     config = tiny(busi, tmp_path / "cv")
     out = tmp_path / "cv"
     experiments.record_command(out, config, {"experiment": "cv"})
-    experiments.cross_validate(config, out, folds=2)
+    legacy.cross_validate(config, out, folds=2)
     before = [json.loads((out / f"fold-{k}" / "metrics.json").read_text()) for k in range(2)]
     weights = [(out / f"fold-{k}" / "best.pt").stat().st_mtime_ns for k in range(2)]
     for k in range(2):  # as a run scored before the "no lesion" columns existed
@@ -209,7 +188,7 @@ def test_cv_rescore_refuses_what_it_cannot_score_faithfully_in_one_line(busi: Pa
 
     finished = tmp_path / "cv"
     experiments.record_command(finished, tiny(busi, finished), {"experiment": "cv"})
-    experiments.cross_validate(tiny(busi, finished), finished, folds=2)
+    legacy.cross_validate(tiny(busi, finished), finished, folds=2)
 
     def copy(name: str) -> Path:
         target = tmp_path / name

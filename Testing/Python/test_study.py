@@ -136,6 +136,21 @@ def test_variants_compare_paired_by_replicate_with_the_one_comparison(tiny_study
     assert "## w_p-1 against w_p-3" in report and "| w_p-3 | 2 |" in report
     assert (out / "report.md").read_text() == report
     assert "![w_p](w_p.png)" in report and (out / "w_p.png").stat().st_size > 1000  # the paper's Fig. 2 shape
+    assert "Network size" not in report  # only a study that varies the task has Table 1's size columns
+
+
+def test_a_study_over_tasks_reports_table_1s_network_sizes() -> None:
+    """The ablation spec's report carries the paper's Table 1 size columns, from the network definitions:
+    EMT-Net's 5.1 M parameters (the paper's figure), and each single-task half smaller than the whole."""
+    from busassist.training.study import _network_sizes, _parse
+
+    table = _network_sizes(_parse(load_spec(resolve_spec("ablation")).source))  # as study report reads it
+    rows = {line.split("|")[1].strip(): line.split("|")[2:4] for line in table.splitlines()[2:]}
+    parameters = {task: float(cells[0].split()[0]) for task, cells in rows.items()}
+    assert set(parameters) == {"emtnet", "single-clf", "single-sgm"}
+    assert round(parameters["emtnet"], 1) == 5.1
+    assert parameters["single-clf"] < parameters["emtnet"] and parameters["single-sgm"] < parameters["emtnet"]
+    assert rows["emtnet"][1].strip().endswith("MB")
 
 
 def test_a_rerun_trains_nothing_again(tiny_study: tuple[Path, Path], shared_dir: Path) -> None:

@@ -1,9 +1,10 @@
-"""The paper's experiments, each one resumable: cv, sweep-wp (Fig. 2), grid (section 3.4), ablation (Table 1).
+"""What every study training shares: one resumable training scored on its test part, progress, records.
 
-Every experiment is a set of trainings in sub-folders of its output folder. A training whose
-``metrics.json`` exists is finished and skipped on a rerun; an interrupted one resumes from its
-``last.pt``. Each experiment records its command line, code version and data hash in
-``command.json`` and writes machine-readable CSV/JSON beside its plots.
+``study run`` (``training/study.py``) runs the paper's experiments and every other study as spec
+files over these pieces. A training whose ``metrics.json`` exists is finished and skipped on a rerun;
+an interrupted one resumes from its ``last.pt``. The experiments' own runners of before the specs
+(cv, sweep-wp, grid, ablation) are gone; ``rescore_cv`` and ``experiments_report`` still read the
+folders they left, so the committed reports stay readable.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from busassist.constants import MODEL_CARD_JSON, W_P
-from busassist.core.model_store import bundled_models_dir
-from busassist.training.operating_check import PREDICTIONS_FILE, check_sweep, write_test_predictions
+from busassist.training.operating_check import PREDICTIONS_FILE, write_test_predictions
 from busassist.training.tables import seconds_per_epoch, write_csv
 from busassist.training.trainer import (
     TrainConfig,
@@ -40,8 +39,6 @@ PRESETS: dict[str, dict] = {
     "full": {"image_size": 224, "epochs": 50, "patience": 50},
     "cpu-quick": {"image_size": 128, "epochs": 8, "patience": 8},
 }
-SWEEP_WP = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0)
-GRID_VALUES = (1.0, 1.5, 2.0, 2.5, 3.0)
 
 
 def code_version() -> str:
@@ -161,18 +158,6 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     return summary
 
 
-def cross_validate(
-    config: TrainConfig, out: Path, folds: int = 4, progress: Progress | None = None
-) -> dict[str, float]:
-    """K-fold cross-validation of one configuration; folds run (and resume) one after another."""
-    progress = progress or Progress(folds)
-    rows = []
-    for fold in range(folds):
-        fold_config = replace(config, out_dir=str(out / f"fold-{fold}"), folds=folds, fold=fold)
-        rows.append({"fold": fold, **train_and_score(fold_config, progress)})
-    return _write_folds(out, rows)
-
-
 def _write_folds(out: Path, rows: list[dict]) -> dict[str, float]:
     """A cv run's per-fold table (folds.csv) and its summary over folds (cv.json)."""
     write_csv(out / "folds.csv", rows)
@@ -247,97 +232,6 @@ def rescore_cv(out: Path) -> dict[str, float]:
     )
     command_path.write_text(json.dumps(command, indent=1) + "\n")
     return summary
-
-
-def sweep_wp(
-    config: TrainConfig,
-    out: Path,
-    values: tuple[float, ...] = SWEEP_WP,
-    folds: int = 4,
-    reference_wp: float = W_P,
-    shipped_card: Path | None = None,
-) -> list[dict]:
-    """Fig. 2: Single-CLF cross-validated at each W_p; mean ACC/SEN/SPE per W_p and a plot.
-
-    When ``reference_wp`` is one of the swept values, the sweep also checks the slider's claim
-    (``operating_check``): the reference W_p's fold models thresholded at W' = W_p against the
-    models trained at W_p.
-    """
-    rows = []
-    progress = Progress(len(values) * folds)
-    for w_p in values:
-        summary = cross_validate(replace(config, task="single-clf", w_p=w_p), out / f"wp-{w_p:g}", folds, progress)
-        rows.append({"w_p": w_p, **summary})
-        write_csv(out / "sweep_wp.csv", rows)
-    plot_sweep(rows, out / "sweep_wp.png")
-    if reference_wp in values:
-        card = shipped_card if shipped_card is not None else bundled_models_dir() / MODEL_CARD_JSON
-        check_sweep(out, rows, reference_wp, folds, card)
-    return rows
-
-
-def grid(config: TrainConfig, out: Path, values: tuple[float, ...] = GRID_VALUES) -> list[dict]:
-    """Section 3.4: EMT-Net over W_clf x W_p on the fixed 70/15/15 split; table and heat maps."""
-    rows = []
-    progress = Progress(len(values) ** 2)
-    for w_clf in values:
-        for w_p in values:
-            run = replace(config, task="emtnet", w_clf=w_clf, w_p=w_p, out_dir=str(out / f"wclf-{w_clf:g}_wp-{w_p:g}"))
-            rows.append({"w_clf": w_clf, "w_p": w_p, **train_and_score(run, progress)})
-            write_csv(out / "grid.csv", rows)
-    plot_grid(rows, values, out / "grid.png")
-    return rows
-
-
-def ablation(config: TrainConfig, out: Path) -> str:
-    """Table 1: EMT-Net vs Single-CLF vs Single-SGM on the fixed split, as Markdown."""
-    from busassist.training.model import EMTNet, Task, count_parameters
-
-    rows = []
-    progress = Progress(len(Task))
-    for task in Task:
-        metrics = train_and_score(replace(config, task=task.value, out_dir=str(out / task.value)), progress)
-        network = EMTNet(task)
-        size_mb = sum(p.numel() * p.element_size() for p in network.state_dict().values()) / 1e6
-        rows.append(
-            {"model": task.value, "parameters_m": count_parameters(network) / 1e6, "size_mb": size_mb, **metrics}
-        )
-    write_csv(out / "ablation.csv", rows)
-    table = [
-        "| model | size | parameters | ACC | SEN | SPE | AUC | Dice | IoU |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        cells = [f"{row[k] * 100:.1f} %" if k in row else "-" for k in ("acc", "sen", "spe")]
-        cells += [f"{row[k]:.3f}" if k in row else "-" for k in ("auc", "dice", "iou")]
-        table.append(
-            f"| {row['model']} | {row['size_mb']:.1f} MB | {row['parameters_m']:.2f} M | " + " | ".join(cells) + " |"
-        )
-    markdown = "\n".join(table) + "\n"
-    (out / "ablation.md").write_text(markdown)
-    return markdown
-
-
-def plot_sweep(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 4))
-    w_p = [row["w_p"] for row in rows]
-    for key, label in (("acc", "ACC"), ("sen", "SEN"), ("spe", "SPE")):
-        mean = np.array([row[f"{key}_mean"] for row in rows])
-        sd = np.array([row[f"{key}_sd"] for row in rows])
-        axis.errorbar(w_p, mean * 100, yerr=sd * 100, marker="o", capsize=3, label=label)
-    axis.axvline(W_P, color="grey", linestyle=":", label=f"shipped W_p = {W_P:g}")
-    axis.set_xlabel("W_p (positive weight of NS-WBCE)")
-    axis.set_ylabel("K-fold mean (%)")
-    axis.set_title("Single-CLF: ACC / SEN / SPE against W_p (paper Fig. 2)")
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def plot_grid(rows: list[dict], values: tuple[float, ...], path: Path) -> None:

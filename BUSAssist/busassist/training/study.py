@@ -345,6 +345,9 @@ def study_report(out: Path) -> str:
     plot = _plot(out, spec, rows, summary)
     if plot:
         lines += [f"![{plot.stem}]({plot.name})", ""]
+    sizes = _network_sizes(spec)
+    if sizes:
+        lines += ["## Network size (paper Table 1)", "", sizes, ""]
     check = _operating_check(out, spec, rows, summary)
     if check:
         lines += [
@@ -359,6 +362,25 @@ def study_report(out: Path) -> str:
     text = "\n".join(lines)
     (out / "report.md").write_text(text)
     return text
+
+
+def _network_sizes(spec: dict) -> str | None:
+    """Parameters and float32 size of each task a study varies (Table 1's first columns); None otherwise.
+
+    They depend on the task alone (not on the data or training), so the report computes them from the
+    network definition rather than from any run.
+    """
+    tasks = spec.get("vary", {}).get("task")
+    if not tasks:
+        return None
+    from busassist.training.model import EMTNet, Task, count_parameters
+
+    lines = ["| task | parameters | size (float32) |", "|---|---|---|"]
+    for task in tasks:
+        network = EMTNet(Task(task))
+        size_mb = sum(value.numel() * value.element_size() for value in network.state_dict().values()) / 1e6
+        lines.append(f"| {task} | {count_parameters(network) / 1e6:.2f} M | {size_mb:.1f} MB |")
+    return "\n".join(lines)
 
 
 def _parse(text: str) -> dict:
