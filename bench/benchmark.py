@@ -28,6 +28,7 @@ from busassist.core.io import read_frames
 from busassist.core.measurements import count_and_measure_largest
 from busassist.core.model_store import default_model_path
 from busassist.core.preprocessing import preprocess, probability_to_source
+from busassist.training.machine import cpu_description
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT / "Resources" / "SampleData"
@@ -168,21 +169,6 @@ def hostile_figures(model: Path) -> dict:
         cine_path = hostile_inputs.save(cine, folder / "cine.dcm")
         figures["cine_300_frames_with_seg_peak_rss_mb"] = peak_rss_of_cli(model, cine_path, extra=("--no-overlays",))
     return figures
-
-
-def cpu_description() -> dict:
-    """The CPU and the ISA flags that decide onnxruntime's (and int8's) kernels."""
-    model, flags = platform.processor(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not model or line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile")
-    return {"cpu": model, "cpu_isa": " ".join(flag for flag in wanted if flag in flags)}
 
 
 def corpus_file(name: str) -> Path | None:
