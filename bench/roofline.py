@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import torch
-from benchmark import cpu_description  # bench/benchmark.py, beside this file
 from torch.utils.flop_counter import FlopCounterMode
 
 from busassist.constants import IMAGE_SIZE
+from busassist.training.machine import cpu_description
 from busassist.training.model import EMTNet, Task
 
 

@@ -1,4 +1,4 @@
-"""Paired comparison of two cross-validations (`busassist-train cv-compare`)."""
+"""Paired comparison of two cross-validations or study variants (`busassist-train compare A B`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from busassist.training.cli import main
 from busassist.training.cv_compare import COMPARED, compare_cv, format_comparison
-from busassist.training.tables import write_csv
+from busassist.training.tables import read_rows, write_csv
 
 
 def _cv_folder(path: Path, fold_dice: list[float], detection: bool = True, **config) -> Path:
@@ -61,7 +61,22 @@ def test_undefined_folds_drop_out_of_both_sides(tmp_path: Path) -> None:
     assert dice["folds_compared"] == 2 and dice["candidate"] == pytest.approx(0.6) and dice["reference"] == 0.55
 
 
-@pytest.mark.parametrize("change", [{"seed": 7}, {"limit": 40}, {"task": "single-clf"}])
+def test_tasks_compare_on_the_metrics_both_have(tmp_path: Path) -> None:
+    """The ablation (paper Table 1): Single-CLF against EMT-Net on the same folds, classification only."""
+    reference = _cv_folder(tmp_path / "ref", [0.5, 0.6], task="emtnet")
+    candidate = _cv_folder(tmp_path / "cand", [0.5, 0.6], task="single-clf")
+    rows = [
+        {k: v for k, v in row.items() if k not in ("dice", "lesion_found", "normal_no_lesion")}
+        for row in read_rows(candidate / "folds.csv")
+    ]
+    write_csv(candidate / "folds.csv", rows)
+    result = compare_cv(candidate, reference)
+    assert result["changed_settings"] == {"task": ["emtnet", "single-clf"]}
+    assert "sen" in result and result["sen"]["folds_compared"] == 2
+    assert "dice" not in result and "lesion_found" not in result  # Single-CLF draws no mask
+
+
+@pytest.mark.parametrize("change", [{"seed": 7}, {"limit": 40}])
 def test_runs_on_different_folds_are_refused(tmp_path: Path, change: dict) -> None:
     reference = _cv_folder(tmp_path / "ref", [0.5, 0.6])
     candidate = _cv_folder(tmp_path / "cand", [0.5, 0.6], **change)
@@ -117,3 +132,19 @@ def test_a_rate_undefined_in_one_fold_drops_that_fold_only(tmp_path: Path) -> No
     (candidate / "folds.csv").write_text("\n".join(rows) + "\n")
     result = compare_cv(candidate, reference)
     assert result["normal_no_lesion"]["folds_compared"] == 3 and result["dice"]["folds_compared"] == 4
+
+
+def test_the_one_fold_paired_engine_pairs_replicates_and_drops_undefined_ones() -> None:
+    """``fold_paired_differences``, used by compare A B and by the W_p sweep's slider check."""
+    from busassist.training.paired_compare import fold_paired_differences
+
+    candidate = [{"sen": 0.7, "spe": ""}, {"sen": 0.9, "spe": 0.8}, {"sen": float("nan"), "spe": 0.9}]
+    reference = [{"sen": 0.6, "spe": 0.5}, {"sen": 0.6, "spe": 0.7}, {"sen": 0.1, "spe": 0.9}]
+    result = fold_paired_differences(candidate, reference, ("sen", "spe", "dice"))
+    assert set(result) == {"sen", "spe"}  # no Dice on either side: left out
+    sen = result["sen"]  # the third replicate is undefined in the candidate: it leaves both sides
+    assert sen["folds_compared"] == 2 and sen["reference"] == pytest.approx(0.6) and sen["candidate"] == 0.8
+    assert sen["difference"] == pytest.approx(0.2) and sen["difference_se"] == pytest.approx(0.1)
+    assert sen["folds_better"] == 2
+    spe = result["spe"]  # an empty CSV cell is undefined, not zero
+    assert spe["folds_compared"] == 2 and spe["difference"] == pytest.approx(0.05)

@@ -7,7 +7,13 @@ Written and committed before seeds 4 and 5 trained and before any test figure of
                                                                               #   compare-vs-shipped.json
 
 Reads ``summary.csv`` (``study run``), ``agreement.json`` (``study agreement``) and each EMA seed's
-``history.csv``; standard library only. Exits 0 whatever the verdict: the verdict is what it prints.
+``history.csv``; standard library only. Exits 0 whatever the verdict (the verdict is what it prints),
+1 when the files cannot support a decision (fewer than three seeds, a candidate run of another seed).
+
+Amended before any test figure of the study was read (seed 4 training): rule B counts only an
+interval wholly below 0, as PLAN.md says (the first version also counted an undefined interval, as
+``compare --check`` does; it now prints a warning for one instead); the candidate run given must be
+the chosen seed's EMA run; the summary must hold three replicates per variant.
 """
 
 from __future__ import annotations
@@ -31,9 +37,16 @@ def replicate_passes(agreement: dict, variant: str) -> tuple[int, int]:
 
 
 def means(summary: Path) -> dict[str, dict[str, float]]:
+    """Per variant, its ``*_mean`` columns; refuses a summary of fewer than the plan's seeds."""
     with summary.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return {row["variant"]: {k: float(v) for k, v in row.items() if k.endswith("_mean")} for row in rows}
+    for row in rows:
+        if int(row["replicates"]) != len(SEEDS):
+            print(f"no decision: {summary} has {row['replicates']} replicates of {row['variant']}, the plan needs 3")
+            sys.exit(1)
+    return {
+        row["variant"]: {k: float(v) if v else math.nan for k, v in row.items() if k.endswith("_mean")} for row in rows
+    }
 
 
 def last_validation(history: Path) -> float:
@@ -68,6 +81,9 @@ def rule_a(out: Path) -> bool:
 
 def rule_b_candidate(out: Path) -> int:
     scores = {seed: last_validation(out / EMA / f"seed-{seed}" / "history.csv") for seed in SEEDS}
+    if not all(math.isfinite(score) for score in scores.values()):
+        print(f"no decision: an undefined validation score {scores}")
+        sys.exit(1)
     for seed, score in scores.items():
         print(f"B candidate score, seed {seed}: last-epoch val_auc + val_dice = {score:.4f}")
     chosen = max(SEEDS, key=lambda seed: (scores[seed], -seed))  # ties: the lower seed
@@ -75,14 +91,19 @@ def rule_b_candidate(out: Path) -> int:
     return chosen
 
 
-def rule_b(comparison: Path) -> bool:
+def rule_b(run: Path, chosen: int) -> bool:
     """One-sided: the candidate replaces the shipped model unless some paired interval lies wholly below 0."""
-    report = json.loads(comparison.read_text())
-    worse = [
-        name
-        for name, row in report.items()
-        if not (math.isfinite(row["ci_low"]) and math.isfinite(row["ci_high"])) or row["ci_high"] < 0
-    ]
+    config = json.loads((run / "config.json").read_text())["config"]
+    if (config["seed"], config["keep"]) != (chosen, "ema"):
+        print(f"no decision: {run} trained seed {config['seed']} with keep {config['keep']}, not seed {chosen} ema")
+        sys.exit(1)
+    report = json.loads((run / "compare-vs-shipped.json").read_text())
+    for row in report.values():  # an undefined figure may be written as null
+        row.update({key: math.nan if row[key] is None else row[key] for key in ("ci_low", "ci_high")})
+    worse = [name for name, row in report.items() if row["ci_high"] < 0]  # NaN < 0 is False
+    for name, row in report.items():
+        if not (math.isfinite(row["ci_low"]) and math.isfinite(row["ci_high"])):
+            print(f"B warning: {name} has an undefined interval (not counted as worse, by the plan's wording)")
     for name, row in report.items():
         interval = f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
         print(f"B {name}: {row['new']:.3f} vs shipped {row['reference']:.3f}, interval {interval}")
@@ -94,9 +115,9 @@ def rule_b(comparison: Path) -> bool:
 def main(argv: list[str]) -> None:
     out = Path(argv[0])
     if rule_a(out):
-        rule_b_candidate(out)
+        chosen = rule_b_candidate(out)
         if len(argv) > 1:
-            rule_b(Path(argv[1]) / "compare-vs-shipped.json")
+            rule_b(Path(argv[1]), chosen)
 
 
 if __name__ == "__main__":

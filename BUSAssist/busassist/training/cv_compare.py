@@ -1,7 +1,7 @@
 """Paired, fold-by-fold comparison of two cross-validations of different training recipes.
 
 The fixed validation split has 78 labelled images, too few to see the 0.01-0.03 gains a loss
-change may bring (twice such a gain reversed on test). Two `busassist-train cv` runs with the
+change may bring (twice such a gain reversed on test). Two cross-validations (study variants) with the
 same seed, folds and data train on identical parts, so the fold-by-fold differences cancel most
 of the variation between folds: their mean and standard error say whether a recipe is better.
 The comparison refuses runs whose folds are not the same partition.
@@ -19,9 +19,10 @@ from busassist.training.paired_compare import fold_paired_differences
 #: Metrics compared (columns of folds.csv), all "higher is better"; runs scored before a metric
 #: existed lack its column, and it is left out.
 COMPARED = ("acc", "sen", "spe", "auc", "dice", "lesion_found", "normal_no_lesion")
-#: Settings that fix the partition and the task; they must agree between the two runs (the data
-#: themselves are compared by their hash, wherever they were read from).
-SAME_SETTINGS = ("seed", "task", "limit", "extra_train")
+#: Settings that fix the partition; they must agree between the two runs (the data themselves are
+#: compared by their hash, wherever they were read from). The task does not: EMT-Net against its
+#: single-task halves (the paper's Table 1) compares on the metrics both have, on the same images.
+SAME_SETTINGS = ("seed", "limit", "extra_train")
 #: The input size is a recipe choice too, but the fold scores measure Dice on each run's own network
 #: grid: runs of different sizes are compared with that caveat attached, not refused.
 SCALE_CAVEAT = (

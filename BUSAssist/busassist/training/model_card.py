@@ -233,7 +233,10 @@ def publish(run: Path, models_dir: Path) -> Path:
     card_path = run / MODEL_CARD_JSON
     if not card_path.is_file():
         raise ValueError(f"{card_path}: no model card; run `busassist-train evaluate {run}` first")
-    described = json.loads(card_path.read_text())["model"].get("sha256")
+    try:
+        described = json.loads(card_path.read_text()).get("model", {}).get("sha256")
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise ValueError(f"{card_path}: not a model card ({error})") from error
     if described != digest:
         raise ValueError(
             f"{card_path}: describes model {str(described)[:12]}…, not {MODEL_FILENAME} {digest[:12]}…; "

@@ -183,7 +183,8 @@ def int8_lines(figures: dict) -> list[str]:
         f"Static quantisation (QDQ, per-channel int8 weights), calibrated with the "
         f"{calibration.get('method', '?')} method on {calibration.get('images', '?')} training images.",
         f"Size {fp32['size_mb']:.1f} MB → {int8['size_mb']:.1f} MB; network time (median, timed in alternation) "
-        f"{fp32['network_ms']:.1f} ms → {int8['network_ms']:.1f} ms ({speed_up:.2f}× faster).",
+        f"{fp32['network_ms']:.1f} ms → {int8['network_ms']:.1f} ms ({speed_up:.2f}× faster)"
+        + (f" on {figures['cpu']} ({figures.get('cpu_isa') or 'ISA unknown'})." if figures.get("cpu") else "."),
         "",
         "| split | model | AUC | Dice | normal images: no lesion |",
         "|---|---|---|---|---|",

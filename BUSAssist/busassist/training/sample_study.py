@@ -127,7 +127,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("Resources/SampleData"))
     args = parser.parse_args()
     if args.data is None or not args.data.is_dir():
-        parser.error(f"{args.data or 'no BUSI folder'}: not found (give --data DIR or set BUSASSIST_DATA)")
+        where = f"{args.data}: not found" if args.data else "no BUSI folder given"
+        parser.error(f"{where} (give --data DIR or set BUSASSIST_DATA)")
     for path in build(args.data, args.out):
         print(path)
 
