@@ -519,6 +519,10 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         scheduler.load_state_dict(checkpoint["scheduler"])
         generator.set_state(checkpoint["generator"])
         state = checkpoint["state"]
+        # Dropout draws from the global generators: without their state a resumed run trains other weights
+        # than an uninterrupted one (checkpoints written before 2026-12-07 lack it and resume reseeded).
+        if "rng" in checkpoint:
+            _set_global_rng(checkpoint["rng"], device)
         if average is not None and "average" in checkpoint:
             average.load_state_dict(checkpoint["average"])
     meta = {
@@ -643,6 +647,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
                 "optimiser": optimiser.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "generator": generator.get_state(),
+                "rng": _global_rng(device),
                 "state": state,
                 **({"average": average.state_dict()} if average is not None else {}),
             },
@@ -653,6 +658,22 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         summary = " ".join(f"{k}={v:.3f}" for k, v in scores.items())
         tqdm.write(f"epoch {epoch + 1}: loss {row['train_loss']:.4f} {summary} ({seconds:.0f} s)")
     return out
+
+
+def _global_rng(device: torch.device) -> dict:
+    """The global random states a training step draws from (dropout: torch's), for an exact resume."""
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_global_rng(states: dict, device: torch.device) -> None:
+    torch.set_rng_state(states["torch"].cpu())
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def _moving_average(network: EMTNet, decay: float) -> torch.optim.swa_utils.AveragedModel:
