@@ -477,12 +477,17 @@ def test_make_reproduce_trains_the_shipped_recipe() -> None:
     args = build_parser().parse_args(arguments.split())
     config = portable_config(dataclasses.asdict(config_from_args(args, args.out)))  # as a card records it
     shipped = json.loads((repo / "Resources" / "Models" / "model_card.json").read_text())["training"]["config"]
+    shipped = {"keep": "best", **shipped}  # cards of before --keep existed kept the best validation epoch
     differing = {
         key: (config.get(key), value)
         for key, value in shipped.items()
         if key != "out_dir" and str(config.get(key)) != str(value)
     }
-    assert not differing, f"make reproduce would train (this, shipped): {differing}"
+    # The one known difference, and only while it lasts: reports/ema-agreement changed the recipe (rule A)
+    # and chose seed 3 (rule B's candidate); the shipped model stays until make reproduce's clean rebuild
+    # of seed 3 passes rule B (OUTCOME.md). Once it ships, the card says ema and 3 and nothing may differ.
+    pending = {"keep": ("ema", "best"), "seed": (3, 42)}
+    assert differing in ({}, pending), f"make reproduce would train (this, shipped): {differing}"
 
 
 def test_validation_scores_report_lesions_found_and_quiet_normal_images() -> None:
