@@ -62,7 +62,8 @@ def test_the_kept_average_carries_the_batch_norm_statistics_of_its_own_weights(
 ) -> None:
     """Averaged statistics belong to no network (on the full preset they killed the mask head): the kept
     average's must be what its own weights give on the training images, recomputed, not averaged."""
-    from busassist.training.trainer import _fit_batch_norm, load_best, load_data
+    from busassist.training.averaging import fit_batch_norm
+    from busassist.training.trainer import load_best, load_data
 
     busi = shared_dir / "data" / "busi"
     config = tiny_config(busi, tmp_path / "ema", tmp_path / "cache", epochs=2, keep="ema", ema_decay=0.5)
@@ -70,7 +71,7 @@ def test_the_kept_average_carries_the_batch_norm_statistics_of_its_own_weights(
     network = load_best(tmp_path / "ema")
     stored = {name: buffer.clone() for name, buffer in network.named_buffers() if "running" in name}
     data, split, _, _ = load_data(config)
-    _fit_batch_norm(network, data, split.train, torch.device("cpu"))
+    fit_batch_norm(network, data, split.train, torch.device("cpu"))
     for name, buffer in network.named_buffers():
         if name in stored:
             torch.testing.assert_close(buffer, stored[name], rtol=1e-3, atol=1e-4, msg=name)  # summation order only

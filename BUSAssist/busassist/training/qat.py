@@ -133,7 +133,8 @@ def fine_tune(
     from busassist.training.export import export_onnx
     from busassist.training.losses import multitask_loss
     from busassist.training.onnx_weights import fold_transposed_norms, network_from_onnx
-    from busassist.training.trainer import TrainingBatches, seed_everything, write_recipe_split
+    from busassist.training.randomness import seed_everything
+    from busassist.training.trainer import TrainingBatches, write_recipe_split
 
     if objective not in OBJECTIVES:  # refused before the model or the data are read
         raise ValueError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import platform
-import random
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ from busassist.constants import (
 )
 from busassist.core.model_store import sha256_of
 from busassist.training.augment import AugmentConfig, augment_batch
+from busassist.training.averaging import fit_batch_norm, moving_average
 from busassist.training.busi import (
     PreparedData,
     data_fingerprint,
@@ -54,6 +54,7 @@ from busassist.training.losses import DICE_LOSSES, deep_supervision_loss, multit
 from busassist.training.metrics import auc, classification_metrics, dice_iou
 from busassist.training.model import EMTNet, Task, strip_training_heads
 from busassist.training.pretrained import load_imagenet_encoder, read_constants
+from busassist.training.randomness import global_rng_state, restore_global_rng, seed_everything
 from busassist.training.reproducible import (
     TRAINING_THREADS,
     UnpinnedArithmeticWarning,
@@ -193,12 +194,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def load_data(config: TrainConfig) -> tuple[PreparedData, Split, str, list]:
@@ -501,7 +496,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     else:
         raise ValueError(f"unknown schedule {config.schedule!r}")
     generator = torch.Generator().manual_seed(config.seed)
-    average = _moving_average(network, config.ema_decay) if config.keep == "ema" else None
+    average = moving_average(network, config.ema_decay) if config.keep == "ema" else None
     state = {"epoch": 0, "best_score": float("-inf"), "best_epoch": -1, "history": [], "seconds": 0.0}
     if config.keep in ("final", "ema"):  # what the best-epoch rule would keep, tracked from the first epoch
         state.update(validation_best_score=float("-inf"), validation_best_epoch=-1)
@@ -522,7 +517,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         # Dropout draws from the global generators: without their state a resumed run trains other weights
         # than an uninterrupted one (checkpoints written before 2026-12-07 lack it and resume reseeded).
         if "rng" in checkpoint:
-            _set_global_rng(checkpoint["rng"], device)
+            restore_global_rng(checkpoint["rng"], device)
         if average is not None and "average" in checkpoint:
             average.load_state_dict(checkpoint["average"])
     meta = {
@@ -588,7 +583,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses):.3f}")
         if average is not None:
-            _fit_batch_norm(average.module, data, split.train, device)
+            fit_batch_norm(average.module, data, split.train, device)
         kept = network if average is None else average.module  # the weights this run would ship
         probabilities, mask_probabilities = predict(kept, data, split.val, device)
         scores = validation_scores(data, split.val, probabilities, mask_probabilities)
@@ -647,7 +642,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
                 "optimiser": optimiser.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "generator": generator.get_state(),
-                "rng": _global_rng(device),
+                "rng": global_rng_state(device),
                 "state": state,
                 **({"average": average.state_dict()} if average is not None else {}),
             },
@@ -658,50 +653,6 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         summary = " ".join(f"{k}={v:.3f}" for k, v in scores.items())
         tqdm.write(f"epoch {epoch + 1}: loss {row['train_loss']:.4f} {summary} ({seconds:.0f} s)")
     return out
-
-
-def _global_rng(device: torch.device) -> dict:
-    """The global random states a training step draws from (dropout: torch's), for an exact resume."""
-    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _set_global_rng(states: dict, device: torch.device) -> None:
-    torch.set_rng_state(states["torch"].cpu())
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
-    if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def _moving_average(network: EMTNet, decay: float) -> torch.optim.swa_utils.AveragedModel:
-    """An exponential moving average of ``network``'s weights, per step; its batch-norm statistics are
-    not averaged but recomputed for the averaged weights (``_fit_batch_norm``) before it is used.
-
-    Averaged statistics do not describe the averaged weights: their variances are those of many
-    networks along the way, wider than the average network's activations. Until 2026-12-06 they were
-    averaged, and on the full preset that left the mask head dead (validation Dice 0 from epoch 6,
-    the highest mask probability about 0.2) while the classifier still worked.
-    """
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    return AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
-
-
-def _fit_batch_norm(model: EMTNet, data: PreparedData, indices: list[int], device: torch.device) -> None:
-    """Set ``model``'s batch-norm statistics to those of its own activations on the training images.
-
-    One pass, unaugmented, in a fixed order and batches of the training size (``swa_utils.update_bn``:
-    a cumulative mean over the batches), so the statistics are as reproducible as the weights. It runs
-    in training mode, where dropout draws random numbers: inside a forked RNG, so that the trained
-    network's own trajectory is the same whichever weights the run keeps.
-    """
-    from torch.optim.swa_utils import update_bn
-
-    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        update_bn(network_batches(data, indices, device, 16), model, device)
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
