@@ -483,11 +483,7 @@ def test_make_reproduce_trains_the_shipped_recipe() -> None:
         for key, value in shipped.items()
         if key != "out_dir" and str(config.get(key)) != str(value)
     }
-    # The one known difference, and only while it lasts: reports/ema-agreement changed the recipe (rule A)
-    # and chose seed 3 (rule B's candidate); the shipped model stays until make reproduce's clean rebuild
-    # of seed 3 passes rule B (OUTCOME.md). Once it ships, the card says ema and 3 and nothing may differ.
-    pending = {"keep": ("ema", "best"), "seed": (3, 42)}
-    assert differing in ({}, pending), f"make reproduce would train (this, shipped): {differing}"
+    assert differing == {}, f"make reproduce would train (this, shipped): {differing}"
 
 
 def test_validation_scores_report_lesions_found_and_quiet_normal_images() -> None:
