@@ -89,8 +89,9 @@ reproduce: $(VENV)/.stamp-dev
 # weights, bias correction, judged against float32 (the rule: AUC and Dice drop <= 0.005 on validation and
 # test), then calibrated and carded on its own. The exporter's graph of the bundled weights (the bundled
 # file is the rewritten fast form) is exported from `make reproduce`'s run, which trains the same weights
-# on any x86-64 CPU. `busassist-train publish $(INT8_DIR)/model --models-dir Resources/Models/int8` then
-# bundles it.
+# on any x86-64 CPU. Only if $(INT8_DIR)/prepared/int8_comparison.json says "ship_int8": true does
+# `busassist-train publish $(INT8_DIR)/model --models-dir Resources/Models/int8` bundle it (on the weights
+# shipped since 2026-12-07 it says false: reports/int8-98770c53).
 INT8_DIR ?= runs/int8
 int8: $(VENV)/.stamp-dev
 	mkdir -p $(INT8_DIR)/model

@@ -163,3 +163,32 @@ def emtnet_onnx(tmp_path_factory: pytest.TempPathFactory) -> FixtureModel:
     pytest.importorskip("torch")
     pytest.importorskip("onnx")
     return build_test_model(tmp_path_factory.mktemp("model") / "emtnet.onnx")
+
+
+def build_int8_test_model(fp32: Path, path: Path) -> Path:
+    """A 7-bit int8 form of a fixture model, quantised as ``tools quantize --reduce-range`` does (static QDQ,
+    per-channel weights, uint8 activations) and marked and sealed as that tool marks its files.
+
+    For the tests of int8 handling (runtime choice, answers without VNNI): a release bundles an int8 model
+    only when one passed its rule, so those tests cannot rely on the bundled one.
+    """
+    from busassist.core.inference import Analyzer
+    from busassist.training.export import seal_model, set_metadata
+    from busassist.training.quantize import TrainingImageReader, quantize_qdq
+    from busassist.training.reference import REFERENCE_RUNTIME
+
+    frames = sample_frames(calibration=True)
+    metadata = Analyzer(fp32, verify=False, backend=REFERENCE_RUNTIME).metadata
+    quantize_qdq(fp32, path, TrainingImageReader(frames, metadata.input_size), "minmax", reduce_range=True)
+    metadata.model_version += "-int8"
+    quantization = {"method": "minmax", "images": len(frames), "reduce_range": True, "weight_type": "int8"}
+    metadata.extra = {**metadata.extra, "quantization": quantization}
+    set_metadata(path, metadata)
+    seal_model(path)
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def int8_onnx(emtnet_onnx: FixtureModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Session-wide 7-bit int8 form of ``emtnet_onnx`` (``build_int8_test_model``)."""
+    return build_int8_test_model(emtnet_onnx.path, tmp_path_factory.mktemp("int8") / "emtnet.onnx")

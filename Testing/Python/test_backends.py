@@ -139,13 +139,11 @@ def openvino_tries(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 
 
 def test_auto_runs_an_int8_model_on_onnxruntime_without_trying_openvino(
-    openvino_tries: list[Path], caplog: pytest.LogCaptureFixture
+    openvino_tries: list[Path], caplog: pytest.LogCaptureFixture, int8_onnx: Path
 ) -> None:
-    from busassist.core.model_store import resolve_model_path
-
     tried = openvino_tries
     with caplog.at_level(logging.INFO, logger="busassist.core.backends"):
-        network = backends.open_network(resolve_model_path("int8"), backends.AUTO, threads=1)
+        network = backends.open_network(int8_onnx, backends.AUTO, threads=1)
     assert network.name == backends.ONNXRUNTIME and tried == []
     assert "an int8 model" in caplog.text and not [r for r in caplog.records if r.levelno >= logging.WARNING]
     # the float32 model still goes through the check (and so reaches the candidate)

@@ -115,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("inputs", nargs="+", type=Path, help="files or folders")
     analyze.add_argument("--out", type=Path, required=True, help="output folder")
     analyze.add_argument(
-        "--model", type=Path, default=None, help="ONNX model file, or a bundled one by name: fp32 (the default) or int8"
+        "--model",
+        type=Path,
+        default=None,
+        help="ONNX model file, or a bundled one by name: fp32 (the default) or int8 (if the release has one)",
     )
     analyze.add_argument(
         "--effective-weight",

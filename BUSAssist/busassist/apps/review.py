@@ -40,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--reviewer", default=None, help="name in the review log (default: the OS user)")
     parser.add_argument(
-        "--model", type=Path, default=None, help="ONNX model file, or a bundled one by name: fp32 (the default) or int8"
+        "--model",
+        type=Path,
+        default=None,
+        help="ONNX model file, or a bundled one by name: fp32 (the default) or int8 (if the release has one)",
     )
     add_backend_option(parser)
     parser.add_argument(

@@ -51,6 +51,33 @@ class TrainingImageReader:
         return next(self.batches, None)
 
 
+def quantize_qdq(
+    source: Path,
+    target: Path,
+    reader: TrainingImageReader,
+    method: str = "percentile",
+    weight_type: str = "int8",
+    excluded_nodes: list[str] | None = None,
+    reduce_range: bool = False,
+) -> None:
+    """onnxruntime static quantisation in the one form this project uses: QDQ, per-channel weights, uint8
+    activations. ``method`` is a ``CALIBRATION_METHODS`` name; ``excluded_nodes`` stay in float32."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        str(source),
+        str(target),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
+        calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
+        nodes_to_exclude=excluded_nodes or [],
+        reduce_range=reduce_range,
+    )
+
+
 def _evenly(keys: list[str], count: int) -> list[str]:
     """``count`` keys spread evenly over ``keys`` (every k-th from the first)."""
     return keys[:: max(1, len(keys) // count)][:count]
@@ -84,7 +111,6 @@ def quantize_run(
     evenly from the training images the range calibration did not see, ``"all"`` evenly from the
     whole training split (docs/benchmarks.md compares both: the choice moves test Dice).
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from busassist.training.export import seal_model, set_metadata
@@ -125,18 +151,8 @@ def quantize_run(
     excluded = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type in float_ops]
 
     def quantize(chosen: str) -> None:
-        quantize_static(
-            str(prepared),
-            str(target),
-            TrainingImageReader(images, metadata.input_size),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
-            calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[chosen]),
-            nodes_to_exclude=excluded,
-            reduce_range=reduce_range,
-        )
+        reader = TrainingImageReader(images, metadata.input_size)
+        quantize_qdq(prepared, target, reader, chosen, weight_type, excluded, reduce_range)
 
     calibration: dict = {
         "method": method,
