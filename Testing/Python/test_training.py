@@ -282,6 +282,19 @@ def test_export_calibrate_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None
 
     assert read_metadata(run / "emtnet.int8.onnx").extra["quantization"]["reduce_range"] is True
 
+    # --float-node: the segmentation head stays in float (its weights are no int8 tensor), the rest does not;
+    # the choice is recorded in the file, and a prefix that names no node is refused rather than ignored.
+    head = "/network/segmenter/head/"
+    float_head = onnx.load(str(quantize_run(run, busi, calibration_images=8, reduce_range=True, float_nodes=(head,))))
+    dequantised_by = {node.output[0] for node in float_head.graph.node if node.op_type == "DequantizeLinear"}
+    head_convs = [n for n in float_head.graph.node if n.name.startswith(head) and n.op_type.startswith("Conv")]
+    other_convs = [n for n in float_head.graph.node if not n.name.startswith(head) and n.op_type == "Conv"]
+    assert head_convs and not any(node.input[1] in dequantised_by for node in head_convs)
+    assert all(node.input[1] in dequantised_by for node in other_convs)
+    assert read_metadata(run / "emtnet.int8.onnx").extra["quantization"]["float_nodes"] == [head]
+    with pytest.raises(ValueError, match="no node's name starts with '/nowhere/'"):
+        quantize_run(run, busi, calibration_images=8, float_nodes=("/nowhere/",))
+
     # Bias correction: only the int32 biases change, and the convolutions' mean outputs move towards float32's.
     def biases(path: Path) -> list[np.ndarray]:
         tensors = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}

@@ -235,6 +235,7 @@ def _quantize(args: argparse.Namespace) -> int:
             weight_type=args.weights,
             bias_correction_images=args.bias_correction,
             bias_correction_pick=args.bias_correction_pick,
+            float_nodes=tuple(args.float_node),
         )
     except ValueError as error:  # a setting it refuses, or nothing left to correct
         raise UsageError(str(error)) from error
@@ -513,6 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="OP",
         help="ONNX operator type kept in float32 (repeatable), e.g. Gemm for the classifier's dense layers",
+    )
+    quantize.add_argument(
+        "--float-node",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="nodes whose name starts with PREFIX kept in float32 (repeatable), e.g. /network/segmenter/head/",
     )
     quantize.add_argument(
         "--reduce-range",

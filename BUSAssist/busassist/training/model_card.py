@@ -42,6 +42,8 @@ def _derivation_lines(derived: dict | None) -> list[str]:
         detail = f"int8 with {bits} {quantization.get('weight_type', 'int8')} weights per channel"
         if quantization.get("float_ops"):
             detail += f", {', '.join(quantization['float_ops'])} kept in float"
+        if quantization.get("float_nodes"):
+            detail += f", nodes under {', '.join(quantization['float_nodes'])} kept in float"
         if quantization.get("bias_correction"):
             detail += f", biases corrected on {quantization['bias_correction']['images']} training images"
         done.append(detail)

@@ -93,11 +93,14 @@ def quantize_run(
     weight_type: str = "int8",
     bias_correction_images: int = 0,
     bias_correction_pick: str = "unused",
+    float_nodes: tuple[str, ...] = (),
 ) -> Path:
     """Write ``run/emtnet.int8.onnx`` (QDQ, per-channel 8-bit weights, uint8 activations).
 
     ``float_ops``: operator types left in float32, e.g. ``("Gemm",)`` keeps the classifier's three
     fully connected layers (a negligible share of the time) out of int8.
+    ``float_nodes``: node-name prefixes left in float32, e.g. ``("/network/segmenter/head/",)`` keeps the
+    segmentation head (the layers that write the mask logits the mask threshold cuts) in float.
     ``reduce_range``: 7-bit weights. On a CPU without VNNI (AVX2 and AVX-512F alone) onnxruntime and
     OpenVINO multiply uint8 activations by int8 weights with an instruction that adds pairs of
     products into a saturating int16; with |weight| <= 64 a pair (<= 2 x 255 x 64 = 32,640) cannot
@@ -148,7 +151,11 @@ def quantize_run(
 
     import onnx
 
-    excluded = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type in float_ops]
+    nodes = onnx.load(str(prepared)).graph.node
+    excluded = [node.name for node in nodes if node.op_type in float_ops or node.name.startswith(float_nodes)]
+    for prefix in float_nodes:
+        if not any(node.name.startswith(prefix) for node in nodes):
+            raise ValueError(f"{fp32}: no node's name starts with {prefix!r} (--float-node)")
 
     def quantize(chosen: str) -> None:
         reader = TrainingImageReader(images, metadata.input_size)
@@ -158,6 +165,7 @@ def quantize_run(
         "method": method,
         "images": len(images),
         "float_ops": list(float_ops),
+        **({"float_nodes": list(float_nodes)} if float_nodes else {}),
         "reduce_range": reduce_range,
         "weight_type": weight_type,
     }
