@@ -89,16 +89,16 @@ reproduce: $(VENV)/.stamp-dev
 # weights, bias correction, judged against float32 (the rule: AUC and Dice drop <= 0.005 on validation and
 # test), then calibrated and carded on its own. The exporter's graph of the bundled weights (the bundled
 # file is the rewritten fast form) is exported from `make reproduce`'s run, which trains the same weights
-# on any x86-64 CPU. Only if $(INT8_DIR)/prepared/int8_comparison.json says "ship_int8": true does
-# `busassist-train publish $(INT8_DIR)/model --models-dir Resources/Models/int8` bundle it (on the weights
-# shipped since 2026-12-07 it says false: reports/int8-98770c53).
+# on any x86-64 CPU. `--check` stops here (exit 3) when the int8 model fails the rule, as it does on the
+# weights shipped since 2026-12-07 (reports/int8-98770c53); only a passing one is calibrated and carded, and
+# `busassist-train publish $(INT8_DIR)/model --models-dir Resources/Models/int8` then bundles it.
 INT8_DIR ?= runs/int8
 int8: $(VENV)/.stamp-dev
 	mkdir -p $(INT8_DIR)/model
 	$(VENV)/bin/busassist-train export $(RUN_DIR) --exporter-graph $(INT8_DIR)/exporter-graph.onnx
 	$(VENV)/bin/busassist-train tools equalize $(INT8_DIR)/exporter-graph.onnx --out $(INT8_DIR)/prepared --data $(DATA)
 	$(VENV)/bin/busassist-train tools quantize $(INT8_DIR)/prepared --data $(DATA) --float-op Gemm --reduce-range \
-	  --bias-correction 64 --against Resources/Models/emtnet.onnx
+	  --bias-correction 64 --against Resources/Models/emtnet.onnx --check
 	cp $(INT8_DIR)/prepared/emtnet.int8.onnx $(INT8_DIR)/model/emtnet.onnx
 	cp $(INT8_DIR)/prepared/split.json $(INT8_DIR)/model/split.json
 	$(VENV)/bin/busassist-train calibrate $(INT8_DIR)/model --data $(DATA)

@@ -517,3 +517,36 @@ def test_validation_scores_report_lesions_found_and_quiet_normal_images() -> Non
     assert "normal_no_lesion" not in validation_scores(data, [0, 1], None, predicted[:2])
     predicted[1, :1, :5] = 0.9  # exactly the rule's area: found, as the product decides (>=)
     assert validation_scores(data, [0, 1, 2, 3], None, predicted)["lesion_found"] == 1.0
+
+
+@pytest.mark.parametrize("test_dice_drop, status", [(0.0087, 3), (0.0049, 0)])
+def test_quantize_check_stops_make_int8_on_a_model_that_fails_the_rule(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    test_dice_drop: float,
+    status: int,
+) -> None:
+    """`tools quantize --check` (what `make int8` runs) exits 3 and names the failing drops when the int8 model
+    breaks the rule, so no card is written for it; the verdict is the comparison's own `ship_int8`."""
+    from busassist.training import quantize
+    from busassist.training.cli import main
+
+    def figures(*args, **kwargs) -> dict:
+        drops = {"validation": (0.0007, -0.0072), "test": (0.0047, test_dice_drop)}
+        result = {part: {"auc_drop": auc, "dice_drop": dice} for part, (auc, dice) in drops.items()}
+        ship = all(drop <= quantize.MAX_DROP for pair in drops.values() for drop in pair)
+        return {**result, "max_drop": quantize.MAX_DROP, "ship_int8": ship}
+
+    monkeypatch.setattr(quantize, "quantize_run", lambda *args, **kwargs: tmp_path / "emtnet.int8.onnx")
+    monkeypatch.setattr(quantize, "compare_int8", figures)
+    assert main(["tools", "quantize", str(tmp_path), "--data", str(tmp_path), "--check"]) == status
+    verdict = capsys.readouterr().out.strip().splitlines()[-1]
+    if status:
+        assert verdict == (
+            f"{tmp_path / 'emtnet.int8.onnx'}: fails the int8 rule (AUC and Dice drop <= 0.005 on validation"
+            " and test): test DICE +0.0087"
+        )
+    else:
+        assert "fails" not in verdict
+    assert main(["tools", "quantize", str(tmp_path), "--data", str(tmp_path)]) == 0  # without --check: figures only

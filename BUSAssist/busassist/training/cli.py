@@ -240,7 +240,18 @@ def _quantize(args: argparse.Namespace) -> int:
     except ValueError as error:  # a setting it refuses, or nothing left to correct
         raise UsageError(str(error)) from error
     print(f"wrote {target}")
-    print(json.dumps(compare_int8(args.run, args.data, reference=args.against), indent=1))
+    figures = compare_int8(args.run, args.data, reference=args.against)
+    print(json.dumps(figures, indent=1))
+    if args.check and not figures["ship_int8"]:
+        drops = ", ".join(
+            f"{part} {metric.removesuffix('_drop').upper()} {figures[part][metric]:+.4f}"
+            for part in ("validation", "test")
+            for metric in ("auc_drop", "dice_drop")
+            if figures[part][metric] > figures["max_drop"]
+        )
+        rule = f"AUC and Dice drop <= {figures['max_drop']} on validation and test"
+        print(f"{target}: fails the int8 rule ({rule}): {drops}")
+        return 3
     return 0
 
 
@@ -540,6 +551,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IMAGES",
         help="correct each int8 convolution's bias so its mean output matches float32 on IMAGES training "
         "images, layer by layer (0: off; see --bias-correction-pick)",
+    )
+    quantize.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 3 when the int8 model fails its rule (AUC or Dice drop > 0.005 on validation or test; make int8)",
     )
     quantize.add_argument(
         "--against",
