@@ -191,7 +191,7 @@ def test_ybr_decoded_straight_to_luma_gives_the_same_analysis(name: str) -> None
         assert np.abs(fast.pixels.astype(np.float32) - to_grey(slow.pixels)).mean() <= 0.5
         if name != "color3d_jpeg_baseline.dcm":
             continue  # a 100 x 100 test card, not ultrasound: its few-pixel specks say nothing about Dice
-        # Downstream, the tolerance is the model's own noise floor (reports/ema-agreement/clean-seed-3/
+        # Downstream, the tolerance is the model's own noise floor rounded out (reports/ema-agreement/clean-seed-3/
         # noise_floor.py), not a model-specific pin: +-1 grey level
         # on a fifth of the pixels of 40 BUSI test images moves the bundled models' probability by up to
         # 0.021 (98770c53; 804d8d00: 0.019) and their masks to Dice 0.968 (0.982). This cine frame is far
@@ -200,4 +200,4 @@ def test_ybr_decoded_straight_to_luma_gives_the_same_analysis(name: str) -> None
         assert abs(a.probability - b.probability) <= 0.03
         ma, mb = a.mask > 0, b.mask > 0
         union = np.count_nonzero(ma) + np.count_nonzero(mb)
-        assert union == 0 or 2 * np.count_nonzero(ma & mb) / union >= 0.97
+        assert union == 0 or 2 * np.count_nonzero(ma & mb) / union >= 0.96

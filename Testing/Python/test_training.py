@@ -294,6 +294,9 @@ def test_export_calibrate_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None
     assert read_metadata(run / "emtnet.int8.onnx").extra["quantization"]["float_nodes"] == [head]
     with pytest.raises(ValueError, match="no node's name starts with '/nowhere/'"):
         quantize_run(run, busi, calibration_images=8, float_nodes=("/nowhere/",))
+    assert not (run / "emtnet.prep.onnx").exists()  # no leftover of the refused attempt
+    with pytest.raises(ValueError, match="an empty prefix would keep every node in float"):
+        quantize_run(run, busi, calibration_images=8, float_nodes=[""])
 
     # Bias correction: only the int32 biases change, and the convolutions' mean outputs move towards float32's.
     def biases(path: Path) -> list[np.ndarray]:
@@ -519,7 +522,11 @@ def test_validation_scores_report_lesions_found_and_quiet_normal_images() -> Non
     assert validation_scores(data, [0, 1, 2, 3], None, predicted)["lesion_found"] == 1.0
 
 
-@pytest.mark.parametrize("test_dice_drop, status", [(0.0087, 3), (0.0049, 0)])
+@pytest.mark.parametrize(
+    "test_dice_drop, status",
+    [(0.0087, 3), (0.0049, 0), (0.005, 0), (float("nan"), 3)],
+    ids=["fails", "passes", "at", "nan"],
+)
 def test_quantize_check_stops_make_int8_on_a_model_that_fails_the_rule(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -528,25 +535,26 @@ def test_quantize_check_stops_make_int8_on_a_model_that_fails_the_rule(
     status: int,
 ) -> None:
     """`tools quantize --check` (what `make int8` runs) exits 3 and names the failing drops when the int8 model
-    breaks the rule, so no card is written for it; the verdict is the comparison's own `ship_int8`."""
+    breaks the rule, so no card is written for it. The verdict is the real rule (``passes_int8_rule``) on the
+    drops; only the measuring (quantising and scoring the splits) is replaced, by the drops of
+    reports/int8-98770c53 with the test Dice drop varied."""
     from busassist.training import quantize
     from busassist.training.cli import main
 
     def figures(*args, **kwargs) -> dict:
         drops = {"validation": (0.0007, -0.0072), "test": (0.0047, test_dice_drop)}
         result = {part: {"auc_drop": auc, "dice_drop": dice} for part, (auc, dice) in drops.items()}
-        ship = all(drop <= quantize.MAX_DROP for pair in drops.values() for drop in pair)
-        return {**result, "max_drop": quantize.MAX_DROP, "ship_int8": ship}
+        return {**result, "max_drop": quantize.MAX_DROP, "ship_int8": quantize.passes_int8_rule(result)}
 
     monkeypatch.setattr(quantize, "quantize_run", lambda *args, **kwargs: tmp_path / "emtnet.int8.onnx")
     monkeypatch.setattr(quantize, "compare_int8", figures)
     assert main(["tools", "quantize", str(tmp_path), "--data", str(tmp_path), "--check"]) == status
-    verdict = capsys.readouterr().out.strip().splitlines()[-1]
+    captured = capsys.readouterr()
     if status:
-        assert verdict == (
-            f"{tmp_path / 'emtnet.int8.onnx'}: fails the int8 rule (AUC and Dice drop <= 0.005 on validation"
-            " and test): test DICE +0.0087"
+        assert captured.err.strip() == (
+            f"busassist-train: {tmp_path / 'emtnet.int8.onnx'}: fails the int8 rule (AUC and Dice drop <= 0.005 on"
+            f" validation and test): test DICE {test_dice_drop:+.4f}"
         )
     else:
-        assert "fails" not in verdict
+        assert captured.err == "" and "fails" not in captured.out
     assert main(["tools", "quantize", str(tmp_path), "--data", str(tmp_path)]) == 0  # without --check: figures only

@@ -6,7 +6,7 @@ validation or test image.
 The images are 48 training images that neither the range calibration (``tools quantize``'s 200, taken
 evenly from the training split) nor the bias correction (64, taken evenly from the rest) uses: every
 other image of the remainder. For each int8 file it prints one JSON line: the mean and smallest Dice
-between the int8 and float32 masks, the share of images whose "no lesion" call differs, and the mean
+between the int8 and float32 masks, the number of images whose "no lesion" call differs, and the mean
 and largest change of the malignancy probability.
 """
 

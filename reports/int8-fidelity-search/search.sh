@@ -25,6 +25,6 @@ run b6-11 /network/encoder/blocks.6/ /network/encoder/blocks.7/ /network/encoder
 run b12 /network/encoder/blocks.12/
 run d0-1 /network/segmenter/decoders.0/ /network/segmenter/decoders.1/
 run d2-3 /network/segmenter/decoders.2/ /network/segmenter/decoders.3/
-echo DONE
 # Step 2 of PLAN.md (no group reached 0.985): the two best groups together, b1-3 (0.97169) and d0-1 (0.97158).
-# run b1-3+d0-1 /network/encoder/blocks.1/ /network/encoder/blocks.2/ /network/encoder/blocks.3/ /network/segmenter/decoders.0/ /network/segmenter/decoders.1/
+run b1-3+d0-1 /network/encoder/blocks.1/ /network/encoder/blocks.2/ /network/encoder/blocks.3/ /network/segmenter/decoders.0/ /network/segmenter/decoders.1/
+echo DONE

@@ -273,8 +273,9 @@ def open_network(
         return OpenVinoNetwork(model_path, threads)
     metadata = read_metadata(model_path)
     if metadata.quantized:
-        # OpenVINO's int8 arithmetic rounds differently from onnxruntime's (0.0007 in probability on the
-        # bundled int8 model, 7x the tolerance): the check would fail on every load, so it is not run.
+        # OpenVINO's int8 arithmetic rounds differently from onnxruntime's (0.0007 in probability on the int8
+        # of 804d8d00, bundled until 2026-12-07: 7x the tolerance): the check would fail on every load, so it
+        # is not run.
         log.info(
             "%s: an int8 model: onnxruntime (OpenVINO's int8 answers differ; --backend openvino to force)", model_path
         )

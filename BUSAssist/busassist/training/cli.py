@@ -247,10 +247,10 @@ def _quantize(args: argparse.Namespace) -> int:
             f"{part} {metric.removesuffix('_drop').upper()} {figures[part][metric]:+.4f}"
             for part in ("validation", "test")
             for metric in ("auc_drop", "dice_drop")
-            if figures[part][metric] > figures["max_drop"]
+            if not figures[part][metric] <= figures["max_drop"]  # NaN (undefined) fails too
         )
         rule = f"AUC and Dice drop <= {figures['max_drop']} on validation and test"
-        print(f"{target}: fails the int8 rule ({rule}): {drops}")
+        print(f"busassist-train: {target}: fails the int8 rule ({rule}): {drops}", file=sys.stderr)
         return 3
     return 0
 

@@ -78,6 +78,12 @@ def quantize_qdq(
     )
 
 
+def passes_int8_rule(figures: dict) -> bool:
+    """The int8 rule: AUC and Dice drop at most ``MAX_DROP`` against float32 on validation and on test; an
+    undefined (NaN) drop fails, since a rule that cannot be checked is not met."""
+    return all(figures[part][drop] <= MAX_DROP for part in ("validation", "test") for drop in ("auc_drop", "dice_drop"))
+
+
 def _evenly(keys: list[str], count: int) -> list[str]:
     """``count`` keys spread evenly over ``keys`` (every k-th from the first)."""
     return keys[:: max(1, len(keys) // count)][:count]
@@ -128,6 +134,9 @@ def quantize_run(
         )
     if bias_correction_images < 0:
         raise ValueError(f"bias correction on {bias_correction_images} images: give a count >= 0 (0: off)")
+    float_nodes = tuple(float_nodes)
+    if not all(float_nodes):
+        raise ValueError("--float-node: an empty prefix would keep every node in float (nothing quantised)")
     run = Path(run)
     split = json.loads((run / "split.json").read_text())
     chosen_keys = _evenly(split["train"], calibration_images)
@@ -153,9 +162,10 @@ def quantize_run(
 
     nodes = onnx.load(str(prepared)).graph.node
     excluded = [node.name for node in nodes if node.op_type in float_ops or node.name.startswith(float_nodes)]
-    for prefix in float_nodes:
-        if not any(node.name.startswith(prefix) for node in nodes):
-            raise ValueError(f"{fp32}: no node's name starts with {prefix!r} (--float-node)")
+    unmatched = [prefix for prefix in float_nodes if not any(node.name.startswith(prefix) for node in nodes)]
+    if unmatched:
+        prepared.unlink()
+        raise ValueError(f"{fp32}: no node's name starts with {unmatched[0]!r} (--float-node)")
 
     def quantize(chosen: str) -> None:
         reader = TrainingImageReader(images, metadata.input_size)
@@ -270,8 +280,6 @@ def compare_int8(run: Path, data_root: Path, repeats: int = 50, reference: Path 
             "dice_drop": -paired["dice"]["difference"],
             "paired_int8_minus_fp32": paired,
         }
-    figures["ship_int8"] = all(
-        figures[part][drop] <= MAX_DROP for part in ("validation", "test") for drop in ("auc_drop", "dice_drop")
-    )
+    figures["ship_int8"] = passes_int8_rule(figures)
     (run / "int8_comparison.json").write_text(json.dumps(figures, indent=1) + "\n")
     return figures
