@@ -20,7 +20,7 @@ import numpy as np
 
 from busassist.core.inference import Analyzer
 from busassist.training.busi import discover, load_image
-from busassist.training.quantize import _evenly
+from busassist.training.quantize import calibration_keys
 from busassist.training.reference import REFERENCE_RUNTIME
 
 IMAGES = 48
@@ -28,10 +28,8 @@ IMAGES = 48
 
 def held_out_training_keys(split_json: Path) -> list[str]:
     train = json.loads(Path(split_json).read_text())["train"]
-    calibrating = set(_evenly(train, 200))
-    unused = [key for key in train if key not in calibrating]
-    correcting = set(_evenly(unused, 64))
-    rest = [key for key in unused if key not in correcting]
+    _, correcting, unused = calibration_keys(train, 200, 64)  # make int8's: 200 range images, 64 of the rest
+    rest = [key for key in unused if key not in set(correcting)]
     return rest[::2][:IMAGES]
 
 

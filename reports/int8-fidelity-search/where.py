@@ -21,17 +21,24 @@ from busassist.training.busi import discover, load_image
 from busassist.training.reference import REFERENCE_RUNTIME
 
 
+def _shifted(mask: np.ndarray, shift: int, axis: int) -> np.ndarray:
+    """``mask`` moved by one pixel along ``axis``, the vacated row or column copied from the edge (no wrap)."""
+    index = [slice(None)] * 2
+    padded = np.concatenate([mask.take([0], axis), mask, mask.take([-1], axis)], axis)
+    index[axis] = slice(1 - shift, padded.shape[axis] - 1 - shift)
+    return padded[tuple(index)]
+
+
 def border_distance(mask: np.ndarray, limit: int) -> np.ndarray:
     """Chebyshev distance (capped at ``limit + 1``) of every pixel to the mask's border."""
     distance = np.full(mask.shape, limit + 1, np.int32)
-    edge = mask ^ np.roll(mask, 1, 0) | mask ^ np.roll(mask, 1, 1)
-    reach = edge.copy()
+    reach = (mask ^ _shifted(mask, 1, 0)) | (mask ^ _shifted(mask, 1, 1))
     distance[reach] = 0
     for step in range(1, limit + 1):
         grown = reach.copy()
         for axis in (0, 1):
             for shift in (1, -1):
-                grown |= np.roll(reach, shift, axis)
+                grown |= _shifted(reach, shift, axis)
         distance[grown & ~reach] = step
         reach = grown
     return distance

@@ -222,7 +222,7 @@ def _experiments_report(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from busassist.training.quantize import compare_int8, quantize_run
+    from busassist.training.quantize import compare_int8, failing_drops, quantize_run
 
     try:
         target = quantize_run(
@@ -243,11 +243,9 @@ def _quantize(args: argparse.Namespace) -> int:
     figures = compare_int8(args.run, args.data, reference=args.against)
     print(json.dumps(figures, indent=1))
     if args.check and not figures["ship_int8"]:
+        failing = failing_drops(figures)
         drops = ", ".join(
-            f"{part} {metric.removesuffix('_drop').upper()} {figures[part][metric]:+.4f}"
-            for part in ("validation", "test")
-            for metric in ("auc_drop", "dice_drop")
-            if not figures[part][metric] <= figures["max_drop"]  # NaN (undefined) fails too
+            f"{part} {metric.removesuffix('_drop').upper()} {drop:+.4f}" for part, metric, drop in failing
         )
         rule = f"AUC and Dice drop <= {figures['max_drop']} on validation and test"
         print(f"busassist-train: {target}: fails the int8 rule ({rule}): {drops}", file=sys.stderr)

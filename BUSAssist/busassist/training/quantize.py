@@ -78,15 +78,38 @@ def quantize_qdq(
     )
 
 
+def failing_drops(figures: dict) -> list[tuple[str, str, float]]:
+    """The int8 rule's failures as ``(split, metric, drop)``: an AUC or Dice drop above ``MAX_DROP`` against
+    float32 on validation or test; an undefined (NaN) drop fails, since a rule that cannot be checked is not met."""
+    return [
+        (part, drop, figures[part][drop])
+        for part in ("validation", "test")
+        for drop in ("auc_drop", "dice_drop")
+        if not figures[part][drop] <= MAX_DROP
+    ]
+
+
 def passes_int8_rule(figures: dict) -> bool:
-    """The int8 rule: AUC and Dice drop at most ``MAX_DROP`` against float32 on validation and on test; an
-    undefined (NaN) drop fails, since a rule that cannot be checked is not met."""
-    return all(figures[part][drop] <= MAX_DROP for part in ("validation", "test") for drop in ("auc_drop", "dice_drop"))
+    """The int8 rule: no ``failing_drops``."""
+    return not failing_drops(figures)
 
 
 def _evenly(keys: list[str], count: int) -> list[str]:
     """``count`` keys spread evenly over ``keys`` (every k-th from the first)."""
     return keys[:: max(1, len(keys) // count)][:count]
+
+
+def calibration_keys(
+    train: list[str], calibration_images: int, bias_correction_images: int, bias_correction_pick: str = "unused"
+) -> tuple[list[str], list[str], list[str]]:
+    """Which training images ``quantize_run`` uses: (range calibration, bias correction, the pool the
+    correction was drawn from). One place, so that a check on held-out training images (the int8 fidelity
+    search) can leave out exactly what quantising saw."""
+    chosen = _evenly(train, calibration_images)
+    calibrating = set(chosen)
+    pool = [key for key in train if bias_correction_pick == "all" or key not in calibrating]
+    correction = _evenly(pool, bias_correction_images) if bias_correction_images > 0 and pool else []
+    return chosen, correction, pool
 
 
 def quantize_run(
@@ -139,15 +162,14 @@ def quantize_run(
         raise ValueError("--float-node: an empty prefix would keep every node in float (nothing quantised)")
     run = Path(run)
     split = json.loads((run / "split.json").read_text())
-    chosen_keys = _evenly(split["train"], calibration_images)
-    calibrating = set(chosen_keys)
-    pool = [key for key in split["train"] if bias_correction_pick == "all" or key not in calibrating]
+    chosen_keys, correction_keys, pool = calibration_keys(
+        split["train"], calibration_images, bias_correction_images, bias_correction_pick
+    )
     if bias_correction_images and not pool:
         raise ValueError(
             f"{run}: every training image calibrates the ranges; none is left for the bias correction "
             "(fewer --calibration-images, or --bias-correction-pick all)"
         )
-    correction_keys = _evenly(pool, bias_correction_images) if bias_correction_images > 0 else []
     cases = {case.key: case for case in discover(Path(data_root))}
     images = [load_image(cases[key]) for key in chosen_keys]
     fp32 = run / MODEL_FILENAME
