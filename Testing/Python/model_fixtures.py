@@ -165,23 +165,31 @@ def emtnet_onnx(tmp_path_factory: pytest.TempPathFactory) -> FixtureModel:
     return build_test_model(tmp_path_factory.mktemp("model") / "emtnet.onnx")
 
 
-def build_int8_test_model(fp32: Path, path: Path) -> Path:
+def build_int8_test_model(
+    fp32: Path, path: Path, reduce_range: bool = True, full_range_depthwise: bool = False
+) -> Path:
     """A 7-bit int8 form of a fixture model, quantised as ``tools quantize --reduce-range`` does (static QDQ,
     per-channel weights, uint8 activations) and marked and sealed as that tool marks its files.
+    ``reduce_range=False``: 8-bit weights everywhere; ``full_range_depthwise``: 8 bits for the depthwise
+    convolutions only (``--full-range-depthwise``).
 
     For the tests of int8 handling (runtime choice, answers without VNNI): a release bundles an int8 model
     only when one passed its rule, so those tests cannot rely on the bundled one.
     """
+    import onnx
+
     from busassist.core.inference import Analyzer
     from busassist.training.export import seal_model, set_metadata
-    from busassist.training.quantize import TrainingImageReader, quantize_qdq
+    from busassist.training.quantize import TrainingImageReader, depthwise_weights, quantize_qdq
     from busassist.training.reference import REFERENCE_RUNTIME
 
     frames = sample_frames(calibration=True)
     metadata = Analyzer(fp32, verify=False, backend=REFERENCE_RUNTIME).metadata
-    quantize_qdq(fp32, path, TrainingImageReader(frames, metadata.input_size), "minmax", reduce_range=True)
+    full_range = depthwise_weights(onnx.load(str(fp32)).graph) if full_range_depthwise else []
+    reader = TrainingImageReader(frames, metadata.input_size)
+    quantize_qdq(fp32, path, reader, "minmax", reduce_range=reduce_range, full_range_weights=full_range)
     metadata.model_version += "-int8"
-    quantization = {"method": "minmax", "images": len(frames), "reduce_range": True, "weight_type": "int8"}
+    quantization = {"method": "minmax", "images": len(frames), "reduce_range": reduce_range, "weight_type": "int8"}
     metadata.extra = {**metadata.extra, "quantization": quantization}
     set_metadata(path, metadata)
     seal_model(path)

@@ -5,7 +5,9 @@ older CPU, whose 16-bit sums saturate with 8-bit weights. ``make int8`` quantise
 (``--reduce-range``) so that they cannot; this checks a model quantised that way (the fixture model's
 int8 form: this release bundles no int8 model, reports/int8-98770c53) on an emulated Intel Haswell (AVX2
 only) against this CPU, bit for bit. (The float32 model's answers differ there by ~4e-6, so the emulated CPU
-does take other kernels.) Skipped where ``qemu-x86_64`` is not installed (``make cpu-emulator``).
+does take other kernels.) The same holds with 8-bit weights in the depthwise convolutions
+(``--full-range-depthwise``), whose kernels add in 32 bits, while 8-bit weights everywhere do differ there.
+Skipped where ``qemu-x86_64`` is not installed (``make cpu-emulator``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from emulated_cpu import checkout_environment, emulated, needs_qemu
+
+pytest.register_assert_rewrite("model_fixtures")
+from model_fixtures import FixtureModel, build_int8_test_model  # noqa: E402
 
 pytest_plugins = ["model_fixtures"]
 
@@ -40,8 +46,7 @@ def _run(prefix: list[str], model: Path, image: Path, out: Path) -> list[np.ndar
         return [saved[name] for name in saved.files]
 
 
-@needs_qemu
-def test_a_7_bit_int8_model_is_the_same_without_vnni(shared_dir: Path, tmp_path: Path, int8_onnx: Path) -> None:
+def _input(shared_dir: Path, tmp_path: Path) -> Path:
     from PIL import Image
 
     from busassist.core.preprocessing import preprocess
@@ -49,11 +54,35 @@ def test_a_7_bit_int8_model_is_the_same_without_vnni(shared_dir: Path, tmp_path:
     path = shared_dir / "data" / "busi" / "malignant" / "images" / "malignant (1).png"
     network_input, _ = preprocess(np.asarray(Image.open(path).convert("L")))
     image = tmp_path / "input.npy"
-    batch = network_input.reshape(1, 1, *network_input.shape[-2:]).astype(np.float32)
-    np.save(image, batch)
-    model = int8_onnx
-    here = _run([], model, image, tmp_path / "here.npz")
-    haswell = _run(emulated("Haswell"), model, image, tmp_path / "haswell.npz")
+    np.save(image, network_input.reshape(1, 1, *network_input.shape[-2:]).astype(np.float32))
+    return image
+
+
+def _here_and_on_haswell(model: Path, image: Path, tmp_path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    here = _run([], model, image, tmp_path / f"{model.stem}-here.npz")
+    haswell = _run(emulated("Haswell"), model, image, tmp_path / f"{model.stem}-haswell.npz")
     assert len(here) == len(haswell) == 2
+    return here, haswell
+
+
+@needs_qemu
+def test_a_7_bit_int8_model_is_the_same_without_vnni(shared_dir: Path, tmp_path: Path, int8_onnx: Path) -> None:
+    here, haswell = _here_and_on_haswell(int8_onnx, _input(shared_dir, tmp_path), tmp_path)
+    for ours, theirs in zip(here, haswell):
+        assert np.array_equal(ours, theirs), float(np.abs(ours - theirs).max())
+
+
+@needs_qemu
+def test_8_bit_depthwise_weights_are_the_same_without_vnni(
+    shared_dir: Path, tmp_path: Path, emtnet_onnx: FixtureModel
+) -> None:
+    """``--full-range-depthwise``: onnxruntime's depthwise kernels add in 32 bits, so 8-bit depthwise weights
+    cannot saturate, while 8-bit weights everywhere do (the emulated CPU takes the saturating path)."""
+    image = _input(shared_dir, tmp_path)
+    everywhere = build_int8_test_model(emtnet_onnx.path, tmp_path / "everywhere.onnx", reduce_range=False)
+    here, haswell = _here_and_on_haswell(everywhere, image, tmp_path)
+    assert any(not np.array_equal(ours, theirs) for ours, theirs in zip(here, haswell))
+    depthwise = build_int8_test_model(emtnet_onnx.path, tmp_path / "depthwise.onnx", full_range_depthwise=True)
+    here, haswell = _here_and_on_haswell(depthwise, image, tmp_path)
     for ours, theirs in zip(here, haswell):
         assert np.array_equal(ours, theirs), float(np.abs(ours - theirs).max())

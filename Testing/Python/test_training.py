@@ -282,6 +282,28 @@ def test_export_calibrate_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None
 
     assert read_metadata(run / "emtnet.int8.onnx").extra["quantization"]["reduce_range"] is True
 
+    # --full-range-depthwise: 8 bits for the depthwise convolutions' weights (their kernels add in 32 bits), 7 for
+    # the rest; the count is recorded, and without --reduce-range (8 bits everywhere already) it is refused.
+    mixed_path = quantize_run(run, busi, calibration_images=8, reduce_range=True, full_range_depthwise=True)
+    mixed = onnx.load(str(mixed_path))
+    tensors = {t.name: numpy_helper.to_array(t) for t in mixed.graph.initializer}
+    weight_of = {
+        node.output[0]: tensors.get(node.input[0]) for node in mixed.graph.node if node.op_type == "DequantizeLinear"
+    }
+    ranges: dict[bool, list[int]] = {True: [], False: []}
+    for node in mixed.graph.node:
+        weight = weight_of.get(node.input[1]) if node.op_type in ("Conv", "ConvTranspose") else None
+        if weight is not None and weight.ndim == 4:
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            depthwise = node.op_type == "Conv" and group == weight.shape[0] > 1 and weight.shape[1] == 1
+            ranges[depthwise].append(int(np.abs(weight.astype(int)).max()))
+    assert ranges[True] and max(ranges[True]) > 64 and max(ranges[True]) <= 127
+    assert ranges[False] and max(ranges[False]) <= 64
+    assert read_metadata(mixed_path).extra["quantization"]["full_range_depthwise"] == len(ranges[True])
+    with pytest.raises(ValueError, match="needs --reduce-range"):
+        quantize_run(run, busi, calibration_images=8, full_range_depthwise=True)
+    assert not (run / "emtnet.prep.onnx").exists()
+
     # --float-node: the segmentation head stays in float (its weights are no int8 tensor), the rest does not;
     # the choice is recorded in the file, and a prefix that names no node is refused rather than ignored.
     head = "/network/segmenter/head/"
@@ -558,3 +580,30 @@ def test_quantize_check_stops_make_int8_on_a_model_that_fails_the_rule(
     else:
         assert captured.err == "" and "fails" not in captured.out
     assert main(["tools", "quantize", str(tmp_path), "--data", str(tmp_path)]) == 0  # without --check: figures only
+
+
+def test_quantize_full_range_depthwise_is_passed_on_and_refused_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """``--full-range-depthwise`` reaches ``quantize_run``; without ``--reduce-range`` it is a one-line refusal
+    before any file is read."""
+    from busassist.training import quantize
+    from busassist.training.cli import main
+
+    settings: dict = {}
+    real = quantize.quantize_run
+
+    def recording(*args, **kwargs) -> Path:
+        settings.update(kwargs)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(quantize, "quantize_run", recording)
+    main(["tools", "quantize", str(tmp_path), "--data", str(tmp_path), "--reduce-range", "--full-range-depthwise"])
+    assert settings["full_range_depthwise"] is True and settings["reduce_range"] is True
+    monkeypatch.setattr(quantize, "quantize_run", real)
+    capsys.readouterr()
+    status = main(["tools", "quantize", str(tmp_path / "absent"), "--data", str(tmp_path), "--full-range-depthwise"])
+    assert status != 0
+    error = capsys.readouterr().err.strip()
+    assert error.endswith("--full-range-depthwise keeps 8 bits where --reduce-range gives 7: it needs --reduce-range")
+    assert "\n" not in error and "Traceback" not in error

@@ -236,6 +236,7 @@ def _quantize(args: argparse.Namespace) -> int:
             bias_correction_images=args.bias_correction,
             bias_correction_pick=args.bias_correction_pick,
             float_nodes=tuple(args.float_node),
+            full_range_depthwise=args.full_range_depthwise,
         )
     except ValueError as error:  # a setting it refuses, or nothing left to correct
         raise UsageError(str(error)) from error
@@ -535,6 +536,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--reduce-range",
         action="store_true",
         help="7-bit weights: no int16 saturation on CPUs without VNNI, so the same answers on every x86-64",
+    )
+    quantize.add_argument(
+        "--full-range-depthwise",
+        action="store_true",
+        help="with --reduce-range, 8-bit weights for the depthwise convolutions, whose kernels add in 32 bits "
+        "and cannot saturate",
     )
     quantize.add_argument(
         "--weights",

@@ -59,10 +59,15 @@ def quantize_qdq(
     weight_type: str = "int8",
     excluded_nodes: list[str] | None = None,
     reduce_range: bool = False,
+    full_range_weights: list[str] | None = None,
 ) -> None:
     """onnxruntime static quantisation in the one form this project uses: QDQ, per-channel weights, uint8
-    activations. ``method`` is a ``CALIBRATION_METHODS`` name; ``excluded_nodes`` stay in float32."""
+    activations. ``method`` is a ``CALIBRATION_METHODS`` name; ``excluded_nodes`` stay in float32;
+    ``full_range_weights`` (weight initialiser names) keep 8 bits when ``reduce_range`` gives the rest 7."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    # onnxruntime's per-tensor override; axis 0 is a convolution weight's output-channel axis.
+    overrides = {name: [{"axis": 0, "reduce_range": False}] for name in full_range_weights or []}
 
     quantize_static(
         str(source),
@@ -75,7 +80,27 @@ def quantize_qdq(
         calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
         nodes_to_exclude=excluded_nodes or [],
         reduce_range=reduce_range,
+        extra_options={"TensorQuantOverrides": overrides} if overrides else {},
     )
+
+
+def depthwise_weights(graph) -> list[str]:  # noqa: ANN001 (an onnx GraphProto; onnx is imported lazily)
+    """Weight initialisers of the depthwise convolutions (one input channel per group, one group per channel).
+
+    onnxruntime computes these with its depthwise kernels, which widen every product to 32 bits before
+    adding (MLAS ``MlasConvDepthwiseKernel*``, ``MlasConvSymDepthwiseKernel*``): exact on every x86-64,
+    so unlike the GEMM behind the other convolutions they cannot saturate with 8-bit weights.
+    """
+    shapes = {tensor.name: tuple(tensor.dims) for tensor in graph.initializer}
+    names = []
+    for node in graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in shapes:
+            continue
+        group = next((attribute.i for attribute in node.attribute if attribute.name == "group"), 1)
+        shape = shapes[node.input[1]]
+        if group > 1 and len(shape) == 4 and shape[0] == group and shape[1] == 1:
+            names.append(node.input[1])
+    return names
 
 
 def failing_drops(figures: dict) -> list[tuple[str, str, float]]:
@@ -123,6 +148,7 @@ def quantize_run(
     bias_correction_images: int = 0,
     bias_correction_pick: str = "unused",
     float_nodes: tuple[str, ...] = (),
+    full_range_depthwise: bool = False,
 ) -> Path:
     """Write ``run/emtnet.int8.onnx`` (QDQ, per-channel 8-bit weights, uint8 activations).
 
@@ -135,6 +161,10 @@ def quantize_run(
     products into a saturating int16; with |weight| <= 64 a pair (<= 2 x 255 x 64 = 32,640) cannot
     saturate, so the int8 model answers alike on every x86-64 CPU, not only on the VNNI one it was
     checked on.
+    ``full_range_depthwise``: with ``reduce_range``, the depthwise convolutions keep 8-bit weights
+    (``depthwise_weights``: onnxruntime's depthwise kernels cannot saturate), the rest 7 bits. A 3x3
+    depthwise filter has only nine weights per channel, where rounding to 64 levels costs most
+    (reports/int8-depthwise).
     ``weight_type``: ``"int8"`` (signed, symmetric) or ``"uint8"``: onnxruntime multiplies uint8 by
     uint8 with another kernel that widens to int16 before adding, so it cannot saturate either.
     ``bias_correction_images``: when > 0, that many training images measure each convolution's
@@ -160,6 +190,8 @@ def quantize_run(
     float_nodes = tuple(float_nodes)
     if not all(float_nodes):
         raise ValueError("--float-node: an empty prefix would keep every node in float (nothing quantised)")
+    if full_range_depthwise and not reduce_range:
+        raise ValueError("--full-range-depthwise keeps 8 bits where --reduce-range gives 7: it needs --reduce-range")
     run = Path(run)
     split = json.loads((run / "split.json").read_text())
     chosen_keys, correction_keys, pool = calibration_keys(
@@ -182,7 +214,9 @@ def quantize_run(
 
     import onnx
 
-    nodes = onnx.load(str(prepared)).graph.node
+    graph = onnx.load(str(prepared)).graph
+    nodes = graph.node
+    full_range = depthwise_weights(graph) if full_range_depthwise else []
     excluded = [node.name for node in nodes if node.op_type in float_ops or node.name.startswith(float_nodes)]
     unmatched = [prefix for prefix in float_nodes if not any(node.name.startswith(prefix) for node in nodes)]
     if unmatched:
@@ -191,7 +225,7 @@ def quantize_run(
 
     def quantize(chosen: str) -> None:
         reader = TrainingImageReader(images, metadata.input_size)
-        quantize_qdq(prepared, target, reader, chosen, weight_type, excluded, reduce_range)
+        quantize_qdq(prepared, target, reader, chosen, weight_type, excluded, reduce_range, full_range)
 
     calibration: dict = {
         "method": method,
@@ -199,6 +233,7 @@ def quantize_run(
         "float_ops": list(float_ops),
         **({"float_nodes": list(float_nodes)} if float_nodes else {}),
         "reduce_range": reduce_range,
+        **({"full_range_depthwise": len(full_range)} if full_range_depthwise else {}),
         "weight_type": weight_type,
     }
     try:
