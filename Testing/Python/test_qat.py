@@ -176,3 +176,21 @@ def test_an_int8_model_made_from_a_published_one_gets_its_own_card(
     text = (derived / "MODEL_CARD.md").read_text()
     assert f"Made from `{parent['model']['version']}` without training: cross-layer equalisation" in text
     assert "7-bit" in text and "biases corrected on 4 training images" in text
+
+
+def test_logit_matching_weighs_the_mask_border_and_is_zero_on_agreement() -> None:
+    """``--objective logits``: no loss when the logits agree; an error on float32's border (logit 0) costs
+    (1 + FAR_FROM_BORDER_WEIGHT) / FAR_FROM_BORDER_WEIGHT times what it costs where float32 is sure (logit -12)."""
+    from types import SimpleNamespace
+
+    from busassist.training.qat import FAR_FROM_BORDER_WEIGHT, logit_matching_loss
+
+    def outputs(mask: list[float], class_logit: float = 0.5) -> SimpleNamespace:
+        return SimpleNamespace(mask_logit=torch.tensor([[mask]]), class_logit=torch.tensor([class_logit]))
+
+    target = outputs([0.0, -12.0])
+    assert float(logit_matching_loss(outputs([0.0, -12.0]), target)) == 0.0
+    on_border = float(logit_matching_loss(outputs([1.0, -12.0]), target))
+    far_away = float(logit_matching_loss(outputs([0.0, -11.0]), target))
+    assert on_border / far_away == pytest.approx((1 + FAR_FROM_BORDER_WEIGHT) / FAR_FROM_BORDER_WEIGHT, rel=1e-3)
+    assert float(logit_matching_loss(outputs([0.0, -12.0], 1.5), target)) == pytest.approx(1.0)  # class logit too

@@ -30,11 +30,14 @@ def main(fp32: str, int8: str, out: str) -> None:
     model.graph.initializer.extend([scale, zero])
     for node in model.graph.node:
         node.input[:] = ["input_grid_dequantised" if x == name else x for x in node.input]
-    model.graph.node.insert(0, helper.make_node("DequantizeLinear", ["input_grid_q", scale.name, zero.name], ["input_grid_dequantised"]))
+    model.graph.node.insert(
+        0, helper.make_node("DequantizeLinear", ["input_grid_q", scale.name, zero.name], ["input_grid_dequantised"])
+    )
     model.graph.node.insert(0, helper.make_node("QuantizeLinear", [name, scale.name, zero.name], ["input_grid_q"]))
     onnx.save(model, out)
     seal_model(Path(out))
-    print(f"{out}: input rounded with scale {onnx.numpy_helper.to_array(scale)} zero point {onnx.numpy_helper.to_array(zero)}")
+    grid = onnx.numpy_helper.to_array(scale), onnx.numpy_helper.to_array(zero)
+    print(f"{out}: input rounded with scale {grid[0]} zero point {grid[1]}")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,24 @@ def finish(network: nn.Module, simulation: Simulation) -> None:
     del network.activation_quantizers
 
 
+#: ``logits`` objective: weight of a mask pixel's squared logit error far from float32's border (1 more at it).
+FAR_FROM_BORDER_WEIGHT = 0.05
+
+
+def logit_matching_loss(output, target) -> torch.Tensor:  # noqa: ANN001 (EMTNet outputs)
+    """Squared error to the float32 model's logits, the mask's weighted towards its border.
+
+    The mask is float32's logit map cut at 0, so agreement is decided where that map is near 0; a pixel
+    weighs ``FAR_FROM_BORDER_WEIGHT + 4 p (1 - p)`` (p float32's probability): 1.05 on the border, little
+    where the answer is not in doubt. Matching logits rather than probabilities keeps the border where
+    float32 puts it (cross-entropy to the probabilities let the weights drift, reports/int8-error-budget).
+    """
+    probability = torch.sigmoid(target.mask_logit)
+    weight = FAR_FROM_BORDER_WEIGHT + 4 * probability * (1 - probability)
+    mask = (weight * (output.mask_logit - target.mask_logit) ** 2).mean()
+    return mask + F.mse_loss(output.class_logit, target.class_logit)
+
+
 def _freeze_norms(network: nn.Module) -> None:
     """Batch norms stay in inference mode with unit scale: they only carry the folded biases."""
     for module in network.modules():
@@ -123,7 +141,8 @@ def fine_tune(
     ``objective``: ``"teacher"`` (the default) fits the float32 model's own answers (its malignancy
     and mask probabilities, soft targets by binary cross-entropy): the int8 model is judged against
     float32, and fitting the labels instead lets the weights drift (one such run moved test AUC by
-    -0.015 before any rounding). ``"labels"`` fits the training loss.
+    -0.015 before any rounding). ``"logits"`` fits float32's logits (``logit_matching_loss``).
+    ``"labels"`` fits the training loss.
     The training split is the shipped recipe's (stratified, near-duplicate groups kept whole), so
     validation and test stay unseen. The model's metadata (W_p, rules) is carried over; its version
     gains ``-qat``.
@@ -144,7 +163,7 @@ def fine_tune(
     seed_everything(seed)
     network = network_from_onnx(Path(model))  # a bad model is refused before the data are read
     data, split, fingerprint = write_recipe_split(out, data_root, seed, limit)
-    teacher = copy.deepcopy(network).eval() if objective == "teacher" else None  # the float32 model, untouched
+    teacher = copy.deepcopy(network).eval() if objective != "labels" else None  # the float32 model, untouched
     fold_transposed_norms(network)
     simulation = simulate_int8(network)
     parameters = [p for p in network.parameters() if p.requires_grad]
@@ -166,6 +185,9 @@ def fine_tune(
             if teacher is not None:
                 with torch.no_grad():
                     target = teacher(inputs)
+            if objective == "logits":
+                loss = logit_matching_loss(output, target)
+            elif objective == "teacher":
                 loss = F.binary_cross_entropy_with_logits(
                     output.class_logit, torch.sigmoid(target.class_logit)
                 ) + F.binary_cross_entropy_with_logits(output.mask_logit, torch.sigmoid(target.mask_logit))

@@ -33,7 +33,7 @@ INT8_FILENAME = "emtnet.int8.onnx"
 #: Weight formats ``quantize_run`` writes: signed int8 (the default) or uint8 (onnxruntime's u8u8 kernels).
 WEIGHT_TYPES = ("int8", "uint8")
 #: What ``tools qat`` fits: the float32 model's own answers, or the training labels (here: no torch to import).
-QAT_OBJECTIVES = ("teacher", "labels")
+QAT_OBJECTIVES = ("teacher", "logits", "labels")
 #: Where ``--bias-correction`` takes its images from: the training images the ranges did not use, or all.
 BIAS_CORRECTION_PICKS = ("unused", "all")
 MAX_DROP = 0.005

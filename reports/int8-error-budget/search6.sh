@@ -1,0 +1,17 @@
+#!/bin/bash
+# Search 6 of PLAN.md (label-free): tools qat's fine-tuning from the equalised network (qat_equalised.py), then make int8's
+# quantisation without further equalisation, scored by fidelity.py against the bundled float32 model.
+set -u
+export BUSASSIST_DATA=/work/shared/data/busi
+G=/work/repro/runs/int8-reproduce-ema-3/exporter-graph.onnx
+P=/work/repro/runs/int8-reproduce-ema-3/prepared
+S=/work/repro/runs/int8-budget/qat-logits
+rm -rf $S; mkdir -p $S
+cd /work/main
+.venv/bin/python reports/int8-error-budget/qat_equalised.py $G $S/qat $BUSASSIST_DATA logits 1e-5 > $S.qat.log 2>&1 || { echo qat failed; exit 1; }
+.venv/bin/python -c "
+from busassist.training.quantize import quantize_run
+quantize_run('$S/qat', '$BUSASSIST_DATA', float_ops=('Gemm',), reduce_range=True, bias_correction_images=64)
+" > $S.quantize.log 2>&1 || { echo quantize failed; exit 1; }
+.venv/bin/python reports/int8-fidelity-search/fidelity.py Resources/Models/emtnet.onnx $P/split.json $BUSASSIST_DATA $S/qat/emtnet.int8.onnx | sed 's/^{/{"candidate": "qat from the equalised graph, logits, 4 epochs, 1e-5", /'
+echo DONE
