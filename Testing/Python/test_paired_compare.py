@@ -131,3 +131,53 @@ def test_compare_scores_the_runs_own_model(shared_dir: Path, tmp_path: Path, cap
     assert main(["compare", str(run), "--data", str(shared_dir / "data" / "busi")]) == 1
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and str(run) in error
+
+
+def _report(**differences: float) -> dict[str, dict[str, float]]:
+    """A paired report with the given differences (others 0) and an interval of +-0.05 around each."""
+    report = {}
+    for name in PAIRED_METRICS:
+        difference = differences.get(name, 0.0)
+        report[name] = {"new": 0.8 + difference, "reference": 0.8, "difference": difference}
+        report[name].update(ci_low=difference - 0.05, ci_high=difference + 0.05)
+    return report
+
+
+def test_the_replacement_rule_asks_for_a_real_gain_and_no_lost_cancer() -> None:
+    from busassist.training.paired_compare import replacement_failures
+
+    assert replacement_failures(_report(dice=0.06)) == []  # Dice's interval [+0.01, +0.11] lies above 0
+    assert replacement_failures(_report(auc=0.06, acc=-0.05, spe=-0.05, lesion_found=-0.05)) == []  # margins hold
+    assert replacement_failures(_report(dice=0.04)) == [
+        "no real gain: neither the Dice nor the AUC paired interval lies above 0"
+    ]
+    # 98770c53 against 804d8d00: SEN 20 against 23 of 27 cancers, beside a real SPE gain: refused on SEN alone
+    assert replacement_failures(_report(dice=0.06, sen=-3 / 27, spe=0.137)) == ["sen -0.111 (at most 0.00 lower)"]
+    assert replacement_failures(_report(dice=0.06, auc=-0.021)) == ["auc -0.021 (at most 0.02 lower)"]
+    assert replacement_failures(_report(dice=0.06, lesion_found=-0.06, acc=-0.051)) == [
+        "acc -0.051 (at most 0.05 lower)",
+        "lesion found -0.060 (at most 0.05 lower)",
+    ]
+    assert replacement_failures(_report(dice=0.06, spe=float("nan"))) == ["spe +nan (at most 0.05 lower)"]
+    assert replacement_failures(_report(dice=0.06, normal_no_lesion=-0.3)) == []  # reported, not ruled on
+
+
+def test_compare_replace_gives_the_rule_s_verdict_as_its_exit_status(
+    shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from busassist.training import paired_compare
+
+    run = _run_like_the_shipped_model(shared_dir, tmp_path / "run")
+    busi = ["--data", str(shared_dir / "data" / "busi")]
+    monkeypatch.setattr(paired_compare, "compare_with_shipped", lambda *args: (_report(dice=0.06), "table"))
+    assert main(["compare", "--replace", str(run), *busi]) == 0
+    assert "may replace the shipped model" in capsys.readouterr().out
+    lost = _report(dice=0.06, sen=-1 / 27)
+    monkeypatch.setattr(paired_compare, "compare_with_shipped", lambda *args: (lost, "table"))
+    assert main(["compare", "--replace", str(run), *busi]) == 3
+    assert "may not replace the shipped model: sen -0.037 (at most 0.00 lower)" in capsys.readouterr().out
+    assert main(["compare", "--replace", str(run), "--data", str(tmp_path / "no-busi")]) == 3  # nothing compared
+    assert main(["compare", "--replace", "--check", str(run), *busi]) == 1
+    assert main(["compare", "--replace", str(run), str(run)]) == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and "ask different questions" in errors[0] and "not A B" in errors[1]

@@ -320,15 +320,23 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    if args.check and args.replace:
+        raise UsageError(
+            "--check (does RUN reproduce the shipped model?) and --replace (may it replace it?) "
+            "ask different questions; give one"
+        )
     if args.reference is not None:
-        if args.check:
-            raise UsageError("--check compares a run with the shipped model; give one RUN, not A B")
+        if args.check or args.replace:
+            raise UsageError(
+                f"{'--check' if args.check else '--replace'} compares a run with the shipped model; "
+                "give one RUN, not A B"
+            )
         args.candidate = args.run
         return _cv_compare(args)
     from busassist.training.model_card import compare_cards
-    from busassist.training.paired_compare import beyond_noise, compare_with_shipped
+    from busassist.training.paired_compare import beyond_noise, compare_with_shipped, replacement_failures
 
-    not_checked = 3 if args.check else 0  # --check promises a verdict: no comparison is no pass
+    not_checked = 3 if args.check or args.replace else 0  # a verdict was promised: no comparison is no pass
     shipped_card = Path(args.models_dir) / "model_card.json"
     print(compare_cards(Path(args.run) / "model_card.json", shipped_card))
     if not shipped_card.exists():
@@ -347,6 +355,13 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"\nPaired on the same {args.run} test images (both models scored on each bootstrap resample):")
     print(table)
     print(f"written to {path}")
+    if args.replace:
+        failures = replacement_failures(report)
+        if failures:
+            print(f"may not replace the shipped model: {'; '.join(failures)}")
+            return 3
+        print("may replace the shipped model: a real gain, and nothing lower than the rule allows")
+        return 0
     differing = beyond_noise(report)
     if not differing:
         print("within the shipped card's paired 95 % intervals: no metric differs beyond resampling noise")
@@ -637,6 +652,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--check",
         action="store_true",
         help="exit 3 when RUN differs from the shipped model beyond noise on any metric (make reproduce)",
+    )
+    compare.add_argument(
+        "--replace",
+        action="store_true",
+        help="exit 3 unless RUN may replace the shipped model by the one replacement rule: a real Dice or AUC "
+        "gain, sensitivity no lower, ACC/SPE/lesions found at most 0.05 and AUC 0.02 lower (docs/training.md)",
     )
     compare.add_argument(
         "--data",
