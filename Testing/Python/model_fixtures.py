@@ -190,6 +190,8 @@ def build_int8_test_model(
     quantize_qdq(fp32, path, reader, "minmax", reduce_range=reduce_range, full_range_weights=full_range)
     metadata.model_version += "-int8"
     quantization = {"method": "minmax", "images": len(frames), "reduce_range": reduce_range, "weight_type": "int8"}
+    if full_range_depthwise:
+        quantization["full_range_depthwise"] = len(full_range)
     metadata.extra = {**metadata.extra, "quantization": quantization}
     set_metadata(path, metadata)
     seal_model(path)

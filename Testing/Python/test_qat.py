@@ -194,3 +194,14 @@ def test_logit_matching_weighs_the_mask_border_and_is_zero_on_agreement() -> Non
     far_away = float(logit_matching_loss(outputs([0.0, -11.0]), target))
     assert on_border / far_away == pytest.approx((1 + FAR_FROM_BORDER_WEIGHT) / FAR_FROM_BORDER_WEIGHT, rel=1e-3)
     assert float(logit_matching_loss(outputs([0.0, -12.0], 1.5), target)) == pytest.approx(1.0)  # class logit too
+
+
+def test_fine_tuning_by_logits_runs_against_the_float32_teacher(
+    exported: tuple[Path, Path], shared_dir: Path, tmp_path: Path
+) -> None:
+    """``--objective logits`` end to end: it needs the untouched float32 model as its teacher, and is recorded."""
+    plain, _ = exported
+    model = fine_tune(plain, tmp_path / "logits", shared_dir / "data" / "busi", epochs=1, limit=40, objective="logits")
+    record = json.loads((tmp_path / "logits" / "qat.json").read_text())
+    assert record["objective"] == "logits" and np.isfinite(record["history"][0]["loss"])
+    assert read_metadata(model).extra["qat"]["objective"] == "logits"

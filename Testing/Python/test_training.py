@@ -158,7 +158,7 @@ def test_deep_supervision_fine_tunes_from_a_plain_run_but_not_from_another_task(
         build_network(replace(config, init_from=str(clf / "best.pt")))
 
 
-def test_export_calibrate_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None:
+def test_export_calibrate_and_evaluate_a_run(busi: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from busassist.core.model_store import sha256_of, verify_model
     from busassist.training.evaluate import calibrate_run, evaluate_run
     from busassist.training.export import export_run
@@ -302,7 +302,13 @@ def test_export_calibrate_and_evaluate_a_run(busi: Path, tmp_path: Path) -> None
     assert read_metadata(mixed_path).extra["quantization"]["full_range_depthwise"] == len(ranges[True])
     with pytest.raises(ValueError, match="needs --reduce-range"):
         quantize_run(run, busi, calibration_images=8, full_range_depthwise=True)
-    assert not (run / "emtnet.prep.onnx").exists()
+    from busassist.training import quantize
+
+    with monkeypatch.context() as patch:  # a model without depthwise convolutions is refused, not quantised plainly
+        patch.setattr(quantize, "depthwise_weights", lambda graph: [])
+        with pytest.raises(ValueError, match="no depthwise convolution"):
+            quantize_run(run, busi, calibration_images=8, reduce_range=True, full_range_depthwise=True)
+    assert not (run / "emtnet.prep.onnx").exists()  # no leftover of the refused attempt
 
     # --float-node: the segmentation head stays in float (its weights are no int8 tensor), the rest does not;
     # the choice is recorded in the file, and a prefix that names no node is refused rather than ignored.
@@ -607,3 +613,29 @@ def test_quantize_full_range_depthwise_is_passed_on_and_refused_alone(
     error = capsys.readouterr().err.strip()
     assert error.endswith("--full-range-depthwise keeps 8 bits where --reduce-range gives 7: it needs --reduce-range")
     assert "\n" not in error and "Traceback" not in error
+
+
+def test_depthwise_weights_finds_one_filter_per_channel_convolutions_only() -> None:
+    """Only a convolution with one group per channel and one input channel per group counts as depthwise (the
+    kernels that add in 32 bits); a channel multiplier, an ordinary convolution and a weight that is not in the
+    file (a Constant's output) do not."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from busassist.training.quantize import depthwise_weights
+
+    def weight(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
+        return helper.make_tensor(name, TensorProto.FLOAT, shape, [0.1] * int(np.prod(shape)))
+
+    nodes = [
+        helper.make_node("Conv", ["x", "dw"], ["a"], group=8),  # depthwise: 8 groups, 8 filters of 1 channel
+        helper.make_node("Conv", ["x", "multiplier"], ["b"], group=8),  # 16 filters: a channel multiplier of 2
+        helper.make_node("Conv", ["x", "dense"], ["c"]),  # ordinary
+        helper.make_node("Constant", [], ["made"], value=weight("made_value", (8, 1, 3, 3))),
+        helper.make_node("Conv", ["x", "made"], ["d"], group=8),  # depthwise, but its weight is not an initializer
+    ]
+    initializers = [weight("dw", (8, 1, 3, 3)), weight("multiplier", (16, 1, 3, 3)), weight("dense", (4, 8, 1, 1))]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 5, 5])]
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in "abcd"]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
+    assert depthwise_weights(graph) == ["dw"]

@@ -39,6 +39,8 @@ def _derivation_lines(derived: dict | None) -> list[str]:
     quantization = steps.get("quantization")
     if quantization:
         bits = "7-bit" if quantization.get("reduce_range") else "8-bit"
+        if quantization.get("reduce_range") and quantization.get("full_range_depthwise"):
+            bits = "7-bit (8-bit in the depthwise convolutions)"
         detail = f"int8 with {bits} {quantization.get('weight_type', 'int8')} weights per channel"
         if quantization.get("float_ops"):
             detail += f", {', '.join(quantization['float_ops'])} kept in float"

@@ -169,7 +169,10 @@ def replacement_failures(report: dict[str, dict[str, float]]) -> list[str]:
     An undefined figure (NaN) fails, since a rule that cannot be checked is not met.
     """
     failures = []
-    if not any(report[name]["ci_low"] > 0 for name in REPLACEMENT_GAINS):
+    undefined = [name for name in REPLACEMENT_GAINS if not np.isfinite(report[name]["ci_low"])]
+    if undefined:
+        failures.append(f"no real gain can be shown: the {' and '.join(undefined)} interval is undefined")
+    elif not any(report[name]["ci_low"] > 0 for name in REPLACEMENT_GAINS):
         failures.append("no real gain: neither the Dice nor the AUC paired interval lies above 0")
     for name, margin in REPLACEMENT_MARGINS.items():
         difference = report[name]["difference"]

@@ -23,6 +23,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from busassist.training.quantize import QAT_OBJECTIVES as OBJECTIVES
+
+if TYPE_CHECKING:
+    from busassist.training.model import NetworkOutput
 
 WEIGHT_LEVELS = 64  # 7-bit symmetric: -64..64, as onnxruntime's reduce_range for int8 weights
 
@@ -103,7 +107,7 @@ def finish(network: nn.Module, simulation: Simulation) -> None:
 FAR_FROM_BORDER_WEIGHT = 0.05
 
 
-def logit_matching_loss(output, target) -> torch.Tensor:  # noqa: ANN001 (EMTNet outputs)
+def logit_matching_loss(output: NetworkOutput, target: NetworkOutput) -> torch.Tensor:
     """Squared error to the float32 model's logits, the mask's weighted towards its border.
 
     The mask is float32's logit map cut at 0, so agreement is decided where that map is near 0; a pixel

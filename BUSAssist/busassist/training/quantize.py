@@ -27,7 +27,7 @@ from busassist.training.busi import discover, load_image
 from busassist.training.reference import REFERENCE_RUNTIME
 
 if TYPE_CHECKING:
-    pass
+    from onnx import GraphProto
 
 INT8_FILENAME = "emtnet.int8.onnx"
 #: Weight formats ``quantize_run`` writes: signed int8 (the default) or uint8 (onnxruntime's u8u8 kernels).
@@ -84,7 +84,7 @@ def quantize_qdq(
     )
 
 
-def depthwise_weights(graph) -> list[str]:  # noqa: ANN001 (an onnx GraphProto; onnx is imported lazily)
+def depthwise_weights(graph: GraphProto) -> list[str]:
     """Weight initialisers of the depthwise convolutions (one input channel per group, one group per channel).
 
     onnxruntime computes these with its depthwise kernels, which widen every product to 32 bits before
@@ -217,6 +217,11 @@ def quantize_run(
     graph = onnx.load(str(prepared)).graph
     nodes = graph.node
     full_range = depthwise_weights(graph) if full_range_depthwise else []
+    if full_range_depthwise and not full_range:
+        prepared.unlink()
+        raise ValueError(
+            f"{fp32}: --full-range-depthwise: the model has no depthwise convolution with its weights in the file"
+        )
     excluded = [node.name for node in nodes if node.op_type in float_ops or node.name.startswith(float_nodes)]
     unmatched = [prefix for prefix in float_nodes if not any(node.name.startswith(prefix) for node in nodes)]
     if unmatched:
