@@ -78,7 +78,8 @@ bench: $(VENV)/.stamp-dev
 	$(PY) bench/roofline.py --results bench/results.json --out bench/roofline.json
 
 # Retrain the shipped model from scratch (resumes an interrupted run), export, evaluate and
-# compare with the shipped model card. `busassist-train publish $(RUN_DIR)` then replaces it.
+# compare with the shipped model card (--check: does it reproduce it?). A training of another recipe replaces the
+# shipped model only when `busassist-train compare RUN --replace` says it may; `busassist-train publish RUN` then does.
 # The recipe is fit's defaults with two choices made by the study reports/ema-agreement (rules fixed
 # before it ran): the moving average of the weights (--keep ema) and seed 3, the shipped model's.
 reproduce: $(VENV)/.stamp-dev

@@ -19,6 +19,10 @@ quantize_run('$D', '$BUSASSIST_DATA', float_ops=('Gemm',), reduce_range=True, bi
 " "$@" > $D.log 2>&1 || { echo "$name failed"; return; }
   $PY reports/int8-fidelity-search/fidelity.py Resources/Models/emtnet.onnx $P/split.json $BUSASSIST_DATA $D/emtnet.int8.onnx | sed "s/^{/{\"candidate\": \"$name\", /"
 }
+# 1. float32 with only the input rounded to make int8's uint8 input grid (input_grid.py)
+$PY reports/int8-error-budget/input_grid.py Resources/Models/emtnet.onnx $P/emtnet.int8.onnx $S/input-grid.onnx > /dev/null
+$PY reports/int8-fidelity-search/fidelity.py Resources/Models/emtnet.onnx $P/split.json $BUSASSIST_DATA $S/input-grid.onnx | sed 's/^{/{"candidate": "input-grid", /'
+# 2. and 3.
 run decoder-float /network/segmenter/
 run encoder-float /network/encoder/
 echo DONE

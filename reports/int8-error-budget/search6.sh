@@ -14,4 +14,7 @@ from busassist.training.quantize import quantize_run
 quantize_run('$S/qat', '$BUSASSIST_DATA', float_ops=('Gemm',), reduce_range=True, bias_correction_images=64)
 " > $S.quantize.log 2>&1 || { echo quantize failed; exit 1; }
 .venv/bin/python reports/int8-fidelity-search/fidelity.py Resources/Models/emtnet.onnx $P/split.json $BUSASSIST_DATA $S/qat/emtnet.int8.onnx | sed 's/^{/{"candidate": "qat from the equalised graph, logits, 4 epochs, 1e-5", /'
+# Diagnosis: the fine-tuned float32 model itself (sealed copy) against the bundled one, before any rounding
+cp $S/qat/emtnet.onnx $S/qat-fp32.onnx && .venv/bin/python -c "import sys; from pathlib import Path; from busassist.training.export import seal_model; seal_model(Path(sys.argv[1]))" $S/qat-fp32.onnx
+.venv/bin/python reports/int8-fidelity-search/fidelity.py Resources/Models/emtnet.onnx $P/split.json $BUSASSIST_DATA $S/qat-fp32.onnx | sed 's/^{/{"candidate": "its float32 form (diagnosis)", /'
 echo DONE
