@@ -310,6 +310,14 @@ def test_export_calibrate_and_evaluate_a_run(busi: Path, tmp_path: Path, monkeyp
             quantize_run(run, busi, calibration_images=8, reduce_range=True, full_range_depthwise=True)
     assert not (run / "emtnet.prep.onnx").exists()  # no leftover of the refused attempt
 
+    # --percentile (its effect on the ranges: test_quantize_ranges): this tiny network is too flat for
+    # percentile histograms, so the minmax fallback runs, and the share it did not use is not recorded.
+    flat = read_metadata(quantize_run(run, busi, calibration_images=8, reduce_range=True, percentile=99.0))
+    assert flat.extra["quantization"]["method"] == "minmax" and "percentile" not in flat.extra["quantization"]
+    for method, share in (("minmax", 99.9), ("percentile", 40.0), ("percentile", 100.5)):
+        with pytest.raises(ValueError, match="--percentile"):
+            quantize_run(run, busi, calibration_images=8, method=method, percentile=share)
+
     # --float-node: the segmentation head stays in float (its weights are no int8 tensor), the rest does not;
     # the choice is recorded in the file, and a prefix that names no node is refused rather than ignored.
     head = "/network/segmenter/head/"

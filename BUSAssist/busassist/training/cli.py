@@ -237,6 +237,7 @@ def _quantize(args: argparse.Namespace) -> int:
             bias_correction_pick=args.bias_correction_pick,
             float_nodes=tuple(args.float_node),
             full_range_depthwise=args.full_range_depthwise,
+            percentile=args.percentile,
         )
     except ValueError as error:  # a setting it refuses, or nothing left to correct
         raise UsageError(str(error)) from error
@@ -533,6 +534,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quantize.add_argument("--calibration", choices=list(CALIBRATION_METHODS), default="percentile")
     quantize.add_argument("--calibration-images", type=int, default=200, help="training images to calibrate on")
+    quantize.add_argument(
+        "--percentile",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="with --calibration percentile: the share of each activation's values (in %%) its range keeps "
+        "(default: onnxruntime's 99.999)",
+    )
     quantize.add_argument(
         "--float-op",
         action="append",

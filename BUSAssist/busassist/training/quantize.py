@@ -60,10 +60,13 @@ def quantize_qdq(
     excluded_nodes: list[str] | None = None,
     reduce_range: bool = False,
     full_range_weights: list[str] | None = None,
+    percentile: float | None = None,
 ) -> None:
     """onnxruntime static quantisation in the one form this project uses: QDQ, per-channel weights, uint8
     activations. ``method`` is a ``CALIBRATION_METHODS`` name; ``excluded_nodes`` stay in float32;
-    ``full_range_weights`` (weight initialiser names) keep 8 bits when ``reduce_range`` gives the rest 7."""
+    ``full_range_weights`` (weight initialiser names) keep 8 bits when ``reduce_range`` gives the rest 7;
+    ``percentile``: the share of each tensor's values (in %) the ``percentile`` method keeps inside its range
+    (None: onnxruntime's 99.999)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     # onnxruntime's per-tensor override; axis 0 is a convolution weight's output-channel axis.
@@ -80,7 +83,10 @@ def quantize_qdq(
         calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
         nodes_to_exclude=excluded_nodes or [],
         reduce_range=reduce_range,
-        extra_options={"TensorQuantOverrides": overrides} if overrides else {},
+        extra_options={
+            **({"TensorQuantOverrides": overrides} if overrides else {}),
+            **({"CalibPercentile": percentile} if percentile is not None else {}),
+        },
     )
 
 
@@ -149,6 +155,7 @@ def quantize_run(
     bias_correction_pick: str = "unused",
     float_nodes: tuple[str, ...] = (),
     full_range_depthwise: bool = False,
+    percentile: float | None = None,
 ) -> Path:
     """Write ``run/emtnet.int8.onnx`` (QDQ, per-channel 8-bit weights, uint8 activations).
 
@@ -165,6 +172,8 @@ def quantize_run(
     (``depthwise_weights``: onnxruntime's depthwise kernels cannot saturate), the rest 7 bits. A 3x3
     depthwise filter has only nine weights per channel, where rounding to 64 levels costs most
     (reports/int8-depthwise).
+    ``percentile``: with ``method="percentile"``, the share of values (in %) each activation range keeps;
+    lower clips more of the rarest values and rounds the rest more finely (None: onnxruntime's 99.999).
     ``weight_type``: ``"int8"`` (signed, symmetric) or ``"uint8"``: onnxruntime multiplies uint8 by
     uint8 with another kernel that widens to int16 before adding, so it cannot saturate either.
     ``bias_correction_images``: when > 0, that many training images measure each convolution's
@@ -190,6 +199,8 @@ def quantize_run(
     float_nodes = tuple(float_nodes)
     if not all(float_nodes):
         raise ValueError("--float-node: an empty prefix would keep every node in float (nothing quantised)")
+    if percentile is not None and (method != "percentile" or not 50 < percentile <= 100):
+        raise ValueError(f"--percentile {percentile}: needs --calibration percentile and a share in (50, 100]")
     if full_range_depthwise and not reduce_range:
         raise ValueError("--full-range-depthwise keeps 8 bits where --reduce-range gives 7: it needs --reduce-range")
     run = Path(run)
@@ -230,10 +241,12 @@ def quantize_run(
 
     def quantize(chosen: str) -> None:
         reader = TrainingImageReader(images, metadata.input_size)
-        quantize_qdq(prepared, target, reader, chosen, weight_type, excluded, reduce_range, full_range)
+        kept = percentile if chosen == "percentile" else None
+        quantize_qdq(prepared, target, reader, chosen, weight_type, excluded, reduce_range, full_range, kept)
 
     calibration: dict = {
         "method": method,
+        **({"percentile": percentile} if percentile is not None else {}),
         "images": len(images),
         "float_ops": list(float_ops),
         **({"float_nodes": list(float_nodes)} if float_nodes else {}),
@@ -250,6 +263,7 @@ def quantize_run(
             raise
         print(f"{fp32}: {method} calibration failed ({error}); calibrating with minmax instead")
         quantize("minmax")
+        calibration.pop("percentile", None)  # not used by minmax
         calibration.update(method="minmax", requested=method, reason=str(error))
     prepared.unlink()
     if correction_keys:
