@@ -263,7 +263,8 @@ def quantize_run(
             raise
         print(f"{fp32}: {method} calibration failed ({error}); calibrating with minmax instead")
         quantize("minmax")
-        calibration.pop("percentile", None)  # not used by minmax
+        if calibration.pop("percentile", None) is not None:  # not used by minmax
+            calibration["requested_percentile"] = percentile
         calibration.update(method="minmax", requested=method, reason=str(error))
     prepared.unlink()
     if correction_keys:
