@@ -143,14 +143,14 @@ def _report(**differences: float) -> dict[str, dict[str, float]]:
     return report
 
 
-def test_the_replacement_rule_asks_for_a_real_gain_and_no_lost_cancer() -> None:
-    from busassist.training.paired_compare import replacement_failures
+def test_the_replacement_rule_asks_for_no_lost_cancer_and_reports_real_gains() -> None:
+    from busassist.training.paired_compare import real_gains, replacement_failures
 
-    assert replacement_failures(_report(dice=0.06)) == []  # Dice's interval [+0.01, +0.11] lies above 0
+    assert replacement_failures(_report(dice=0.06)) == [] and real_gains(_report(dice=0.06)) == ["dice"]
     assert replacement_failures(_report(auc=0.06, acc=-0.05, spe=-0.05, lesion_found=-0.05)) == []  # margins hold
-    assert replacement_failures(_report(dice=0.04)) == [
-        "no real gain: neither the Dice nor the AUC paired interval lies above 0"
-    ]
+    assert replacement_failures(_report(dice=0.04)) == [] and real_gains(_report(dice=0.04)) == []  # equal: no reason
+    assert real_gains(_report(dice=0.06, auc=0.051)) == ["dice", "auc"]
+    assert real_gains(_report(dice=float("nan"))) == []  # an undefined interval shows no gain
     # 98770c53 against 804d8d00: SEN 20 against 23 of 27 cancers, beside a real SPE gain: refused on SEN alone
     assert replacement_failures(_report(dice=0.06, sen=-3 / 27, spe=0.137)) == ["sen -0.111 (at most 0.00 lower)"]
     assert replacement_failures(_report(dice=0.06, auc=-0.021)) == ["auc -0.021 (at most 0.02 lower)"]
@@ -171,7 +171,11 @@ def test_compare_replace_gives_the_rule_s_verdict_as_its_exit_status(
     busi = ["--data", str(shared_dir / "data" / "busi")]
     monkeypatch.setattr(paired_compare, "compare_with_shipped", lambda *args: (_report(dice=0.06), "table"))
     assert main(["compare", "--replace", str(run), *busi]) == 0
-    assert "may replace the shipped model" in capsys.readouterr().out
+    assert "may replace the shipped model (better or equal" in (out := capsys.readouterr().out)
+    assert "better: dice beyond noise" in out
+    monkeypatch.setattr(paired_compare, "compare_with_shipped", lambda *args: (_report(), "table"))
+    assert main(["compare", "--replace", str(run), *busi]) == 0
+    assert "equal within noise: it replaces the shipped model only with a study" in capsys.readouterr().out
     lost = _report(dice=0.06, sen=-1 / 27)
     monkeypatch.setattr(paired_compare, "compare_with_shipped", lambda *args: (lost, "table"))
     assert main(["compare", "--replace", str(run), *busi]) == 3
