@@ -17,4 +17,6 @@ quantize_run('$S/qat', '$BUSASSIST_DATA', float_ops=('Gemm',), reduce_range=True
 # Diagnosis: the fine-tuned float32 model itself (sealed copy) against the bundled one, before any rounding
 cp $S/qat/emtnet.onnx $S/qat-fp32.onnx && .venv/bin/python -c "import sys; from pathlib import Path; from busassist.training.export import seal_model; seal_model(Path(sys.argv[1]))" $S/qat-fp32.onnx
 .venv/bin/python reports/int8-fidelity-search/fidelity.py Resources/Models/emtnet.onnx $P/split.json $BUSASSIST_DATA $S/qat-fp32.onnx | sed 's/^{/{"candidate": "its float32 form (diagnosis)", /'
+# Diagnosis: its int8 against its own float32 form (does fine-tuning make the model's border robust to rounding?)
+.venv/bin/python reports/int8-fidelity-search/fidelity.py $S/qat-fp32.onnx $P/split.json $BUSASSIST_DATA $S/qat/emtnet.int8.onnx | sed 's/^{/{"candidate": "its int8 against its own float32 form (diagnosis)", /'
 echo DONE
