@@ -3,7 +3,8 @@
 Eight verbs. The production line: ``fit`` -> ``export`` -> ``calibrate`` (operating table and temperature
 fitted on validation, written into the model and sealed by its checksum) -> ``evaluate`` (the card; reads
 the model, never writes it) -> ``publish``; ``fit --export`` runs the middle three. Beside it: ``compare``
-(a run against the shipped model, or two cross-validations / study variants fold by fold), ``study``
+(a run against the shipped model: does it reproduce it, ``--check``; may it replace it, ``--replace``; or
+two cross-validations / study variants fold by fold), ``study``
 (run or report a spec: cross-validation, the W_p sweep, the grid, the ablation, seed spreads; and
 ``agreement``: would one seed pass ``compare --check`` against another) and
 ``tools`` (occasional: quantize, equalize, qat, cv-rescore, mask-study, experiments-report)."""
