@@ -22,4 +22,9 @@ quantize_run('$D', '$BUSASSIST_DATA', float_ops=('Gemm',), reduce_range=True, bi
 " > $D.quantize.log 2>&1 || { echo "$name quantize failed"; continue; }
   $PY reports/int8-fidelity-search/fidelity.py $D/emtnet.onnx $D/split.json $BUSASSIST_DATA $D/emtnet.int8.onnx | sed "s/^{/{\"model\": \"$name\", \"measure\": \"int8\", /"
 done; done
+# For scale (added after the six, 05:28 UTC): the previous shipped model, 804d8d00 (best epoch), input rounding only.
+O=$S/previous-804d8d00; mkdir -p $O
+git show 5f8566f~1:Resources/Models/emtnet.onnx > $O/emtnet.onnx; git show 5f8566f~1:Resources/Models/emtnet.onnx.sha256 > $O/emtnet.onnx.sha256
+$PY reports/int8-error-budget/input_grid.py $O/emtnet.onnx $GRID $O/input-grid.onnx > /dev/null
+$PY reports/int8-fidelity-search/fidelity.py $O/emtnet.onnx $STUDY/keep-ema/seed-3/split.json $BUSASSIST_DATA $O/input-grid.onnx | sed 's/^{/{"model": "previous-804d8d00", "measure": "input rounding", /'
 echo DONE
