@@ -2,9 +2,10 @@
 
     python reports/int8-steep-border/finetune.py EXPORTER_GRAPH OUT DATA_ROOT LAMBDA
 
-Writes OUT/exporter-graph.onnx (for ``tools equalize``), OUT/emtnet.onnx (fast form, sealed) and
-OUT/split.json; no test image is read. Uses the trainer's own pieces (weights read back as ``tools qat``
-does, the recipe's batches, augmentation and loss) plus LAMBDA * mean(4 p (1 - p)) over the mask pixels.
+Writes OUT/emtnet.onnx (fast form, sealed), OUT/split.json and OUT/eq/ (the same network equalised as
+``tools equalize`` does, 4 rounds, for ``quantize_run``: the exporter's graph of a network whose transposed
+norms were folded cannot be read back, so it is equalised here); no test image is read. Uses the trainer's
+own pieces (weights read back as ``tools qat`` does, the recipe's batches, augmentation and loss) plus LAMBDA * mean(4 p (1 - p)) over the mask pixels.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from busassist.core.model_store import read_metadata
 from busassist.training.augment import AugmentConfig
+from busassist.training.equalize import equalise
 from busassist.training.export import export_onnx, seal_model
 from busassist.training.losses import multitask_loss
 from busassist.training.onnx_weights import fold_transposed_norms, network_from_onnx
@@ -69,9 +71,12 @@ def main(model: str, out: str, data_root: str, weight: str) -> None:
         print(json.dumps(history[-1]), flush=True)
     network.eval()
     metadata.model_version += f"-border{border_weight:g}"
-    export_onnx(network, out_dir / "exporter-graph.onnx", metadata, metadata.input_size, fast=False)
     export_onnx(network, out_dir / "emtnet.onnx", metadata, metadata.input_size)
     seal_model(out_dir / "emtnet.onnx")
+    write_recipe_split(out_dir / "eq", Path(data_root), SEED)
+    record = equalise(network, 4)
+    metadata.extra = {**metadata.extra, "equalization": {"pairs": record["pairs"]}}
+    export_onnx(network.eval(), out_dir / "eq" / "emtnet.onnx", metadata, metadata.input_size)
     (out_dir / "finetune.json").write_text(json.dumps({"lambda": border_weight, "history": history}, indent=1) + "\n")
 
 

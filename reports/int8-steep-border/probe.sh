@@ -12,7 +12,6 @@ cd /work/main
 for lambda in 0 5; do
   D=$S/lambda-$lambda; rm -rf $D
   $PY reports/int8-steep-border/finetune.py $G $D $BUSASSIST_DATA $lambda > $D.log 2>&1 || { echo "lambda $lambda failed"; continue; }
-  .venv/bin/busassist-train tools equalize $D/exporter-graph.onnx --out $D/eq --data $BUSASSIST_DATA >> $D.log 2>&1
   $PY -c "
 from busassist.training.quantize import quantize_run
 quantize_run('$D/eq', '$BUSASSIST_DATA', float_ops=('Gemm',), reduce_range=True, bias_correction_images=64)
