@@ -1,11 +1,12 @@
-"""The probe of PLAN.md: fine-tune 98770c53 for 3 epochs with a border-width term, write both graph forms.
+"""The probe of PLAN.md: fine-tune 98770c53 for 3 epochs with a border-width term.
 
     python reports/int8-steep-border/finetune.py EXPORTER_GRAPH OUT DATA_ROOT LAMBDA
 
 Writes OUT/emtnet.onnx (fast form, sealed), OUT/split.json and OUT/eq/ (the same network equalised as
 ``tools equalize`` does, 4 rounds, for ``quantize_run``: the exporter's graph of a network whose transposed
 norms were folded cannot be read back, so it is equalised here); no test image is read. Uses the trainer's
-own pieces (weights read back as ``tools qat`` does, the recipe's batches, augmentation and loss) plus LAMBDA * mean(4 p (1 - p)) over the mask pixels.
+own pieces (weights read back as ``tools qat`` does, the recipe's batches, augmentation and loss) plus
+LAMBDA * mean(4 p (1 - p)) over the mask pixels.
 """
 
 from __future__ import annotations
