@@ -13,23 +13,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from busassist.constants import MODEL_FILENAME
 from busassist.core.model_store import ModelError
-from busassist.training.quantize import BIAS_CORRECTION_PICKS, CALIBRATION_METHODS, QAT_OBJECTIVES, WEIGHT_TYPES
+from busassist.training.cli_parts import (
+    DATA_VARIABLE,
+    PRETRAINED_VARIABLE,
+    UsageError,
+    from_environment,
+    run_command,
+)
+from busassist.training.cli_tools import add_tools
 
 if TYPE_CHECKING:
     from busassist.training.trainer import TrainConfig
-
-#: Where the data are comes from the command line or the environment, never from this checkout's
-#: neighbours: ``--data`` or ``BUSASSIST_DATA`` (the BUSI folder), ``--pretrained`` or
-#: ``BUSASSIST_PRETRAINED`` (the ImageNet MobileNetV1 frozen graph). The Makefile sets both to ../shared.
-DATA_VARIABLE = "BUSASSIST_DATA"
-PRETRAINED_VARIABLE = "BUSASSIST_PRETRAINED"
 
 
 class WholeNamesHelpFormatter(argparse.HelpFormatter):
@@ -39,15 +39,6 @@ class WholeNamesHelpFormatter(argparse.HelpFormatter):
         import textwrap
 
         return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
-
-
-def _from_environment(variable: str) -> Path | None:
-    value = os.environ.get(variable, "").strip()
-    return Path(value) if value else None
-
-
-class UsageError(Exception):
-    """A command-line problem reported in one line."""
 
 
 def _generated_settings():
@@ -144,17 +135,6 @@ def _study_agreement(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cv_rescore(args: argparse.Namespace) -> int:
-    from busassist.training.experiments import rescore_cv
-
-    try:
-        summary = rescore_cv(args.out)
-    except ValueError as error:  # an unfinished run
-        raise UsageError(str(error)) from error
-    print(json.dumps(summary, indent=1))
-    return 0
-
-
 def _export_and_evaluate(run: Path, data: Path) -> int:
     """The production line after fit: export, calibrate (seals the model), evaluate (reads it)."""
     from busassist.training.evaluate import calibrate_run, evaluate_run
@@ -210,89 +190,6 @@ def _evaluate(args: argparse.Namespace) -> int:
         from busassist.training.report import write_report
 
         print(f"report written to {write_report(args.run, args.report, args.data)}")
-    return 0
-
-
-def _experiments_report(args: argparse.Namespace) -> int:
-    from busassist.training.experiments_report import write_experiments_report
-
-    folders = {"cv": args.cv, "sweep-wp": args.sweep_wp, "grid": args.grid, "ablation": args.ablation}
-    preamble = args.preamble.read_text() if args.preamble else ""
-    print(f"report written to {write_experiments_report(args.out, folders, preamble)}")
-    return 0
-
-
-def _quantize(args: argparse.Namespace) -> int:
-    from busassist.training.quantize import compare_int8, failing_drops, quantize_run
-
-    try:
-        target = quantize_run(
-            args.run,
-            args.data,
-            args.calibration_images,
-            args.calibration,
-            tuple(args.float_op),
-            reduce_range=args.reduce_range,
-            weight_type=args.weights,
-            bias_correction_images=args.bias_correction,
-            bias_correction_pick=args.bias_correction_pick,
-            float_nodes=tuple(args.float_node),
-            full_range_depthwise=args.full_range_depthwise,
-            percentile=args.percentile,
-        )
-    except ValueError as error:  # a setting it refuses, or nothing left to correct
-        raise UsageError(str(error)) from error
-    print(f"wrote {target}")
-    figures = compare_int8(args.run, args.data, reference=args.against)
-    print(json.dumps(figures, indent=1))
-    if args.check and not figures["ship_int8"]:
-        failing = failing_drops(figures)
-        drops = ", ".join(
-            f"{part} {metric.removesuffix('_drop').upper()} {drop:+.4f}" for part, metric, drop in failing
-        )
-        rule = f"AUC and Dice drop <= {figures['max_drop']} on validation and test"
-        print(f"busassist-train: {target}: fails the int8 rule ({rule}): {drops}", file=sys.stderr)
-        return 3
-    return 0
-
-
-def _prepared_for_int8(make, args: argparse.Namespace, wrote: str, quantize_options: str) -> int:
-    """Run a tool that prepares an exported model for int8, and say what to run next."""
-    try:
-        model = make()
-    except ValueError as error:  # not the exporter's graph, not an EMT-Net, a setting it refuses
-        raise UsageError(str(error)) from error
-    print(
-        f"wrote {model}{wrote}; next: busassist-train tools quantize {args.out} --reduce-range --float-op Gemm "
-        f"{quantize_options}--against ORIGINAL_FAST_FORM_MODEL"
-    )
-    return 0
-
-
-def _qat(args: argparse.Namespace) -> int:
-    from busassist.training.qat import fine_tune
-
-    def make() -> Path:
-        return fine_tune(
-            args.model, args.out, args.data, epochs=args.epochs, learning_rate=args.lr, objective=args.objective
-        )
-
-    return _prepared_for_int8(make, args, "", "")
-
-
-def _equalize(args: argparse.Namespace) -> int:
-    from busassist.training.equalize import equalised_model
-
-    return _prepared_for_int8(
-        lambda: equalised_model(args.model, args.out, args.data), args, " (answers unchanged)", "--bias-correction 64 "
-    )
-
-
-def _mask_study(args: argparse.Namespace) -> int:
-    from busassist.training.mask_study import mask_study
-
-    print(json.dumps(mask_study(args.run, args.data), indent=1))
-    print(f"all variants (validation only): {Path(args.run) / 'mask_study.csv'}")
     return 0
 
 
@@ -400,14 +297,14 @@ def training_options(preset_default: str | None = "full") -> argparse.ArgumentPa
     where.add_argument(
         "--data",
         type=Path,
-        default=_from_environment(DATA_VARIABLE),
+        default=from_environment(DATA_VARIABLE),
         help=f"BUSI root folder (default: ${DATA_VARIABLE})",
     )
     where.add_argument("--out", type=Path, required=True, help="output folder (resumed if it exists)")
     where.add_argument(
         "--pretrained",
         type=Path,
-        default=_from_environment(PRETRAINED_VARIABLE),
+        default=from_environment(PRETRAINED_VARIABLE),
         help=f"ImageNet MobileNetV1 frozen graph (default: ${PRETRAINED_VARIABLE})",
     )
     where.add_argument("--no-pretrained", action="store_true", help="train from scratch")
@@ -438,26 +335,6 @@ def training_options(preset_default: str | None = "full") -> argparse.ArgumentPa
             options["help"] += " (default: the preset's)"
         groups[meta["section"]].add_argument(_flag(setting), **options)
     return common
-
-
-def _run_command(subparsers, name: str, help_text: str, handler, data: bool = True) -> argparse.ArgumentParser:
-    """A verb that works on one finished run folder (and, with ``data``, on the BUSI folder)."""
-    parser = subparsers.add_parser(name, help=help_text)
-    parser.add_argument("run", type=Path)
-    if data:
-        parser.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
-    parser.set_defaults(handler=handler)
-    return parser
-
-
-def _model_command(subparsers, name: str, help_text: str, handler, made: str) -> argparse.ArgumentParser:
-    """A tool that reads an exported model (the exporter's graph) and writes a new one with the recipe's split."""
-    parser = subparsers.add_parser(name, help=help_text)
-    parser.add_argument("model", type=Path, help="an exported model in the exporter's graph form (not the fast form)")
-    parser.add_argument("--out", type=Path, required=True, help=f"folder for emtnet.onnx ({made}) and split.json")
-    parser.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
-    parser.set_defaults(handler=handler)
-    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -493,12 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="would one seed pass make reproduce's check against another? (and against the shipped model)",
     )
     agreement.add_argument("out", type=Path, help="a seed study's output folder (one test split)")
-    agreement.add_argument("--data", type=Path, default=_from_environment(DATA_VARIABLE))
+    agreement.add_argument("--data", type=Path, default=from_environment(DATA_VARIABLE))
     agreement.add_argument("--models-dir", type=Path, default=Path("Resources/Models"))
     agreement.add_argument("--no-shipped", action="store_true", help="only replicate against replicate")
     agreement.set_defaults(handler=_study_agreement)
 
-    export = _run_command(
+    export = run_command(
         sub, "export", "export a run's kept weights to ONNX (the exact fast graph form)", _export, data=False
     )
     export.add_argument(
@@ -507,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write the exporter's own graph to FILE instead (the input of tools equalize / quantize)",
     )
-    calibrate = _run_command(
+    calibrate = run_command(
         sub,
         "calibrate",
         "fit the operating table and temperature on validation, write them into the model, seal it",
@@ -520,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KFOLD_RUN",
         help="fit on the pooled out-of-fold predictions of a K-fold run of the same recipe instead of validation",
     )
-    evaluate = _run_command(
+    evaluate = run_command(
         sub, "evaluate", "the model card on validation and test (reads the model, never writes it)", _evaluate
     )
     evaluate.add_argument("--report", type=Path, default=None, metavar="FOLDER", help="also a Markdown report")
@@ -533,122 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         "its data and training sections are carried over",
     )
 
-    tools = sub.add_parser(
-        "tools", help="occasional tools: quantize, equalize, qat, cv-rescore, mask-study, experiments-report"
-    )
-    tools_sub = tools.add_subparsers(dest="tool", required=True)
-    quantize = _run_command(
-        tools_sub, "quantize", "int8 ONNX beside the fp32 one, with its cost in AUC/Dice", _quantize
-    )
-    quantize.add_argument("--calibration", choices=list(CALIBRATION_METHODS), default="percentile")
-    quantize.add_argument("--calibration-images", type=int, default=200, help="training images to calibrate on")
-    quantize.add_argument(
-        "--percentile",
-        type=float,
-        default=None,
-        metavar="SHARE",
-        help="with --calibration percentile: the share of each activation's values (in %%) its range keeps "
-        "(default: onnxruntime's 99.999)",
-    )
-    quantize.add_argument(
-        "--float-op",
-        action="append",
-        default=[],
-        metavar="OP",
-        help="ONNX operator type kept in float32 (repeatable), e.g. Gemm for the classifier's dense layers",
-    )
-    quantize.add_argument(
-        "--float-node",
-        action="append",
-        default=[],
-        metavar="PREFIX",
-        help="nodes whose name starts with PREFIX kept in float32 (repeatable), e.g. /network/segmenter/head/",
-    )
-    quantize.add_argument(
-        "--reduce-range",
-        action="store_true",
-        help="7-bit weights: no int16 saturation on CPUs without VNNI, so the same answers on every x86-64",
-    )
-    quantize.add_argument(
-        "--full-range-depthwise",
-        action="store_true",
-        help="with --reduce-range, 8-bit weights for the depthwise convolutions, whose kernels add in 32 bits "
-        "and cannot saturate",
-    )
-    quantize.add_argument(
-        "--weights",
-        choices=list(WEIGHT_TYPES),
-        default="int8",
-        help="weight type; uint8 takes onnxruntime's u8u8 kernels, which cannot saturate either",
-    )
-    quantize.add_argument(
-        "--bias-correction",
-        type=int,
-        default=0,
-        metavar="IMAGES",
-        help="correct each int8 convolution's bias so its mean output matches float32 on IMAGES training "
-        "images, layer by layer (0: off; see --bias-correction-pick)",
-    )
-    quantize.add_argument(
-        "--check",
-        action="store_true",
-        help="exit 3 when the int8 model fails its rule (AUC or Dice drop > 0.005 on validation or test; make int8)",
-    )
-    quantize.add_argument(
-        "--against",
-        type=Path,
-        default=None,
-        metavar="MODEL",
-        help="judge the int8 model against this float32 model instead of the run's (after tools qat: the original)",
-    )
-    quantize.add_argument(
-        "--bias-correction-pick",
-        choices=list(BIAS_CORRECTION_PICKS),
-        default="unused",
-        help="take those images from the training images the range calibration did not use, or from all",
-    )
-    _model_command(
-        tools_sub,
-        "equalize",
-        "cross-layer equalisation of an exported model before int8 (answers unchanged)",
-        _equalize,
-        "equalised",
-    )
-    qat = _model_command(
-        tools_sub,
-        "qat",
-        "quantisation-aware fine-tuning of an exported model for 7-bit int8 (then tools quantize)",
-        _qat,
-        "fine-tuned, fp32",
-    )
-    qat.add_argument("--epochs", type=int, default=3)
-    qat.add_argument("--lr", type=float, default=2e-5)
-    qat.add_argument(
-        "--objective",
-        choices=list(QAT_OBJECTIVES),
-        default="teacher",
-        help="fit the float32 model's own probabilities (teacher, the default), its logits weighted towards "
-        "the mask border (logits), or the training labels",
-    )
-    rescore = tools_sub.add_parser(
-        "cv-rescore", help="score a finished cross-validation's folds again with today's metrics (no training)"
-    )
-    rescore.add_argument("out", type=Path, help="output folder of the cross-validation")
-    rescore.set_defaults(handler=_cv_rescore)
-    _run_command(
-        tools_sub,
-        "mask-study",
-        "would a mask threshold or dropping small components raise validation Dice?",
-        _mask_study,
-    )
-    summary = tools_sub.add_parser(
-        "experiments-report", help="one Markdown report over the cv, sweep-wp, grid and ablation output folders"
-    )
-    summary.add_argument("--out", type=Path, required=True)
-    for name in ("cv", "sweep-wp", "grid", "ablation"):
-        summary.add_argument(f"--{name}", type=Path, help=f"output folder of the {name} study")
-    summary.add_argument("--preamble", type=Path, help="Markdown file placed under the title")
-    summary.set_defaults(handler=_experiments_report)
+    add_tools(sub)
 
     publish = sub.add_parser("publish", help="copy a run's model and card into Resources/Models")
     publish.add_argument("run", type=Path)
@@ -680,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--data",
         type=Path,
-        default=_from_environment(DATA_VARIABLE),
+        default=from_environment(DATA_VARIABLE),
         help="BUSI root, to score the shipped model for paired intervals",
     )
     compare.set_defaults(handler=_compare)
