@@ -178,23 +178,18 @@ def build_int8_test_model(
     """
     import onnx
 
-    from busassist.core.inference import Analyzer
-    from busassist.training.export import seal_model, set_metadata
-    from busassist.training.quantize import TrainingImageReader, depthwise_weights, quantize_qdq
-    from busassist.training.reference import REFERENCE_RUNTIME
+    from busassist.core.model_store import read_metadata
+    from busassist.training.quantize import TrainingImageReader, depthwise_weights, mark_int8, quantize_qdq
 
     frames = sample_frames(calibration=True)
-    metadata = Analyzer(fp32, verify=False, backend=REFERENCE_RUNTIME).metadata
+    metadata = read_metadata(fp32)
     full_range = depthwise_weights(onnx.load(str(fp32)).graph) if full_range_depthwise else []
     reader = TrainingImageReader(frames, metadata.input_size)
     quantize_qdq(fp32, path, reader, "minmax", reduce_range=reduce_range, full_range_weights=full_range)
-    metadata.model_version += "-int8"
     quantization = {"method": "minmax", "images": len(frames), "reduce_range": reduce_range, "weight_type": "int8"}
     if full_range_depthwise:
         quantization["full_range_depthwise"] = len(full_range)
-    metadata.extra = {**metadata.extra, "quantization": quantization}
-    set_metadata(path, metadata)
-    seal_model(path)
+    mark_int8(Path(path), metadata, quantization)
     return Path(path)
 
 

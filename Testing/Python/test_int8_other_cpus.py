@@ -67,11 +67,9 @@ def _here_and_on_haswell(model: Path, image: Path, tmp_path: Path) -> tuple[list
 
 def _host_has_vnni() -> bool:
     """Whether this CPU has a VNNI dot product (onnxruntime's non-saturating int8 path)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_vnni", "avx_vnni"))
+    from busassist.training.machine import cpu_description
+
+    return bool({"avx512_vnni", "avx_vnni"} & set(cpu_description()["cpu_isa"].split()))
 
 
 @needs_qemu

@@ -28,12 +28,11 @@ def test_a_lower_percentile_clips_more_and_rounds_the_rest_more_finely(
 ) -> None:
     """``--percentile``: keeping 99 % of each activation's values instead of onnxruntime's 99.999 % gives every
     range a scale no larger, and many a smaller one."""
-    from busassist.core.inference import Analyzer
+    from busassist.core.model_store import read_metadata
     from busassist.training.quantize import TrainingImageReader, quantize_qdq
-    from busassist.training.reference import REFERENCE_RUNTIME
 
     frames = sample_frames(calibration=True)
-    size = Analyzer(emtnet_onnx.path, verify=False, backend=REFERENCE_RUNTIME).metadata.input_size
+    size = read_metadata(emtnet_onnx.path).input_size
     scales = {}
     for name, share in (("default", None), ("tight", 99.0)):
         target = tmp_path / f"{name}.onnx"

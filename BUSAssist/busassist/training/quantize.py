@@ -29,6 +29,8 @@ from busassist.training.reference import REFERENCE_RUNTIME
 if TYPE_CHECKING:
     from onnx import GraphProto
 
+    from busassist.core.model_store import ModelMetadata
+
 INT8_FILENAME = "emtnet.int8.onnx"
 #: Weight formats ``quantize_run`` writes: signed int8 (the default) or uint8 (onnxruntime's u8u8 kernels).
 WEIGHT_TYPES = ("int8", "uint8")
@@ -184,8 +186,6 @@ def quantize_run(
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from busassist.training.export import seal_model, set_metadata
-
     if weight_type not in WEIGHT_TYPES:
         raise ValueError(f"weight type {weight_type!r}: expected one of {', '.join(WEIGHT_TYPES)}")
     if method not in CALIBRATION_METHODS:
@@ -213,31 +213,30 @@ def quantize_run(
             f"{run}: every training image calibrates the ranges; none is left for the bias correction "
             "(fewer --calibration-images, or --bias-correction-pick all)"
         )
-    cases = {case.key: case for case in discover(Path(data_root))}
-    images = [load_image(cases[key]) for key in chosen_keys]
+    import onnx
+
+    from busassist.core.model_store import read_metadata
+
     fp32 = run / MODEL_FILENAME
+    metadata = read_metadata(fp32)
     prepared = run / "emtnet.prep.onnx"
     quant_pre_process(str(fp32), str(prepared))
     target = run / INT8_FILENAME
-    from busassist.core.inference import Analyzer
-
-    metadata = Analyzer(fp32, verify=False, backend=REFERENCE_RUNTIME).metadata
-
-    import onnx
-
+    # The node-name settings are checked on the graph that is quantised; a refusal leaves no temporary file.
     graph = onnx.load(str(prepared)).graph
     nodes = graph.node
     full_range = depthwise_weights(graph) if full_range_depthwise else []
-    if full_range_depthwise and not full_range:
+    excluded = [node.name for node in nodes if node.op_type in float_ops or node.name.startswith(float_nodes)]
+    unmatched = [prefix for prefix in float_nodes if not any(node.name.startswith(prefix) for node in nodes)]
+    if unmatched or (full_range_depthwise and not full_range):
         prepared.unlink()
+        if unmatched:
+            raise ValueError(f"{fp32}: no node's name starts with {unmatched[0]!r} (--float-node)")
         raise ValueError(
             f"{fp32}: --full-range-depthwise: the model has no depthwise convolution with its weights in the file"
         )
-    excluded = [node.name for node in nodes if node.op_type in float_ops or node.name.startswith(float_nodes)]
-    unmatched = [prefix for prefix in float_nodes if not any(node.name.startswith(prefix) for node in nodes)]
-    if unmatched:
-        prepared.unlink()
-        raise ValueError(f"{fp32}: no node's name starts with {unmatched[0]!r} (--float-node)")
+    cases = {case.key: case for case in discover(Path(data_root))}
+    images = [load_image(cases[key]) for key in chosen_keys]  # read only once the settings are accepted
 
     def quantize(chosen: str) -> None:
         reader = TrainingImageReader(images, metadata.input_size)
@@ -278,13 +277,21 @@ def quantize_run(
             "pick": bias_correction_pick,
             **correct_biases(fp32, target, feeds),
         }
+    mark_int8(target, metadata, calibration)
+    (run / "int8_calibration.json").write_text(json.dumps(calibration) + "\n")
+    return target
+
+
+def mark_int8(target: Path, metadata: ModelMetadata, calibration: dict) -> None:
+    """Write the float32 model's ``metadata`` into its int8 file ``target``, marked as int8 and with how it was
+    quantised (``calibration``), and seal it. Which int8 this is travels with the file: two formats of one
+    model differ in their answers."""
+    from busassist.training.export import seal_model, set_metadata
+
     metadata.model_version += "-int8"
-    # Which int8 this is travels with the file: two formats of one model differ in their answers.
     metadata.extra = {**metadata.extra, "quantization": calibration}
     set_metadata(target, metadata)
     seal_model(target)
-    (run / "int8_calibration.json").write_text(json.dumps(calibration) + "\n")
-    return target
 
 
 def _accuracy(results: dict) -> dict:
