@@ -1,24 +1,8 @@
 #!/bin/bash
-# Step 1 of PLAN.md, label-free: quantize_run (tools quantize would also score validation and test), then
-# fidelity.py of reports/int8-fidelity-search on its 48 held-out training images. Paths are this machine's.
-set -u
-export BUSASSIST_DATA=/work/shared/data/busi
-PY=/work/main/.venv/bin/python
-P=/work/repro/runs/int8-reproduce-ema-3/prepared   # the equalised exporter graph of 98770c53 and its split
+# Step 1 of PLAN.md, label-free, with reports/int8-fidelity-search/label_free.sh.
 S=/work/repro/runs/int8-depthwise
+source "$(dirname "$0")/../int8-fidelity-search/label_free.sh"
 mkdir -p $S
-cd /work/main
-run() {
-  name=$1; shift
-  D=$S/$name
-  rm -rf $D; mkdir -p $D; cp $P/emtnet.onnx $P/split.json $P/equalization.json $D/
-  $PY -c "
-import sys
-from busassist.training.quantize import quantize_run
-quantize_run('$D', '$BUSASSIST_DATA', float_ops=('Gemm',), bias_correction_images=64, $1)
-" > $D.log 2>&1 || { echo "$name failed"; return; }
-  $PY reports/int8-fidelity-search/fidelity.py Resources/Models/emtnet.onnx $P/split.json $BUSASSIST_DATA $D/emtnet.int8.onnx | sed "s/^{/{\"candidate\": \"$name\", /"
-}
-run dw8 "reduce_range=True, full_range_depthwise=True"
-run all-8-bit-vnni-only "reduce_range=False"
+label_free dw8 "reduce_range=True, full_range_depthwise=True"
+label_free all-8-bit-vnni-only "reduce_range=False"
 echo DONE
