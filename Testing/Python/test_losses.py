@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from busassist.constants import DICE_VARIANTS, MIN_LESION_FRACTION, W_CLF, W_P
 from busassist.training.losses import (
     DICE_LOSSES,
+    border_band_loss,
     deep_supervision_loss,
     dice_loss,
     false_lesion_loss,
@@ -277,6 +278,28 @@ def test_multitask_loss_adds_the_weighted_false_lesion_term() -> None:
     )
     torch.testing.assert_close(total, plain + 0.5 * false_lesion_loss(mask_logits, masks))
     assert parts["false_lesion"] > 0
+
+
+def test_border_band_loss_is_the_width_of_the_uncertain_band() -> None:
+    """1 where every pixel is a coin toss, about 0 where every pixel is sure, whichever side."""
+    assert float(border_band_loss(torch.zeros(2, 1, 8, 8))) == pytest.approx(1.0)
+    sure = torch.full((2, 1, 8, 8), 12.0)
+    sure[0] = -12.0
+    assert float(border_band_loss(sure)) < 1e-4
+    half_sure = torch.zeros(1, 1, 8, 8)
+    half_sure[..., :4] = 12.0
+    assert float(border_band_loss(half_sure)) == pytest.approx(0.5, abs=1e-4)
+    logits = torch.full((1, 1, 4, 4), 0.5, requires_grad=True)
+    border_band_loss(logits).backward()
+    assert float(logits.grad.max()) < 0, "a positive logit is pushed further positive"
+
+
+def test_multitask_loss_adds_the_weighted_border_term() -> None:
+    class_logits, labels, mask_logits, masks = _multitask_inputs(11)
+    plain, plain_parts = multitask_loss(class_logits, labels, mask_logits, masks, mask_bce=1.0)
+    total, parts = multitask_loss(class_logits, labels, mask_logits, masks, mask_bce=1.0, border=2.0)
+    torch.testing.assert_close(total, plain + 2.0 * border_band_loss(mask_logits))
+    assert "border" not in plain_parts and parts["border"] > 0
 
 
 def test_every_offered_dice_variant_has_a_loss() -> None:

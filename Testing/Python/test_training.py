@@ -102,10 +102,31 @@ def test_false_lesion_term_is_trained_and_recorded(busi: Path, tmp_path: Path) -
     assert "--false-lesion 0.2" in fit_command(json.loads((run / "config.json").read_text())["config"])
 
 
+def test_border_term_is_ramped_in_trained_and_recorded(busi: Path, tmp_path: Path) -> None:
+    """Half weight in epoch 1 of 4, full from epoch 2; each epoch's parts add up to its loss."""
+    from busassist.training.evaluate import fit_command
+    from busassist.training.trainer import border_weight
+
+    config = tiny_config(busi, tmp_path / "border", tmp_path / "cache", epochs=4, border=3.0)
+    assert [border_weight(config, epoch) for epoch in range(4)] == [1.5, 3.0, 3.0, 3.0]
+    assert border_weight(tiny_config(busi, tmp_path, tmp_path, epochs=1, border=3.0), 0) == 3.0
+    run = train(config)
+    rows = history(run)
+    for epoch, row in enumerate(rows[:2]):
+        assert float(row["train_border"]) > 0
+        expected = float(row["train_clf"]) * 1.5 + float(row["train_dice"]) + float(row["train_mask_bce"])
+        expected += border_weight(config, epoch) * float(row["train_border"])
+        assert float(row["train_loss"]) == pytest.approx(expected, rel=1e-3)
+    assert "--border 3" in fit_command(json.loads((run / "config.json").read_text())["config"])
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
         ({"dice": "pixel"}, "unknown Dice loss"),
+        ({"border": -1.0}, "--border must be >= 0"),
+        ({"border": float("nan")}, "--border must be >= 0"),
+        ({"task": "single-clf", "border": 1.0}, "needs a mask head"),
         ({"deep_supervision": -1.0}, ">= 0"),
         ({"task": "single-clf", "deep_supervision": 0.5}, "needs a mask head"),
         ({"false_lesion": -0.1}, "--false-lesion must be >= 0"),

@@ -378,6 +378,8 @@ def fit_command(config: dict) -> str:
         options.append(f"--deep-supervision {config['deep_supervision']:g}")
     if config.get("false_lesion"):
         options.append(f"--false-lesion {config['false_lesion']:g}")
+    if config.get("border"):
+        options.append(f"--border {config['border']:g}")
     if config.get("keep", "best") != "best":
         options.append(f"--keep {config['keep']}")
         if config["keep"] == "ema":

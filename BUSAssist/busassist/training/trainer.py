@@ -119,6 +119,12 @@ class TrainConfig:
         section="loss",
         help="weight of log(1 + P/A) on normal images: predicted area P against the 'no lesion' area A (0 = none)",
     )
+    border: float = setting(
+        0.0,
+        section="loss",
+        help="weight of the border-band term mean(4p(1-p)) that steepens the mask border for int8, "
+        "ramped in linearly over the first half of the epochs (0 = none)",
+    )
     teachers: int = setting(
         0,
         section="loss",
@@ -407,6 +413,17 @@ BEST_VALIDATION_CHECKPOINT = "best_validation.pt"
 TRAINED_PREFIX = "trained_val_"
 
 
+def border_weight(config: TrainConfig, epoch: int) -> float:
+    """The border-band weight of 0-based ``epoch``: ramped linearly to ``config.border`` by half-way.
+
+    At initialisation every pixel is uncertain (p near 0.5) and the term, at full weight, would
+    outweigh Dice and pixel BCE and push the mask to be sure before it is right; ramping it in lets
+    the border be learnt first and steepened after.
+    """
+    ramp_epochs = max(1, config.epochs // 2)
+    return config.border * min(1.0, (epoch + 1) / ramp_epochs)
+
+
 def check_config(config: TrainConfig) -> None:
     """Refuse, before any data is loaded, settings the trainer would only trip over later."""
     if config.keep not in KEEP_RULES:
@@ -423,6 +440,10 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(f"--false-lesion must be >= 0, not {config.false_lesion:g}")
     if config.false_lesion > 0 and Task(config.task) is Task.CLASSIFICATION:
         raise ValueError("--false-lesion needs a mask head; single-clf has none")
+    if not config.border >= 0:  # also refuses NaN
+        raise ValueError(f"--border must be >= 0, not {config.border:g}")
+    if config.border > 0 and Task(config.task) is Task.CLASSIFICATION:
+        raise ValueError("--border needs a mask head; single-clf has none")
     if config.teachers < 0:
         raise ValueError(f"--teachers must be >= 0, not {config.teachers}")
     if not 0 <= config.distill <= 1:  # also refuses NaN
@@ -569,6 +590,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
                 config.mask_bce,
                 config.dice,
                 config.false_lesion,
+                border_weight(config, epoch),
             )
             if out_.aux_mask_logits:
                 extra, extra_parts = deep_supervision_loss(out_.aux_mask_logits, masks, config.mask_bce, config.dice)
