@@ -47,8 +47,9 @@ def _conv_pairs(fp32, int8) -> tuple[list[tuple[object, str, str]], list[str]]:
     """(int8 node with a quantised bias, its output tensor, the float32 tensor of the same values), and
     the names of such nodes with no float32 counterpart.
 
-    The quantiser fuses ReLU into the convolution (the uint8 range does the clipping), so the int8
-    convolution's output is the float32 graph's *pre*-activation tensor: the ReLU's input.
+    The quantiser fuses ReLU (and ReLU6, a ``Clip``) into the convolution (the uint8 range does the
+    clipping), so the int8 convolution's output is the float32 graph's *pre*-activation tensor: the
+    ReLU's input.
     """
     producers = {output: node for node in fp32.graph.node for output in node.output}
     pairs, unmatched = [], []
@@ -59,7 +60,7 @@ def _conv_pairs(fp32, int8) -> tuple[list[tuple[object, str, str]], list[str]]:
         if source is None:
             unmatched.append(node.name or output)
             continue
-        reference = source.input[0] if source.op_type == "Relu" else name
+        reference = source.input[0] if source.op_type in ("Relu", "Clip") else name
         pairs.append((node, output, reference))
     return pairs, unmatched
 

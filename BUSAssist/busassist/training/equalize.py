@@ -125,6 +125,11 @@ def equalised_model(model: Path, out: Path, data_root: Path, rounds: int = 4) ->
     out = Path(out)
     metadata = read_metadata(Path(model))  # a bad model is refused before the data are read
     network = network_from_onnx(Path(model))
+    if network.encoder.activation != "relu":  # checked before the data are read
+        raise ValueError(
+            f"{model}: the encoder uses {network.encoder.activation}; equalisation needs ReLU between the layers it "
+            "scales (ReLU6(x / s) is not ReLU6(x) / s)"
+        )
     write_recipe_split(out, data_root)
     fold_transposed_norms(network)
     record = equalise(network, rounds)

@@ -378,6 +378,8 @@ def fit_command(config: dict) -> str:
         options.append(f"--deep-supervision {config['deep_supervision']:g}")
     if config.get("false_lesion"):
         options.append(f"--false-lesion {config['false_lesion']:g}")
+    if config.get("encoder_activation", "relu") != "relu":
+        options.append(f"--encoder-activation {config['encoder_activation']}")
     if config.get("border"):
         options.append(f"--border {config['border']:g}")
     if config.get("keep", "best") != "best":
@@ -398,10 +400,10 @@ def _best_checkpoint_facts(run: Path) -> tuple[int, int]:
     """Parameter count and epoch of the run's best weights (one read of best.pt)."""
     import torch
 
-    from busassist.training.model import EMTNet, Task, count_parameters
+    from busassist.training.model import count_parameters, network_from_checkpoint
 
     checkpoint = torch.load(run / "best.pt", map_location="cpu", weights_only=False)
-    return count_parameters(EMTNet(Task(checkpoint["task"]))), int(checkpoint["epoch"])
+    return count_parameters(network_from_checkpoint(checkpoint)), int(checkpoint["epoch"])
 
 
 def _training_seconds(history_rows: list[dict[str, str]]) -> float:

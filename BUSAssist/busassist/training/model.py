@@ -47,10 +47,25 @@ class Task(str, Enum):
     SEGMENTATION = "single-sgm"
 
 
-class ConvBNReLU(nn.Sequential):
-    """Convolution + batch norm + ReLU with TF 'SAME' padding for stride 2."""
+#: The encoder's activation: "relu" (the shipped models), or "relu6", MobileNetV1's own (Howard et al. 2017:
+#: min(max(x, 0), 6), and the activation the ImageNet weights in ../shared/data/pretrained were trained with).
+#: Bounded activations give an int8 model a fixed, narrow range per tensor instead of one set by rare
+#: outliers (reports/int8-relu6).
+ENCODER_ACTIVATIONS = ("relu", "relu6")
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, groups: int = 1) -> None:
+
+def activation_module(name: str) -> nn.Module:
+    if name not in ENCODER_ACTIVATIONS:
+        raise ValueError(f"encoder activation {name!r}: choose one of {', '.join(ENCODER_ACTIVATIONS)}")
+    return nn.ReLU6(inplace=True) if name == "relu6" else nn.ReLU(inplace=True)
+
+
+class ConvBNReLU(nn.Sequential):
+    """Convolution + batch norm + ReLU (or ReLU6) with TF 'SAME' padding for stride 2."""
+
+    def __init__(
+        self, cin: int, cout: int, kernel: int, stride: int, groups: int = 1, activation: str = "relu"
+    ) -> None:
         layers: list[nn.Module] = []
         if kernel == 3 and stride == 2:
             layers.append(nn.ZeroPad2d((0, 1, 0, 1)))
@@ -60,7 +75,7 @@ class ConvBNReLU(nn.Sequential):
         layers += [
             nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=False),
             nn.BatchNorm2d(cout, eps=BN_EPSILON),
-            nn.ReLU(inplace=True),
+            activation_module(activation),
         ]
         super().__init__(*layers)
 
@@ -68,24 +83,25 @@ class ConvBNReLU(nn.Sequential):
 class DepthwiseSeparable(nn.Sequential):
     """MobileNetV1 DS Conv block (paper Fig. 1b): 3x3 depthwise then 1x1 pointwise."""
 
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, activation: str = "relu") -> None:
         super().__init__(
-            ConvBNReLU(cin, cin, 3, stride, groups=cin),
-            ConvBNReLU(cin, cout, 1, 1),
+            ConvBNReLU(cin, cin, 3, stride, groups=cin, activation=activation),
+            ConvBNReLU(cin, cout, 1, 1, activation=activation),
         )
 
 
 class MobileNetV1Encoder(nn.Module):
     """MobileNetV1 1.0 convolutional layers; returns the skip features and the 1/32 map."""
 
-    def __init__(self, in_channels: int = 1) -> None:
+    def __init__(self, in_channels: int = 1, activation: str = "relu") -> None:
         super().__init__()
         self.in_channels = in_channels
-        self.stem = ConvBNReLU(in_channels, 32, 3, 2)
+        self.activation = activation
+        self.stem = ConvBNReLU(in_channels, 32, 3, 2, activation=activation)
         blocks = []
         cin = 32
         for cout, stride in MOBILENET_V1_BLOCKS:
-            blocks.append(DepthwiseSeparable(cin, cout, stride))
+            blocks.append(DepthwiseSeparable(cin, cout, stride, activation))
             cin = cout
         self.blocks = nn.ModuleList(blocks)
         self.out_channels = cin
@@ -206,11 +222,16 @@ class EMTNet(nn.Module):
     """EMT-Net and its single-task variants, selected by ``task``."""
 
     def __init__(
-        self, task: Task = Task.MULTITASK, in_channels: int = 1, dropout: float = 0.5, deep_supervision: bool = False
+        self,
+        task: Task = Task.MULTITASK,
+        in_channels: int = 1,
+        dropout: float = 0.5,
+        deep_supervision: bool = False,
+        encoder_activation: str = "relu",
     ):
         super().__init__()
         self.task = Task(task)
-        self.encoder = MobileNetV1Encoder(in_channels)
+        self.encoder = MobileNetV1Encoder(in_channels, encoder_activation)
         has_clf = self.task in (Task.MULTITASK, Task.CLASSIFICATION)
         has_sgm = self.task in (Task.MULTITASK, Task.SEGMENTATION)
         self.classifier = ClassifierHead(self.encoder.out_channels, dropout) if has_clf else None
@@ -223,6 +244,12 @@ class EMTNet(nn.Module):
             return NetworkOutput(class_logit, None)
         mask_logit, aux = self.segmenter(skips, features)
         return NetworkOutput(class_logit, mask_logit, aux)
+
+
+def network_from_checkpoint(checkpoint: dict) -> EMTNet:
+    """An empty network of the shape a saved checkpoint holds (task and encoder activation; checkpoints
+    written before the activation was recorded are "relu")."""
+    return EMTNet(Task(checkpoint["task"]), encoder_activation=checkpoint.get("encoder_activation", "relu"))
 
 
 class ExportWrapper(nn.Module):

@@ -32,7 +32,8 @@ def _module_name(node_name: str) -> str:
 
 
 def network_from_onnx(path: Path) -> EMTNet:
-    """An EMTNet (eval mode) holding the weights of the exported model at ``path``; refuses other graphs."""
+    """An EMTNet (eval mode) holding the weights of the exported model at ``path``, with its encoder
+    activation (ReLU, or ReLU6 where the encoder's graph holds ``Clip``); refuses other graphs."""
     import onnx
     from onnx import numpy_helper
 
@@ -45,7 +46,9 @@ def network_from_onnx(path: Path) -> EMTNet:
         )
     model = onnx.load(str(path))
     tensors = {tensor.name: numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
-    network = EMTNet(Task.MULTITASK)
+    # ReLU6 exports as Clip; the encoder's activation is read from the graph, never assumed.
+    clipped = any(node.op_type == "Clip" and node.name.startswith(f"{_PREFIX}encoder/") for node in model.graph.node)
+    network = EMTNet(Task.MULTITASK, encoder_activation="relu6" if clipped else "relu")
     modules = dict(network.named_modules())
     state = network.state_dict()
     loaded: set[str] = set()

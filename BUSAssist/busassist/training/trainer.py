@@ -52,7 +52,13 @@ from busassist.training.distill import (
 )
 from busassist.training.losses import DICE_LOSSES, deep_supervision_loss, multitask_loss
 from busassist.training.metrics import auc, classification_metrics, dice_iou
-from busassist.training.model import EMTNet, Task, strip_training_heads
+from busassist.training.model import (
+    ENCODER_ACTIVATIONS,
+    EMTNet,
+    Task,
+    network_from_checkpoint,
+    strip_training_heads,
+)
 from busassist.training.pretrained import load_imagenet_encoder, read_constants
 from busassist.training.randomness import global_rng_state, restore_global_rng, seed_everything
 from busassist.training.reproducible import (
@@ -95,6 +101,12 @@ class TrainConfig:
     )
     pretrained: str | None = None  # path of the MobileNetV1 frozen graph, None = from scratch (--pretrained)
     image_size: int = setting(IMAGE_SIZE, section="model", help="network input side in pixels", preset=True)
+    encoder_activation: str = setting(
+        "relu",
+        section="model",
+        help="the encoder's activation: relu, or relu6 (MobileNetV1's own, bounded: kinder to int8)",
+        choices=list(ENCODER_ACTIVATIONS),
+    )
     init_from: str | None = setting(
         None,
         section="model",
@@ -333,7 +345,9 @@ def to_network_input(images: torch.Tensor) -> torch.Tensor:
 
 
 def build_network(config: TrainConfig) -> EMTNet:
-    network = EMTNet(Task(config.task), deep_supervision=config.deep_supervision > 0)
+    network = EMTNet(
+        Task(config.task), deep_supervision=config.deep_supervision > 0, encoder_activation=config.encoder_activation
+    )
     if config.init_from:
         checkpoint = torch.load(config.init_from, map_location="cpu", weights_only=False)
         # Only the deep-supervision heads may be missing (they start fresh) or left over (dropped).
@@ -426,6 +440,10 @@ def border_weight(config: TrainConfig, epoch: int) -> float:
 
 def check_config(config: TrainConfig) -> None:
     """Refuse, before any data is loaded, settings the trainer would only trip over later."""
+    if config.encoder_activation not in ENCODER_ACTIVATIONS:
+        raise ValueError(
+            f"--encoder-activation {config.encoder_activation!r}: choose one of {', '.join(ENCODER_ACTIVATIONS)}"
+        )
     if config.keep not in KEEP_RULES:
         raise ValueError(f"--keep {config.keep!r}: choose one of {', '.join(KEEP_RULES)}")
     if not 0 < config.ema_decay < 1:
@@ -644,7 +662,13 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         state["epoch"] = epoch + 1
         # "best" keeps the best validation epoch; "final" and "ema" keep the latest weights (never a lucky
         # epoch) and so never stop early
-        weights = {"model": kept.state_dict(), "task": task.value, "epoch": epoch + 1, "scores": scores}
+        weights = {
+            "model": kept.state_dict(),
+            "task": task.value,
+            "encoder_activation": config.encoder_activation,
+            "epoch": epoch + 1,
+            "scores": scores,
+        }
         if score > state["best_score"] or config.keep != "best":
             state["best_score"], state["best_epoch"] = score, epoch + 1
             torch.save(weights, out / "best.pt")
@@ -688,6 +712,6 @@ def _write_history(path: Path, history: list[dict]) -> None:
 def load_best(out_dir: Path, device: str = "cpu") -> EMTNet:
     """The best-validation network of a run, in eval mode."""
     checkpoint = torch.load(Path(out_dir) / "best.pt", map_location=device, weights_only=False)
-    network = EMTNet(Task(checkpoint["task"]))
+    network = network_from_checkpoint(checkpoint)
     network.load_state_dict(strip_training_heads(checkpoint["model"]))
     return network.eval()
