@@ -94,6 +94,31 @@ def test_encoder_skip_and_final_shapes(batch: torch.Tensor) -> None:
     assert encoder.out_channels == 1024
 
 
+def test_a_relu6_encoder_bounds_every_activation_and_the_default_stays_relu(batch: torch.Tensor) -> None:
+    from busassist.training.model import network_from_checkpoint
+
+    loud = 50 * batch
+    outputs = {}
+    for activation in ("relu", "relu6"):
+        encoder = MobileNetV1Encoder(1, activation).eval()
+        torch.manual_seed(0)
+        for module in encoder.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.data.uniform_(1.0, 4.0)  # trained-looking gains, so that some values pass 6
+        with torch.no_grad():
+            skips, features = encoder(loud)
+        outputs[activation] = max(float(t.max()) for t in [*skips, features])
+    assert outputs["relu6"] <= 6.0 < outputs["relu"]
+    assert isinstance(EMTNet().encoder.stem[-1], torch.nn.ReLU)
+    assert EMTNet().segmenter.head[2].__class__ is torch.nn.ReLU  # the decoder is ReLU either way
+    assert EMTNet(encoder_activation="relu6").segmenter.head[2].__class__ is torch.nn.ReLU
+    old = {"task": "emtnet", "model": {}}  # a checkpoint written before the activation was recorded
+    assert network_from_checkpoint(old).encoder.activation == "relu"
+    assert network_from_checkpoint({**old, "encoder_activation": "relu6"}).encoder.activation == "relu6"
+    with pytest.raises(ValueError, match="encoder activation 'gelu'"):
+        EMTNet(encoder_activation="gelu")
+
+
 def test_encoder_rgb_input() -> None:
     encoder = MobileNetV1Encoder(3).eval()
     assert encoder.stem[1].weight.shape[1] == 3  # after the (0, 1, 0, 1) zero pad

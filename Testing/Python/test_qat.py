@@ -205,3 +205,60 @@ def test_fine_tuning_by_logits_runs_against_the_float32_teacher(
     record = json.loads((tmp_path / "logits" / "qat.json").read_text())
     assert record["objective"] == "logits" and np.isfinite(record["history"][0]["loss"])
     assert read_metadata(model).extra["qat"]["objective"] == "logits"
+
+
+@pytest.fixture(scope="module")
+def relu6_run(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-epoch 64 px EMT-Net with MobileNetV1's own ReLU6 in the encoder, exported in the fast form."""
+    from busassist.training.export import export_run
+
+    folder = tmp_path_factory.mktemp("relu6-run")
+    config = tiny_config(shared_dir / "data" / "busi", folder / "run", folder / "cache", encoder_activation="relu6")
+    run = train(config)
+    export_run(run)
+    return run
+
+
+def test_a_relu6_encoder_is_exported_read_back_and_kept_out_of_equalisation(
+    relu6_run: Path, shared_dir: Path, tmp_path: Path
+) -> None:
+    from busassist.training.equalize import equalised_model
+
+    network = load_best(relu6_run)
+    assert network.encoder.activation == "relu6"
+    assert torch.load(relu6_run / "best.pt", weights_only=False)["encoder_activation"] == "relu6"
+    metadata = ModelMetadata(model_version="tiny-relu6", w_p=3.0, w_clf=1.5, input_size=64)
+    plain = export_onnx(network, tmp_path / "plain" / "emtnet.onnx", metadata, 64, fast=False)
+    nodes = onnx.load(str(plain)).graph.node
+    clips = [node.name for node in nodes if node.op_type == "Clip"]
+    assert len(clips) == 27 and all(name.startswith("/network/encoder/") for name in clips)  # stem + 13 x 2
+    assert any(node.op_type == "Relu" for node in nodes)  # the decoder keeps ReLU, as in the paper
+    read_back = network_from_onnx(plain)
+    assert read_back.encoder.activation == "relu6"
+    batch = 4 * np.random.default_rng(1).normal(size=(2, 1, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        mine = [t.numpy() for t in ExportWrapper(read_back).eval()(torch.from_numpy(batch))]
+    for ours, theirs in zip(mine, answers(plain, batch), strict=True):
+        assert np.abs(ours - theirs).max() <= 1e-4 * max(1.0, np.abs(theirs).max())
+    with pytest.raises(ValueError, match="equalisation needs ReLU"):
+        equalised_model(plain, tmp_path / "cle", tmp_path / "no-data-needed")
+    assert not (tmp_path / "cle" / "split.json").exists()
+
+
+def test_bias_correction_of_a_relu6_model_compares_the_clip_inputs(relu6_run: Path, shared_dir: Path) -> None:
+    """The quantiser folds ReLU6 (a Clip) into the convolution as it folds ReLU: the int8 convolution's output
+    is the float32 graph's pre-activation tensor, so that is what its mean is measured against."""
+    from busassist.training.bias_correction import _conv_pairs
+    from busassist.training.quantize import quantize_run
+
+    int8 = quantize_run(relu6_run, shared_dir / "data" / "busi", calibration_images=8, reduce_range=True)
+    fp32_model, int8_model = onnx.load(str(relu6_run / "emtnet.onnx")), onnx.load(str(int8))
+    clip_inputs = {node.input[0] for node in fp32_model.graph.node if node.op_type == "Clip"}
+    pairs, unmatched = _conv_pairs(fp32_model, int8_model)
+    assert not unmatched
+    assert len({reference for _, _, reference in pairs} & clip_inputs) == 27
+    corrected = quantize_run(
+        relu6_run, shared_dir / "data" / "busi", calibration_images=8, reduce_range=True, bias_correction_images=6
+    )
+    record = read_metadata(corrected).extra["quantization"]["bias_correction"]
+    assert record["relative_mean_error_after"] < record["relative_mean_error_before"]

@@ -118,6 +118,9 @@ def test_border_term_is_ramped_in_trained_and_recorded(busi: Path, tmp_path: Pat
         expected += border_weight(config, epoch) * float(row["train_border"])
         assert float(row["train_loss"]) == pytest.approx(expected, rel=1e-3)
     assert "--border 3" in fit_command(json.loads((run / "config.json").read_text())["config"])
+    assert "--encoder-activation" not in fit_command(json.loads((run / "config.json").read_text())["config"])
+    relu6 = {"out_dir": "runs/x", "task": "emtnet", "learning_rate": 3e-4, "encoder_activation": "relu6"}
+    assert "--encoder-activation relu6" in fit_command(relu6)
 
 
 @pytest.mark.parametrize(
@@ -125,6 +128,7 @@ def test_border_term_is_ramped_in_trained_and_recorded(busi: Path, tmp_path: Pat
     [
         ({"dice": "pixel"}, "unknown Dice loss"),
         ({"border": -1.0}, "--border must be >= 0"),
+        ({"encoder_activation": "gelu"}, "--encoder-activation 'gelu'"),
         ({"border": float("nan")}, "--border must be >= 0"),
         ({"task": "single-clf", "border": 1.0}, "needs a mask head"),
         ({"deep_supervision": -1.0}, ">= 0"),
