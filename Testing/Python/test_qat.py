@@ -243,6 +243,14 @@ def test_a_relu6_encoder_is_exported_read_back_and_kept_out_of_equalisation(
     with pytest.raises(ValueError, match="equalisation needs ReLU"):
         equalised_model(plain, tmp_path / "cle", tmp_path / "no-data-needed")
     assert not (tmp_path / "cle" / "split.json").exists()
+    from busassist.training.equalize import equalise
+    from busassist.training.qat import simulate_int8
+
+    with pytest.raises(ValueError, match="equalisation needs ReLU"):
+        equalise(read_back)  # the function itself refuses, not only the command's wrapper
+    # quantisation-aware fine-tuning rounds every activation the int8 model rounds: ReLU6 is no nn.ReLU subclass
+    simulate_int8(read_back)
+    assert len(read_back.activation_quantizers) == 27 + 13 + 1  # encoder ReLU6, decoder and head ReLU, the input
 
 
 def test_bias_correction_of_a_relu6_model_compares_the_clip_inputs(relu6_run: Path, shared_dir: Path) -> None:

@@ -102,6 +102,19 @@ def test_false_lesion_term_is_trained_and_recorded(busi: Path, tmp_path: Path) -
     assert "--false-lesion 0.2" in fit_command(json.loads((run / "config.json").read_text())["config"])
 
 
+def test_a_run_never_switches_its_encoder_activation(busi: Path, tmp_path: Path) -> None:
+    """ReLU6 has no parameters, so the weights alone would load into either network: resume and --init-from
+    compare the recorded activation and refuse, instead of training the other one."""
+    run = train(tiny_config(busi, tmp_path / "relu6", tmp_path / "cache", encoder_activation="relu6"))
+    assert torch.load(run / "last.pt", weights_only=False)["encoder_activation"] == "relu6"
+    with pytest.raises(ValueError, match="was trained with --encoder-activation relu6"):
+        train(tiny_config(busi, run, tmp_path / "cache", epochs=2))
+    with pytest.raises(ValueError, match="was trained with --encoder-activation relu6, not relu"):
+        train(tiny_config(busi, tmp_path / "tuned", tmp_path / "cache", init_from=str(run / "best.pt")))
+    resumed = train(tiny_config(busi, run, tmp_path / "cache", epochs=2, encoder_activation="relu6"))
+    assert len(history(resumed)) == 2
+
+
 def test_border_term_is_ramped_in_trained_and_recorded(busi: Path, tmp_path: Path) -> None:
     """Half weight in epoch 1 of 4, full from epoch 2; each epoch's parts add up to its loss."""
     from busassist.training.evaluate import fit_command

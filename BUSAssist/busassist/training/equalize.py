@@ -86,6 +86,16 @@ def _scale(weight: torch.Tensor, axis: int, factors: torch.Tensor) -> None:
     weight.mul_(factors.view(shape))
 
 
+def refuse_bounded_activations(network: nn.Module, source: Path | str = "network") -> None:
+    """Equalisation moves scale through ReLU(x / s) = ReLU(x) / s; ReLU6 has no such identity."""
+    activation = getattr(getattr(network, "encoder", None), "activation", "relu")
+    if activation != "relu":
+        raise ValueError(
+            f"{source}: the encoder uses {activation}; equalisation needs ReLU between the layers it scales "
+            "(ReLU6(x / s) is not ReLU6(x) / s)"
+        )
+
+
 @torch.no_grad()
 def equalise(network: nn.Module, rounds: int = 4) -> dict:
     """Equalise every pair in place (shrinking only), ``rounds`` times over.
@@ -93,6 +103,7 @@ def equalise(network: nn.Module, rounds: int = 4) -> dict:
     Returns the number of pairs and, per round, how many channels were scaled and the largest
     factor applied: a last round near 1 means the rounds have converged.
     """
+    refuse_bounded_activations(network)
     pairs = equalisable_pairs(network)
     history = []
     for _ in range(rounds):
@@ -125,11 +136,7 @@ def equalised_model(model: Path, out: Path, data_root: Path, rounds: int = 4) ->
     out = Path(out)
     metadata = read_metadata(Path(model))  # a bad model is refused before the data are read
     network = network_from_onnx(Path(model))
-    if network.encoder.activation != "relu":  # checked before the data are read
-        raise ValueError(
-            f"{model}: the encoder uses {network.encoder.activation}; equalisation needs ReLU between the layers it "
-            "scales (ReLU6(x / s) is not ReLU6(x) / s)"
-        )
+    refuse_bounded_activations(network, Path(model))  # before the data are read
     write_recipe_split(out, data_root)
     fold_transposed_norms(network)
     record = equalise(network, rounds)

@@ -47,10 +47,11 @@ class Task(str, Enum):
     SEGMENTATION = "single-sgm"
 
 
-#: The encoder's activation: "relu" (the shipped models), or "relu6", MobileNetV1's own (Howard et al. 2017:
-#: min(max(x, 0), 6), and the activation the ImageNet weights in ../shared/data/pretrained were trained with).
-#: Bounded activations give an int8 model a fixed, narrow range per tensor instead of one set by rare
-#: outliers (reports/int8-relu6).
+#: The encoder's activation: "relu" (the shipped models), or "relu6" = min(max(x, 0), 6), the activation of
+#: the TF-slim MobileNetV1 whose ImageNet weights are in ../shared/data/pretrained (27 Relu6 nodes in its
+#: graph; the MobileNetV1 paper itself says ReLU). Bounded activations give an int8 model a fixed, narrow
+#: range per tensor instead of one set by rare outliers; MobileNetV2 (Sandler et al. 2018) chose ReLU6 "because
+#: of its robustness when used with low-precision computation" (reports/int8-relu6).
 ENCODER_ACTIVATIONS = ("relu", "relu6")
 
 

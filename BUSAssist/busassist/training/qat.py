@@ -74,7 +74,7 @@ class Simulation:
 
 
 def simulate_int8(network: nn.Module) -> Simulation:
-    """Round convolution weights (7 bits) and ReLU outputs and the input (uint8) in the forward pass."""
+    """Round convolution weights (7 bits) and ReLU (or ReLU6) outputs and the input (uint8) in the forward pass."""
     rounded = []
     for module in list(network.encoder.modules()) + list(network.segmenter.modules()):
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
@@ -84,7 +84,7 @@ def simulate_int8(network: nn.Module) -> Simulation:
     handles = []
     network.activation_quantizers = nn.ModuleList()
     for module in list(network.encoder.modules()) + list(network.segmenter.modules()):
-        if isinstance(module, nn.ReLU):
+        if isinstance(module, (nn.ReLU, nn.ReLU6)):  # ReLU6 is no subclass of ReLU
             quantizer = _activation_quantizer()
             network.activation_quantizers.append(quantizer)
             handles.append(module.register_forward_hook(lambda _m, _i, out, q=quantizer: q(out)))

@@ -104,7 +104,8 @@ class TrainConfig:
     encoder_activation: str = setting(
         "relu",
         section="model",
-        help="the encoder's activation: relu, or relu6 (MobileNetV1's own, bounded: kinder to int8)",
+        help="the encoder's activation: relu, or relu6 (bounded, as in the TF-slim MobileNetV1 the ImageNet weights "
+        "come from; reports/int8-relu6)",
         choices=list(ENCODER_ACTIVATIONS),
     )
     init_from: str | None = setting(
@@ -134,8 +135,8 @@ class TrainConfig:
     border: float = setting(
         0.0,
         section="loss",
-        help="weight of the border-band term mean(4p(1-p)) that steepens the mask border for int8, "
-        "ramped in linearly over the first half of the epochs (0 = none)",
+        help="weight of the border-band term mean(4p(1-p)) that steepens the mask border (it did not help int8: "
+        "reports/int8-border-training), ramped in linearly over the first half of the epochs (0 = none)",
     )
     teachers: int = setting(
         0,
@@ -350,6 +351,12 @@ def build_network(config: TrainConfig) -> EMTNet:
     )
     if config.init_from:
         checkpoint = torch.load(config.init_from, map_location="cpu", weights_only=False)
+        trained_with = checkpoint.get("encoder_activation", "relu")
+        if trained_with != config.encoder_activation:  # the weights would load into either: refuse, never switch
+            raise ValueError(
+                f"{config.init_from}: was trained with --encoder-activation {trained_with}, "
+                f"not {config.encoder_activation}"
+            )
         # Only the deep-supervision heads may be missing (they start fresh) or left over (dropped).
         missing, unexpected = network.load_state_dict(strip_training_heads(checkpoint["model"]), strict=False)
         missing = [key for key in missing if not key.startswith("segmenter.aux.")]
@@ -542,6 +549,12 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     last = out / "last.pt"
     if resume and last.exists():
         checkpoint = torch.load(last, map_location=device, weights_only=False)
+        # ReLU6 has no parameters: the weights alone would load into either activation (older files: ReLU)
+        if checkpoint.get("encoder_activation", "relu") != config.encoder_activation:
+            raise ValueError(
+                f"{last}: was trained with --encoder-activation {checkpoint.get('encoder_activation', 'relu')}; "
+                "pass --restart or choose another --out"
+            )
         try:
             network.load_state_dict(checkpoint["model"])
         except RuntimeError as error:
@@ -685,6 +698,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         torch.save(
             {
                 "model": network.state_dict(),
+                "encoder_activation": config.encoder_activation,
                 "optimiser": optimiser.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "generator": generator.get_state(),
