@@ -2,15 +2,11 @@
 # The steps of PLAN.md, one at a time: steps.sh 1|2|3. Paths are those of the machine it ran on (2026-12-07):
 # the training ran in the clone /work/repro (runs/border-ema-3), this checkout holds the scripts.
 set -u
-export BUSASSIST_DATA=/work/shared/data/busi
-R=/work/repro
-RUN=$R/runs/border-ema-3
-I=$R/runs/int8-border-ema-3
-TRAIN=$R/.venv/bin/busassist-train
-PY=/work/main/.venv/bin/python
-cd /work/main
+RUN=/work/repro/runs/border-ema-3
+I=/work/repro/runs/int8-border-ema-3
+source "$(dirname "$0")/judge.sh"
 case $1 in
-1)  # label-free: make int8's settings, scored against the run's own float32 model; no validation or test image
+1)  # make int8's settings: exporter graph, equalisation, then the quantize of judge.sh's steps
   mkdir -p $I
   $TRAIN export $RUN --exporter-graph $I/exporter-graph.onnx > $I/step1.log 2>&1
   $TRAIN tools equalize $I/exporter-graph.onnx --out $I/prepared --data $BUSASSIST_DATA >> $I/step1.log 2>&1
@@ -18,17 +14,8 @@ case $1 in
 from busassist.training.quantize import quantize_run
 quantize_run('$I/prepared', '$BUSASSIST_DATA', float_ops=('Gemm',), reduce_range=True, bias_correction_images=64)
 " >> $I/step1.log 2>&1 || { echo "quantize failed"; exit 1; }
-  $PY reports/int8-fidelity-search/fidelity.py $RUN/emtnet.onnx $RUN/split.json $BUSASSIST_DATA $I/prepared/emtnet.int8.onnx \
-    | sed 's/^{/{"step": 1, "measure": "int8 against its own float32", /'
-  $PY reports/int8-error-budget/input_grid.py $RUN/emtnet.onnx $I/prepared/emtnet.int8.onnx $I/input-grid.onnx > /dev/null
-  $PY reports/int8-fidelity-search/fidelity.py $RUN/emtnet.onnx $RUN/split.json $BUSASSIST_DATA $I/input-grid.onnx \
-    | sed 's/^{/{"step": 1, "measure": "input rounding", /'
+  score_label_free
   ;;
-2)  # the replacement rule against the shipped card
-  $TRAIN compare $RUN --replace; echo "exit $?"
-  ;;
-3)  # the int8 rule, once, with make int8's setting
-  $TRAIN tools quantize $I/prepared --data $BUSASSIST_DATA --float-op Gemm --reduce-range --bias-correction 64 \
-    --against $RUN/emtnet.onnx --check; echo "exit $?"
-  ;;
+2) replacement_step ;;
+3) int8_rule_step ;;
 esac

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-import time
+from pathlib import Path
 
 import nncf
 import numpy as np
@@ -18,20 +18,8 @@ import onnx
 import onnxruntime as ort
 from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-
-def median_seconds(path: str, runs: int = 30, warm: int = 5) -> float:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    feed = session.get_inputs()[0]
-    image = np.random.default_rng(0).standard_normal([1, *feed.shape[1:]]).astype(np.float32)
-    times = []
-    for index in range(warm + runs):
-        started = time.perf_counter()
-        session.run(None, {feed.name: image})
-        if index >= warm:
-            times.append(time.perf_counter() - started)
-    return float(np.median(times))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "int8-dynamic"))
+from probe import median_seconds  # noqa: E402  (the same timing as the dynamic probe; NNCF's environment has no busassist)
 
 
 def main(graph: str, calibration: str, out: str, bias_correction: str) -> None:
