@@ -42,7 +42,7 @@ class WholeNamesHelpFormatter(argparse.HelpFormatter):
 
 
 def _generated_settings():
-    """The TrainConfig fields that are command-line options (those declared with ``trainer.setting``)."""
+    """The TrainConfig fields that are command-line options (those declared with ``config.setting``)."""
     from dataclasses import fields
 
     from busassist.training.trainer import TrainConfig
@@ -285,12 +285,12 @@ def _compare(args: argparse.Namespace) -> int:
 def training_options(preset_default: str | None = "full") -> argparse.ArgumentParser:
     """Options every training command shares, generated from ``TrainConfig`` (one source of defaults).
 
-    Each setting's default, help and choices are declared once, on the field (``trainer.setting``); the
+    Each setting's default, help and choices are declared once, on the field (``config.setting``); the
     options appear in ``--help`` grouped by the config's sections. Only where things are (data, output,
     pretrained graph) and the preset are declared here.
     """
+    from busassist.training.config import SECTIONS
     from busassist.training.experiments import PRESETS
-    from busassist.training.trainer import SECTIONS
 
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_argument_group("where")
