@@ -24,7 +24,7 @@ from busassist.core.model_store import read_metadata
 from busassist.training.augment import AugmentConfig
 from busassist.training.equalize import equalise
 from busassist.training.export import export_onnx, seal_model
-from busassist.training.losses import multitask_loss
+from busassist.training.losses import border_band_loss, multitask_loss
 from busassist.training.onnx_weights import fold_transposed_norms, network_from_onnx
 from busassist.training.qat import _freeze_norms
 from busassist.training.randomness import seed_everything
@@ -59,8 +59,7 @@ def main(model: str, out: str, data_root: str, weight: str) -> None:
             loss, _ = multitask_loss(
                 output.class_logit, labels, output.mask_logit, masks, metadata.w_p, metadata.w_clf, 1.0, "batch"
             )
-            probability = torch.sigmoid(output.mask_logit)
-            band = (4 * probability * (1 - probability)).mean()
+            band = border_band_loss(output.mask_logit)  # the trainer's --border term (same formula as when it ran)
             total = loss + border_weight * band
             optimiser.zero_grad(set_to_none=True)
             total.backward()

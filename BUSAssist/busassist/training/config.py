@@ -12,7 +12,7 @@ from typing import Any
 from busassist.constants import IMAGE_SIZE, W_CLF, W_P
 from busassist.training.distill import ALL_TRAINING, OUT_OF_FOLD, TEACHER_DATA
 from busassist.training.losses import DICE_LOSSES
-from busassist.training.model import ENCODER_ACTIVATIONS, Task
+from busassist.training.model import DEFAULT_ENCODER_ACTIVATION, ENCODER_ACTIVATIONS, Task
 from busassist.training.reproducible import TRAINING_THREADS
 
 #: Which weights a run keeps (``--keep``).
@@ -52,7 +52,7 @@ class TrainConfig:
     pretrained: str | None = None  # path of the MobileNetV1 frozen graph, None = from scratch (--pretrained)
     image_size: int = setting(IMAGE_SIZE, section="model", help="network input side in pixels", preset=True)
     encoder_activation: str = setting(
-        "relu",
+        DEFAULT_ENCODER_ACTIVATION,
         section="model",
         help="the encoder's activation: relu, or relu6 (bounded, as in the TF-slim MobileNetV1 the ImageNet weights "
         "come from; reports/int8-relu6)",
@@ -150,17 +150,6 @@ class TrainConfig:
     augment: bool = True
     cache_dir: str = setting(".cache", section="run", help="preprocessed-image cache folder")
     extra: dict = field(default_factory=dict)
-
-
-def border_weight(config: TrainConfig, epoch: int) -> float:
-    """The border-band weight of 0-based ``epoch``: ramped linearly to ``config.border`` by half-way.
-
-    At initialisation every pixel is uncertain (p near 0.5) and the term, at full weight, would
-    outweigh Dice and pixel BCE and push the mask to be sure before it is right; ramping it in lets
-    the border be learnt first and steepened after.
-    """
-    ramp_epochs = max(1, config.epochs // 2)
-    return config.border * min(1.0, (epoch + 1) / ramp_epochs)
 
 
 def check_config(config: TrainConfig) -> None:

@@ -88,8 +88,8 @@ def _scale(weight: torch.Tensor, axis: int, factors: torch.Tensor) -> None:
 
 def refuse_bounded_activations(network: nn.Module, source: Path | str = "network") -> None:
     """Equalisation moves scale through ReLU(x / s) = ReLU(x) / s; ReLU6 has no such identity."""
-    activation = getattr(getattr(network, "encoder", None), "activation", "relu")
-    if activation != "relu":
+    activation = network.encoder.activation
+    if activation != "relu":  # the one activation with ReLU(x / s) = ReLU(x) / s
         raise ValueError(
             f"{source}: the encoder uses {activation}; equalisation needs ReLU between the layers it scales "
             "(ReLU6(x / s) is not ReLU6(x) / s)"

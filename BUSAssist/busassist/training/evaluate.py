@@ -378,7 +378,7 @@ def fit_command(config: dict) -> str:
         options.append(f"--deep-supervision {config['deep_supervision']:g}")
     if config.get("false_lesion"):
         options.append(f"--false-lesion {config['false_lesion']:g}")
-    if config.get("encoder_activation", "relu") != "relu":
+    if config.get("encoder_activation", "relu") != "relu":  # as the other options: the default left out
         options.append(f"--encoder-activation {config['encoder_activation']}")
     if config.get("border"):
         options.append(f"--border {config['border']:g}")

@@ -85,17 +85,21 @@ def false_lesion_loss(
     return torch.log1p(predicted_area / (min_lesion_fraction * probabilities.shape[1])).mean()
 
 
-def border_band_loss(mask_logits: torch.Tensor) -> torch.Tensor:
-    """Mean over every pixel of 4 p (1 - p), p the mask probability: the width of the uncertain band.
-
-    It is 1 where p = 0.5 and 0 where the mask is sure. Nothing else in the loss asks for a steep
-    border (Dice and pixel BCE are satisfied by a soft one), and a border whose logits cross 0 steeply
-    leaves fewer pixels near 0 for rounding to flip. Measured: it steadies the mask under input
-    rounding, but a full training with it gave an int8 form that agrees *worse* with its float32
-    masks (reports/int8-steep-border, reports/int8-border-training): kept as an option, not a recipe.
-    """
+def border_band(mask_logits: torch.Tensor) -> torch.Tensor:
+    """4 p (1 - p) per pixel, p the mask probability: 1 where p = 0.5 (on the border), 0 where the mask is sure."""
     probabilities = torch.sigmoid(mask_logits)
-    return (4.0 * probabilities * (1.0 - probabilities)).mean()
+    return 4.0 * probabilities * (1.0 - probabilities)
+
+
+def border_band_loss(mask_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over every pixel of ``border_band``: the width of the uncertain band.
+    Nothing else in the loss asks for a steep
+       border (Dice and pixel BCE are satisfied by a soft one), and a border whose logits cross 0 steeply
+       leaves fewer pixels near 0 for rounding to flip. Measured: it steadies the mask under input
+       rounding, but a full training with it gave an int8 form that agrees *worse* with its float32
+       masks (reports/int8-steep-border, reports/int8-border-training): kept as an option, not a recipe.
+    """
+    return border_band(mask_logits).mean()
 
 
 #: Dice variants of the mask loss: Eq. 5 over the whole batch, or per lesion image.

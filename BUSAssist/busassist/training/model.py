@@ -53,6 +53,7 @@ class Task(str, Enum):
 #: range per tensor instead of one set by rare outliers; MobileNetV2 (Sandler et al. 2018) chose ReLU6 "because
 #: of its robustness when used with low-precision computation" (reports/int8-relu6).
 ENCODER_ACTIVATIONS = ("relu", "relu6")
+DEFAULT_ENCODER_ACTIVATION = ENCODER_ACTIVATIONS[0]
 
 
 def activation_module(name: str) -> nn.Module:
@@ -65,7 +66,13 @@ class ConvBNReLU(nn.Sequential):
     """Convolution + batch norm + ReLU (or ReLU6) with TF 'SAME' padding for stride 2."""
 
     def __init__(
-        self, cin: int, cout: int, kernel: int, stride: int, groups: int = 1, activation: str = "relu"
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int,
+        groups: int = 1,
+        activation: str = DEFAULT_ENCODER_ACTIVATION,
     ) -> None:
         layers: list[nn.Module] = []
         if kernel == 3 and stride == 2:
@@ -84,7 +91,7 @@ class ConvBNReLU(nn.Sequential):
 class DepthwiseSeparable(nn.Sequential):
     """MobileNetV1 DS Conv block (paper Fig. 1b): 3x3 depthwise then 1x1 pointwise."""
 
-    def __init__(self, cin: int, cout: int, stride: int, activation: str = "relu") -> None:
+    def __init__(self, cin: int, cout: int, stride: int, activation: str = DEFAULT_ENCODER_ACTIVATION) -> None:
         super().__init__(
             ConvBNReLU(cin, cin, 3, stride, groups=cin, activation=activation),
             ConvBNReLU(cin, cout, 1, 1, activation=activation),
@@ -94,7 +101,7 @@ class DepthwiseSeparable(nn.Sequential):
 class MobileNetV1Encoder(nn.Module):
     """MobileNetV1 1.0 convolutional layers; returns the skip features and the 1/32 map."""
 
-    def __init__(self, in_channels: int = 1, activation: str = "relu") -> None:
+    def __init__(self, in_channels: int = 1, activation: str = DEFAULT_ENCODER_ACTIVATION) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.activation = activation
@@ -228,7 +235,7 @@ class EMTNet(nn.Module):
         in_channels: int = 1,
         dropout: float = 0.5,
         deep_supervision: bool = False,
-        encoder_activation: str = "relu",
+        encoder_activation: str = DEFAULT_ENCODER_ACTIVATION,
     ):
         super().__init__()
         self.task = Task(task)
@@ -250,7 +257,12 @@ class EMTNet(nn.Module):
 def network_from_checkpoint(checkpoint: dict) -> EMTNet:
     """An empty network of the shape a saved checkpoint holds (task and encoder activation; checkpoints
     written before the activation was recorded are "relu")."""
-    return EMTNet(Task(checkpoint["task"]), encoder_activation=checkpoint.get("encoder_activation", "relu"))
+    return EMTNet(Task(checkpoint["task"]), encoder_activation=encoder_activation_of(checkpoint))
+
+
+def encoder_activation_of(checkpoint: dict) -> str:
+    """The encoder activation a checkpoint was trained with (files written before it was recorded: ReLU)."""
+    return checkpoint.get("encoder_activation", DEFAULT_ENCODER_ACTIVATION)
 
 
 class ExportWrapper(nn.Module):

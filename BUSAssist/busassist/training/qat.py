@@ -115,8 +115,9 @@ def logit_matching_loss(output: NetworkOutput, target: NetworkOutput) -> torch.T
     where the answer is not in doubt. Matching logits rather than probabilities keeps the border where
     float32 puts it (cross-entropy to the probabilities let the weights drift, reports/int8-error-budget).
     """
-    probability = torch.sigmoid(target.mask_logit)
-    weight = FAR_FROM_BORDER_WEIGHT + 4 * probability * (1 - probability)
+    from busassist.training.losses import border_band
+
+    weight = FAR_FROM_BORDER_WEIGHT + border_band(target.mask_logit)
     mask = (weight * (output.mask_logit - target.mask_logit) ** 2).mean()
     return mask + F.mse_loss(output.class_logit, target.class_logit)
 

@@ -38,7 +38,7 @@ from busassist.training.busi import (
     split_seed,
     stratified_group_split,
 )
-from busassist.training.config import TrainConfig, border_weight, check_config
+from busassist.training.config import TrainConfig, check_config
 from busassist.training.distill import (
     ALL_TRAINING,
     soft_targets,
@@ -50,6 +50,7 @@ from busassist.training.metrics import auc, classification_metrics, dice_iou
 from busassist.training.model import (
     EMTNet,
     Task,
+    encoder_activation_of,
     network_from_checkpoint,
     strip_training_heads,
 )
@@ -205,18 +206,23 @@ def to_network_input(images: torch.Tensor) -> torch.Tensor:
     return (images - NORMALISATION_MEAN) / NORMALISATION_STD
 
 
+def refuse_other_activation(checkpoint: dict, config: TrainConfig, source: Path | str, hint: str = "") -> None:
+    """ReLU6 has no parameters, so a checkpoint's weights load into either encoder activation: compare the
+    recorded one with ``config``'s and refuse, never train the other network."""
+    trained_with = encoder_activation_of(checkpoint)
+    if trained_with != config.encoder_activation:
+        raise ValueError(
+            f"{source}: was trained with --encoder-activation {trained_with}, not {config.encoder_activation}{hint}"
+        )
+
+
 def build_network(config: TrainConfig) -> EMTNet:
     network = EMTNet(
         Task(config.task), deep_supervision=config.deep_supervision > 0, encoder_activation=config.encoder_activation
     )
     if config.init_from:
         checkpoint = torch.load(config.init_from, map_location="cpu", weights_only=False)
-        trained_with = checkpoint.get("encoder_activation", "relu")
-        if trained_with != config.encoder_activation:  # the weights would load into either: refuse, never switch
-            raise ValueError(
-                f"{config.init_from}: was trained with --encoder-activation {trained_with}, "
-                f"not {config.encoder_activation}"
-            )
+        refuse_other_activation(checkpoint, config, config.init_from)
         # Only the deep-supervision heads may be missing (they start fresh) or left over (dropped).
         missing, unexpected = network.load_state_dict(strip_training_heads(checkpoint["model"]), strict=False)
         missing = [key for key in missing if not key.startswith("segmenter.aux.")]
@@ -297,6 +303,17 @@ TRAINED_PREFIX = "trained_val_"
 SPLIT_SETTINGS = ("folds", "fold", "partition_seed", "leave_out", "leave_out_of", "limit", "extra_train")
 
 
+def border_weight(config: TrainConfig, epoch: int) -> float:
+    """The border-band weight of 0-based ``epoch``: ramped linearly to ``config.border`` by half-way.
+
+    At initialisation every pixel is uncertain (p near 0.5) and the term, at full weight, would
+    outweigh Dice and pixel BCE and push the mask to be sure before it is right; ramping it in lets
+    the border be learnt first and steepened after.
+    """
+    ramp_epochs = max(1, config.epochs // 2)
+    return config.border * min(1.0, (epoch + 1) / ramp_epochs)
+
+
 def check_same_split(out: Path, config: TrainConfig) -> None:
     """Refuse to resume ``out`` under settings that select other training images than it was trained on.
 
@@ -359,12 +376,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     last = out / "last.pt"
     if resume and last.exists():
         checkpoint = torch.load(last, map_location=device, weights_only=False)
-        # ReLU6 has no parameters: the weights alone would load into either activation (older files: ReLU)
-        if checkpoint.get("encoder_activation", "relu") != config.encoder_activation:
-            raise ValueError(
-                f"{last}: was trained with --encoder-activation {checkpoint.get('encoder_activation', 'relu')}; "
-                "pass --restart or choose another --out"
-            )
+        refuse_other_activation(checkpoint, config, last, "; pass --restart or choose another --out")
         try:
             network.load_state_dict(checkpoint["model"])
         except RuntimeError as error:
@@ -412,6 +424,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         network.train()
         order = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
         losses, loss_parts = [], []
+        border = border_weight(config, epoch)
         batches = TrainingBatches(
             data, order, config.batch_size, generator, augment if config.augment else None, class_targets
         )
@@ -431,7 +444,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
                 config.mask_bce,
                 config.dice,
                 config.false_lesion,
-                border_weight(config, epoch),
+                border,
             )
             if out_.aux_mask_logits:
                 extra, extra_parts = deep_supervision_loss(out_.aux_mask_logits, masks, config.mask_bce, config.dice)
