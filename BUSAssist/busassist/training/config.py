@@ -15,6 +15,9 @@ from busassist.training.losses import DICE_LOSSES
 from busassist.training.model import DEFAULT_ENCODER_ACTIVATION, ENCODER_ACTIVATIONS, Task
 from busassist.training.reproducible import TRAINING_THREADS
 
+#: ``--qat``: train in float, or with the int8 export's rounding simulated from the first epoch.
+QAT_MODES = ("off", "int8")
+
 #: Which weights a run keeps (``--keep``).
 KEEP_RULES = ("best", "final", "ema")
 
@@ -57,6 +60,13 @@ class TrainConfig:
         help="the encoder's activation: relu, or relu6 (bounded, as in the TF-slim MobileNetV1 the ImageNet weights "
         "come from; reports/int8-relu6)",
         choices=list(ENCODER_ACTIVATIONS),
+    )
+    qat: str = setting(
+        "off",
+        section="model",
+        help="int8: simulate the int8 export from the first epoch (7-bit weights per channel, uint8 activations and "
+        "input, straight-through gradients; about 1.3-1.5x the step time; reports/int8-qat-training)",
+        choices=list(QAT_MODES),
     )
     init_from: str | None = setting(
         None,
@@ -158,6 +168,10 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(
             f"--encoder-activation {config.encoder_activation!r}: choose one of {', '.join(ENCODER_ACTIVATIONS)}"
         )
+    if config.qat not in QAT_MODES:
+        raise ValueError(f"--qat {config.qat!r}: choose one of {', '.join(QAT_MODES)}")
+    if config.qat != "off" and Task(config.task) is not Task.MULTITASK:
+        raise ValueError(f"--qat {config.qat} simulates the shipped network's int8 export: it needs --task multitask")
     if config.keep not in KEEP_RULES:
         raise ValueError(f"--keep {config.keep!r}: choose one of {', '.join(KEEP_RULES)}")
     if not 0 < config.ema_decay < 1:

@@ -380,6 +380,8 @@ def fit_command(config: dict) -> str:
         options.append(f"--false-lesion {config['false_lesion']:g}")
     if config.get("encoder_activation", "relu") != "relu":  # as the other options: the default left out
         options.append(f"--encoder-activation {config['encoder_activation']}")
+    if config.get("qat", "off") != "off":
+        options.append(f"--qat {config['qat']}")
     if config.get("border"):
         options.append(f"--border {config['border']:g}")
     if config.get("keep", "best") != "best":

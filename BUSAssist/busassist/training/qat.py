@@ -11,8 +11,9 @@ convolution's weights, with the batch norm after it folded in, rounded per outpu
 7 bits (symmetric, scale = max |w| / 64), and every ReLU output and the input image to uint8
 (per tensor, ranges tracked by moving min/max). The classifier's dense layers stay in float. After
 fine-tuning the rounded weights are kept, so quantising the exported result rounds most of them
-onto themselves. The decoder's phase rewrite regroups the transposed convolutions' channels, so
-those are re-rounded on export; ``tools quantize`` then measures what that costs.
+onto themselves. The decoder's transposed convolutions are rounded per output channel and phase, as
+the export's phase rewrite lays them out (``PhaseRoundedWeight``; until 2026-12-07 they were rounded per
+channel and re-rounded on export). ``fit --qat int8`` applies the same simulation from the first epoch.
 """
 
 from __future__ import annotations
@@ -53,6 +54,36 @@ class RoundedWeight(nn.Module):
         return torch.fake_quantize_per_channel_affine(weight, scale, zero, self.axis, -WEIGHT_LEVELS, WEIGHT_LEVELS)
 
 
+class PhaseRoundedWeight(nn.Module):
+    """Parametrisation of a 3x3 stride-2 transposed convolution's weight, rounded as its export will be.
+
+    The export writes such a layer as four phase convolutions, one output channel per (channel, phase)
+    (``graph_rewrite.subpixel_weights``: kernel rows and columns 0 and 2 feed odd outputs, 1 even ones),
+    and onnxruntime gives each of those channels its own 7-bit scale. Rounding per output channel
+    instead would train other weights than the int8 file holds.
+    """
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        magnitude = weight.detach().abs()
+        scale = torch.empty_like(magnitude)
+        for rows in (slice(0, None, 2), slice(1, None, 2)):
+            for columns in (slice(0, None, 2), slice(1, None, 2)):
+                group = magnitude[:, :, rows, columns].amax(dim=(0, 2, 3), keepdim=True)
+                scale[:, :, rows, columns] = (group / WEIGHT_LEVELS).expand_as(scale[:, :, rows, columns])
+        scale = scale.clamp_min(1e-12)
+        rounded = torch.round(weight / scale).clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS) * scale
+        return weight + (rounded - weight).detach()  # straight-through gradient
+
+
+def _weight_rounding(module: nn.Module) -> nn.Module:
+    """How the export will round this layer's weights (per output channel, or per phase)."""
+    if isinstance(module, nn.ConvTranspose2d):
+        if module.stride == (2, 2) and module.kernel_size == (3, 3):  # every one EMT-Net has (graph_rewrite)
+            return PhaseRoundedWeight()
+        return RoundedWeight(axis=1)
+    return RoundedWeight(axis=0)
+
+
 def _activation_quantizer() -> nn.Module:
     from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver
 
@@ -78,8 +109,7 @@ def simulate_int8(network: nn.Module) -> Simulation:
     rounded = []
     for module in list(network.encoder.modules()) + list(network.segmenter.modules()):
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-            axis = 1 if isinstance(module, nn.ConvTranspose2d) else 0
-            parametrize.register_parametrization(module, "weight", RoundedWeight(axis))
+            parametrize.register_parametrization(module, "weight", _weight_rounding(module))
             rounded.append(module)
     handles = []
     network.activation_quantizers = nn.ModuleList()
@@ -101,6 +131,37 @@ def finish(network: nn.Module, simulation: Simulation) -> None:
     for handle in simulation.handles:
         handle.remove()
     del network.activation_quantizers
+
+
+def plain_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
+    """The state of a simulating network as an ordinary EMTNet's: each rounded weight under its own name.
+
+    A training that simulates int8 from its first epoch (``fit --qat int8``) keeps its latent weights
+    and quantiser ranges in ``last.pt`` (to resume), but ships what the simulation computed: the rounded
+    weights, loadable by ``network_from_checkpoint`` and exported like any other run.
+    """
+    state = {
+        key: value
+        for key, value in network.state_dict().items()
+        if ".parametrizations.weight." not in key and not key.startswith("activation_quantizers.")
+    }
+    for name, module in network.named_modules():
+        if parametrize.is_parametrized(module, "weight"):
+            state[f"{name}.weight"] = module.weight.detach().clone()
+    return state
+
+
+def observe(network: nn.Module, enabled: bool) -> None:
+    """Let the activation quantisers of ``network`` track their ranges, or hold them.
+
+    A training that simulates int8 holds them while it scores validation images, so that no validation
+    image moves a range, and the moving average's only move while its batch norms are refitted.
+    """
+    from torch.ao.quantization import FakeQuantize
+
+    for module in network.modules():
+        if isinstance(module, FakeQuantize):
+            module.enable_observer(enabled)
 
 
 #: ``logits`` objective: weight of a mask pixel's squared logit error far from float32's border (1 more at it).

@@ -55,6 +55,7 @@ from busassist.training.model import (
     strip_training_heads,
 )
 from busassist.training.pretrained import load_imagenet_encoder, read_constants
+from busassist.training.qat import observe, plain_state_dict, simulate_int8
 from busassist.training.randomness import global_rng_state, restore_global_rng, seed_everything
 from busassist.training.reproducible import (
     UnpinnedArithmeticWarning,
@@ -357,6 +358,14 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         class_targets = soft_targets(data.labels, split.train, teacher_mean, config.distill)
     task = Task(config.task)
     network = build_network(config).to(device).to(memory_format=torch.channels_last)
+    average = moving_average(network, config.ema_decay) if config.keep == "ema" else None
+    if config.qat != "off":
+        # Before the optimiser takes the parameters: the rounding moves each weight under a parametrisation.
+        # The average gets its own simulation (a copy made after this one would round with our quantisers).
+        simulate_int8(network)
+        if average is not None:
+            simulate_int8(average.module)
+            observe(average.module, False)  # its ranges move only while its batch norms are refitted
     # Fused Adam: one kernel of plain IEEE arithmetic, where the unfused form calls MKL's vector maths,
     # whose results depend on the CPU's vendor (training/reproducible.py).
     optimiser = torch.optim.Adam(
@@ -369,7 +378,6 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     else:
         raise ValueError(f"unknown schedule {config.schedule!r}")
     generator = torch.Generator().manual_seed(config.seed)
-    average = moving_average(network, config.ema_decay) if config.keep == "ema" else None
     state = {"epoch": 0, "best_score": float("-inf"), "best_epoch": -1, "history": [], "seconds": 0.0}
     if config.keep in ("final", "ema"):  # what the best-epoch rule would keep, tracked from the first epoch
         state.update(validation_best_score=float("-inf"), validation_best_epoch=-1)
@@ -381,7 +389,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
             network.load_state_dict(checkpoint["model"])
         except RuntimeError as error:
             raise ValueError(
-                f"{last}: was trained with other settings (--task or --deep-supervision); "
+                f"{last}: was trained with other settings (--task, --deep-supervision or --qat); "
                 "pass --restart or choose another --out"
             ) from error
         optimiser.load_state_dict(checkpoint["optimiser"])
@@ -459,7 +467,11 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses):.3f}")
         if average is not None:
+            observe(average.module, True)
             fit_batch_norm(average.module, data, split.train, device)
+        observe(network, False)  # no validation image moves a quantiser's range (a no-op without --qat)
+        if average is not None:
+            observe(average.module, False)
         kept = network if average is None else average.module  # the weights this run would ship
         probabilities, mask_probabilities = predict(kept, data, split.val, device)
         scores = validation_scores(data, split.val, probabilities, mask_probabilities)
@@ -468,6 +480,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         if average is not None:  # evaluation only (no random numbers): the trajectory is unchanged
             trained_scores = validation_scores(data, split.val, *predict(network, data, split.val, device))
             trained_score = selection_score(task, trained_scores)
+        observe(network, True)
         if config.schedule == "plateau":
             scheduler.step(score)
         else:
@@ -499,9 +512,10 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         # "best" keeps the best validation epoch; "final" and "ema" keep the latest weights (never a lucky
         # epoch) and so never stop early
         weights = {
-            "model": kept.state_dict(),
+            "model": shipped_state(kept),
             "task": task.value,
             "encoder_activation": config.encoder_activation,
+            "qat": config.qat,
             "epoch": epoch + 1,
             "scores": scores,
         }
@@ -515,7 +529,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         # best-validation file that would cover only the epochs after the resume)
         if "validation_best_score" in state and trained_score > state["validation_best_score"]:
             state["validation_best_score"], state["validation_best_epoch"] = trained_score, epoch + 1
-            trained = weights if average is None else {**weights, "model": network.state_dict()}
+            trained = weights if average is None else {**weights, "model": shipped_state(network)}
             trained["scores"] = trained_scores
             torch.save(trained, out / BEST_VALIDATION_CHECKPOINT)
         torch.save(
@@ -536,6 +550,11 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         summary = " ".join(f"{k}={v:.3f}" for k, v in scores.items())
         tqdm.write(f"epoch {epoch + 1}: loss {row['train_loss']:.4f} {summary} ({seconds:.0f} s)")
     return out
+
+
+def shipped_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What ``best.pt`` keeps of ``network``: an ordinary EMTNet's state (with ``--qat``, the rounded weights)."""
+    return plain_state_dict(network) if hasattr(network, "activation_quantizers") else network.state_dict()
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
