@@ -118,13 +118,50 @@ def test_validation_images_do_not_move_the_ranges() -> None:
     assert ranges() != before
 
 
+def test_the_trainer_holds_ranges_while_validating_and_measures_the_averages_afresh(
+    qat_config: TrainConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torch.ao.quantization import FakeQuantize
+
+    from busassist.training import trainer
+
+    def quantisers(model: torch.nn.Module) -> list[FakeQuantize]:
+        return [module for module in model.modules() if isinstance(module, FakeQuantize)]
+
+    validated, refitted = [], []
+    real_predict, real_refit = trainer.predict, trainer.fit_batch_norm
+
+    def predict(model, *args, **kwargs):
+        validated.append([int(q.observer_enabled) for q in quantisers(model)])
+        return real_predict(model, *args, **kwargs)
+
+    def refit(model, *args, **kwargs):
+        refitted.append(
+            [(int(q.observer_enabled), float(q.activation_post_process.min_val)) for q in quantisers(model)]
+        )
+        return real_refit(model, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "predict", predict)
+    monkeypatch.setattr(trainer, "fit_batch_norm", refit)
+    train(replace(qat_config, out_dir=str(tmp_path / "run"), epochs=1))
+    assert len(validated) == 2  # the average, then the trained network
+    assert all(flags and not any(flags) for flags in validated)  # every range held
+    # AveragedModel copies the trained network's buffers (ranges too) into the average at every step:
+    # the refit starts from no range and measures the average's own
+    assert len(refitted) == 1 and refitted[0]
+    assert all(enabled == 1 and low == float("inf") for enabled, low in refitted[0])
+
+
 def test_resuming_needs_the_same_qat_setting(qat_run: Path, qat_config: TrainConfig, tmp_path: Path) -> None:
     copy = tmp_path / "run"
     shutil.copytree(qat_run, copy)
-    with pytest.raises(ValueError, match="--qat"):
+    with pytest.raises(ValueError, match="trained with --qat int8, not off"):
         train(replace(qat_config, out_dir=str(copy), epochs=3, qat="off"))
     train(replace(qat_config, out_dir=str(copy), epochs=3))
     assert len(torch.load(copy / "last.pt", weights_only=False)["state"]["history"]) == 3
+    plain = train(replace(qat_config, out_dir=str(tmp_path / "plain"), qat="off", epochs=1))
+    with pytest.raises(ValueError, match="trained with --qat off, not int8"):
+        train(replace(qat_config, out_dir=str(plain), epochs=2))
 
 
 def test_qat_settings_are_refused_before_any_data_is_read(tmp_path: Path) -> None:

@@ -78,7 +78,8 @@ class PhaseRoundedWeight(nn.Module):
 def _weight_rounding(module: nn.Module) -> nn.Module:
     """How the export will round this layer's weights (per output channel, or per phase)."""
     if isinstance(module, nn.ConvTranspose2d):
-        if module.stride == (2, 2) and module.kernel_size == (3, 3):  # every one EMT-Net has (graph_rewrite)
+        rewritten = module.stride == (2, 2) and module.kernel_size == (3, 3) and module.padding == (1, 1)
+        if rewritten and module.output_padding == (1, 1):  # every one EMT-Net has (graph_rewrite._REWRITABLE)
             return PhaseRoundedWeight()
         return RoundedWeight(axis=1)
     return RoundedWeight(axis=0)
@@ -151,17 +152,21 @@ def plain_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def observe(network: nn.Module, enabled: bool) -> None:
-    """Let the activation quantisers of ``network`` track their ranges, or hold them.
+def observe(network: nn.Module, enabled: bool, afresh: bool = False) -> None:
+    """Let the activation quantisers of ``network`` track their ranges (``afresh``: forgetting the old), or hold them.
 
     A training that simulates int8 holds them while it scores validation images, so that no validation
-    image moves a range, and the moving average's only move while its batch norms are refitted.
+    image moves a range. The moving average measures its ranges afresh on its own activations while its
+    batch norms are refitted: between refits ``AveragedModel`` overwrites them with the trained network's
+    (it keeps every buffer in step with the network's), so nothing of them is worth keeping.
     """
     from torch.ao.quantization import FakeQuantize
 
     for module in network.modules():
         if isinstance(module, FakeQuantize):
             module.enable_observer(enabled)
+            if afresh:
+                module.activation_post_process.reset_min_max_vals()
 
 
 #: ``logits`` objective: weight of a mask pixel's squared logit error far from float32's border (1 more at it).

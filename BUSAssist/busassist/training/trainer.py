@@ -217,6 +217,13 @@ def refuse_other_activation(checkpoint: dict, config: TrainConfig, source: Path 
         )
 
 
+def qat_of(checkpoint: dict) -> str:
+    """The ``--qat`` a checkpoint was trained with (a ``last.pt`` from before the key: told by its keys)."""
+    if "qat" in checkpoint:
+        return checkpoint["qat"]
+    return "int8" if any(".parametrizations.weight." in key for key in checkpoint["model"]) else "off"
+
+
 def build_network(config: TrainConfig) -> EMTNet:
     network = EMTNet(
         Task(config.task), deep_supervision=config.deep_supervision > 0, encoder_activation=config.encoder_activation
@@ -365,7 +372,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         simulate_int8(network)
         if average is not None:
             simulate_int8(average.module)
-            observe(average.module, False)  # its ranges move only while its batch norms are refitted
+            observe(average.module, False)  # its ranges are measured while its batch norms are refitted
     # Fused Adam: one kernel of plain IEEE arithmetic, where the unfused form calls MKL's vector maths,
     # whose results depend on the CPU's vendor (training/reproducible.py).
     optimiser = torch.optim.Adam(
@@ -385,11 +392,16 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     if resume and last.exists():
         checkpoint = torch.load(last, map_location=device, weights_only=False)
         refuse_other_activation(checkpoint, config, last, "; pass --restart or choose another --out")
+        if qat_of(checkpoint) != config.qat:  # the latent weights would load, or fail with a list of keys
+            raise ValueError(
+                f"{last}: was trained with --qat {qat_of(checkpoint)}, not {config.qat}; "
+                "pass --restart or choose another --out"
+            )
         try:
             network.load_state_dict(checkpoint["model"])
         except RuntimeError as error:
             raise ValueError(
-                f"{last}: was trained with other settings (--task, --deep-supervision or --qat); "
+                f"{last}: was trained with other settings (--task or --deep-supervision); "
                 "pass --restart or choose another --out"
             ) from error
         optimiser.load_state_dict(checkpoint["optimiser"])
@@ -467,7 +479,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses):.3f}")
         if average is not None:
-            observe(average.module, True)
+            observe(average.module, True, afresh=True)
             fit_batch_norm(average.module, data, split.train, device)
         observe(network, False)  # no validation image moves a quantiser's range (a no-op without --qat)
         if average is not None:
@@ -536,6 +548,7 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
             {
                 "model": network.state_dict(),
                 "encoder_activation": config.encoder_activation,
+                "qat": config.qat,
                 "optimiser": optimiser.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "generator": generator.get_state(),
