@@ -65,7 +65,8 @@ class TrainConfig:
         "off",
         section="model",
         help="int8: simulate the int8 export from the first epoch (7-bit weights per channel, uint8 activations and "
-        "input, straight-through gradients; about 1.3-1.5x the step time; reports/int8-qat-training)",
+        "input, straight-through gradients; about 2x the epoch time; it did not make int8 agree better: "
+        "reports/int8-qat-training)",
         choices=list(QAT_MODES),
     )
     init_from: str | None = setting(
