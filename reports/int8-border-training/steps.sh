@@ -10,10 +10,7 @@ case $1 in
   mkdir -p $I
   $TRAIN export $RUN --exporter-graph $I/exporter-graph.onnx > $I/step1.log 2>&1
   $TRAIN tools equalize $I/exporter-graph.onnx --out $I/prepared --data $BUSASSIST_DATA >> $I/step1.log 2>&1
-  $PY -c "
-from busassist.training.quantize import quantize_run
-quantize_run('$I/prepared', '$BUSASSIST_DATA', float_ops=('Gemm',), reduce_range=True, bias_correction_images=64)
-" >> $I/step1.log 2>&1 || { echo "quantize failed"; exit 1; }
+  quantize_label_free $I/prepared bias_correction_images=64 >> $I/step1.log 2>&1 || { echo "quantize failed"; exit 1; }
   score_label_free
   ;;
 2) replacement_step ;;

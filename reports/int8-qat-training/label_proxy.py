@@ -27,7 +27,7 @@ from busassist.training.metrics import dice_iou  # noqa: E402
 from busassist.training.reference import REFERENCE_RUNTIME  # noqa: E402
 
 
-def mean_lesion_dice(model: str, cases: list, images: list[np.ndarray], truths: list[np.ndarray]) -> float:
+def mean_lesion_dice(model: str, images: list[np.ndarray], truths: list[np.ndarray]) -> float:
     analyzer = Analyzer(model, threads=2, backend=REFERENCE_RUNTIME)
     return float(
         np.mean([dice_iou(analyzer.analyze(image).mask > 0, truth)[0] for image, truth in zip(images, truths)])
@@ -39,9 +39,9 @@ def main(fp32: str, split_json: str, data_root: str, *int8_files: str) -> None:
     lesions = [cases[key] for key in held_out_training_keys(Path(split_json)) if cases[key].label >= 0]
     images = [load_image(case) for case in lesions]
     truths = [load_mask(case, image.shape[:2]) for case, image in zip(lesions, images)]
-    reference = mean_lesion_dice(fp32, lesions, images, truths)
+    reference = mean_lesion_dice(fp32, images, truths)
     for path in int8_files:
-        got = mean_lesion_dice(path, lesions, images, truths)
+        got = mean_lesion_dice(path, images, truths)
         row = {
             "int8": path,
             "lesion_images": len(lesions),

@@ -11,22 +11,15 @@ case $1 in
   for ranges in percentile minmax; do
     for correction in 0 64; do
       name=$ranges-bc$correction
-      mkdir -p $I/$name
-      cp $RUN/emtnet.onnx $RUN/emtnet.onnx.sha256 $RUN/split.json $I/$name/
-      $PY -c "
-from busassist.training.quantize import quantize_run
-quantize_run('$I/$name', '$BUSASSIST_DATA', method='$ranges', float_ops=('Gemm',), reduce_range=True,
-             bias_correction_images=$correction)
-" > $I/$name.log 2>&1 || { echo "quantize $name failed"; exit 1; }
-      $PY reports/int8-fidelity-search/fidelity.py $RUN/emtnet.onnx $RUN/split.json $BUSASSIST_DATA $I/$name/emtnet.int8.onnx \
-        | sed "s/^{/{\"step\": 1, \"setting\": \"$name\", \"measure\": \"int8 against its own float32\", /"
+      copy_float32 $I/$name
+      quantize_label_free $I/$name "method='$ranges', bias_correction_images=$correction" > $I/$name.log 2>&1 \
+        || { echo "quantize $name failed"; exit 1; }
+      score_against_own_float32 $I/$name/emtnet.int8.onnx "\"setting\": \"$name\", "
       $PY $HERE/label_proxy.py $RUN/emtnet.onnx $RUN/split.json $BUSASSIST_DATA $I/$name/emtnet.int8.onnx \
         | sed "s/^{/{\"step\": 1, \"setting\": \"$name\", \"measure\": \"label proxy (information only)\", /"
     done
   done
-  $PY reports/int8-error-budget/input_grid.py $RUN/emtnet.onnx $I/percentile-bc0/emtnet.int8.onnx $I/input-grid.onnx > /dev/null
-  $PY reports/int8-fidelity-search/fidelity.py $RUN/emtnet.onnx $RUN/split.json $BUSASSIST_DATA $I/input-grid.onnx \
-    | sed 's/^{/{"step": 1, "measure": "input rounding", /'
+  score_input_rounding $I/percentile-bc0/emtnet.int8.onnx
   ;;
 2) replacement_step ;;
 3)  # SETTING: the step-1 candidate, e.g. minmax-bc0

@@ -7,12 +7,8 @@ I=/work/repro/runs/int8-relu6-ema-3
 source "$(dirname "$0")/../int8-border-training/judge.sh"
 case $1 in
 1)  # the run's own float32 model quantised (no equalisation: not valid across ReLU6)
-  mkdir -p $I/prepared
-  cp $RUN/emtnet.onnx $RUN/emtnet.onnx.sha256 $RUN/split.json $I/prepared/
-  $PY -c "
-from busassist.training.quantize import quantize_run
-quantize_run('$I/prepared', '$BUSASSIST_DATA', float_ops=('Gemm',), reduce_range=True, bias_correction_images=64)
-" > $I/step1.log 2>&1 || { echo "quantize failed"; exit 1; }
+  copy_float32 $I/prepared
+  quantize_label_free $I/prepared bias_correction_images=64 > $I/step1.log 2>&1 || { echo "quantize failed"; exit 1; }
   score_label_free
   ;;
 2) replacement_step ;;

@@ -58,18 +58,22 @@ class PhaseRoundedWeight(nn.Module):
     """Parametrisation of a 3x3 stride-2 transposed convolution's weight, rounded as its export will be.
 
     The export writes such a layer as four phase convolutions, one output channel per (channel, phase)
-    (``graph_rewrite.subpixel_weights``: kernel rows and columns 0 and 2 feed odd outputs, 1 even ones),
+    (``graph_rewrite.subpixel_weights``; which taps feed which phase is its ``PHASE_TAPS``),
     and onnxruntime gives each of those channels its own 7-bit scale. Rounding per output channel
     instead would train other weights than the int8 file holds.
     """
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        from busassist.training.graph_rewrite import PHASE_TAPS
+
+        # the output phase (0 even, 1 odd) each kernel row feeds, as the rewrite reads it: [1, 0, 1]
+        row_phase = torch.tensor([next(a for (a, _), tap in PHASE_TAPS.items() if tap == row) for row in range(3)])
+        tap_phase = 2 * row_phase[:, None] + row_phase[None, :]  # the phase channel each (row, column) tap is in
         magnitude = weight.detach().abs()
         scale = torch.empty_like(magnitude)
-        for rows in (slice(0, None, 2), slice(1, None, 2)):
-            for columns in (slice(0, None, 2), slice(1, None, 2)):
-                group = magnitude[:, :, rows, columns].amax(dim=(0, 2, 3), keepdim=True)
-                scale[:, :, rows, columns] = (group / WEIGHT_LEVELS).expand_as(scale[:, :, rows, columns])
+        for phase in range(4):
+            taps = tap_phase == phase
+            scale[:, :, taps] = magnitude[:, :, taps].amax(dim=(0, 2))[None, :, None] / WEIGHT_LEVELS
         scale = scale.clamp_min(1e-12)
         rounded = torch.round(weight / scale).clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS) * scale
         return weight + (rounded - weight).detach()  # straight-through gradient

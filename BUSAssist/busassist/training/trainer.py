@@ -218,9 +218,7 @@ def refuse_other_activation(checkpoint: dict, config: TrainConfig, source: Path 
 
 
 def qat_of(checkpoint: dict) -> str:
-    """The ``--qat`` a checkpoint was trained with (a ``last.pt`` from before the key: told by its keys)."""
-    if "qat" in checkpoint:
-        return checkpoint["qat"]
+    """The ``--qat`` a ``last.pt`` was trained with: its latent weights sit under parametrisations only then."""
     return "int8" if any(".parametrizations.weight." in key for key in checkpoint["model"]) else "off"
 
 
@@ -370,9 +368,8 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
         # Before the optimiser takes the parameters: the rounding moves each weight under a parametrisation.
         # The average gets its own simulation (a copy made after this one would round with our quantisers).
         simulate_int8(network)
-        if average is not None:
+        if average is not None:  # its ranges are measured afresh at each batch-norm refit (below)
             simulate_int8(average.module)
-            observe(average.module, False)  # its ranges are measured while its batch norms are refitted
     # Fused Adam: one kernel of plain IEEE arithmetic, where the unfused form calls MKL's vector maths,
     # whose results depend on the CPU's vendor (training/reproducible.py).
     optimiser = torch.optim.Adam(
@@ -392,9 +389,10 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
     if resume and last.exists():
         checkpoint = torch.load(last, map_location=device, weights_only=False)
         refuse_other_activation(checkpoint, config, last, "; pass --restart or choose another --out")
-        if qat_of(checkpoint) != config.qat:  # the latent weights would load, or fail with a list of keys
+        trained_with = qat_of(checkpoint)
+        if trained_with != config.qat:  # said by name, not as load_state_dict's list of keys
             raise ValueError(
-                f"{last}: was trained with --qat {qat_of(checkpoint)}, not {config.qat}; "
+                f"{last}: was trained with --qat {trained_with}, not {config.qat}; "
                 "pass --restart or choose another --out"
             )
         try:
@@ -548,7 +546,6 @@ def train(config: TrainConfig, resume: bool = True) -> Path:
             {
                 "model": network.state_dict(),
                 "encoder_activation": config.encoder_activation,
-                "qat": config.qat,
                 "optimiser": optimiser.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "generator": generator.get_state(),
