@@ -100,6 +100,17 @@ def test_transposed_convolutions_are_rounded_per_phase_as_the_export_lays_them_o
     assert grid_distance(plain, 0) > 0.1  # per output channel only: the phase channels leave their grid
 
 
+def test_nearly_dead_channels_keep_their_own_grid_as_onnxruntime_gives_them() -> None:
+    """The ImageNet encoder has channels whose largest weight is about 1e-11: onnxruntime scales them by
+    max / 64 like any other (it gives up only below float32's smallest normal number), and so must we."""
+    weights = torch.randn(4, 8, 1, 1, generator=torch.Generator().manual_seed(2))
+    weights[1] *= 1e-11
+    assert grid_distance(RoundedWeight(axis=0)(weights).numpy(), 0) < 1e-3
+    transposed = torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(3))
+    transposed[:, 2] *= 1e-11
+    assert grid_distance(subpixel_weights(PhaseRoundedWeight()(transposed).numpy()), 0) < 1e-3
+
+
 def test_validation_images_do_not_move_the_ranges() -> None:
     network = EMTNet(Task.MULTITASK).eval()
     simulate_int8(network)

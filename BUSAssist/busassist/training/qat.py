@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from busassist.training.model import NetworkOutput
 
 WEIGHT_LEVELS = 64  # 7-bit symmetric: -64..64, as onnxruntime's reduce_range for int8 weights
+#: The smallest weight scale onnxruntime keeps (``quant_utils.compute_scale_zp``); below it a channel is all zeros.
+#: Nearly dead channels of the ImageNet encoder (largest weight about 1e-11) are rounded on their own grid, as there.
+SMALLEST_SCALE = torch.finfo(torch.float32).tiny
 
 
 class RoundedWeight(nn.Module):
@@ -49,7 +52,7 @@ class RoundedWeight(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         dims = [d for d in range(weight.ndim) if d != self.axis]
-        scale = (weight.detach().abs().amax(dim=dims) / WEIGHT_LEVELS).clamp_min(1e-12)
+        scale = (weight.detach().abs().amax(dim=dims) / WEIGHT_LEVELS).clamp_min(SMALLEST_SCALE)
         zero = torch.zeros_like(scale, dtype=torch.int32)
         return torch.fake_quantize_per_channel_affine(weight, scale, zero, self.axis, -WEIGHT_LEVELS, WEIGHT_LEVELS)
 
@@ -74,7 +77,7 @@ class PhaseRoundedWeight(nn.Module):
         for phase in range(4):
             taps = tap_phase == phase
             scale[:, :, taps] = magnitude[:, :, taps].amax(dim=(0, 2))[None, :, None] / WEIGHT_LEVELS
-        scale = scale.clamp_min(1e-12)
+        scale = scale.clamp_min(SMALLEST_SCALE)
         rounded = torch.round(weight / scale).clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS) * scale
         return weight + (rounded - weight).detach()  # straight-through gradient
 
