@@ -1,13 +1,13 @@
 """Fine-tuning under a simulation read from the int8 file itself (PLAN.md of this folder).
 
     python reports/int8-faithful-qat/faithful.py check   EXPORTER_GRAPH F0_INT8 SPLIT_JSON DATA_ROOT
-    python reports/int8-faithful-qat/faithful.py tune    EXPORTER_GRAPH F0_INT8 SPLIT_JSON DATA_ROOT OUT [EPOCHS]
+    python reports/int8-faithful-qat/faithful.py tune    EXPORTER_GRAPH F0_INT8 SPLIT_JSON DATA_ROOT OUT [EPOCHS [yes]]
     python reports/int8-faithful-qat/faithful.py quantize OUT F0_INT8 DATA_ROOT
     python reports/int8-faithful-qat/faithful.py compare EXPORTER_GRAPH F0_INT8 F1_INT8 OUT SPLIT_JSON DATA_ROOT
 
 ``check`` (step 0): the simulation, untrained, against F0 under onnxruntime. ``tune`` (step 1): fine-tune,
 export ``OUT/emtnet.onnx`` and write ``OUT/ranges.json`` (F0's activation scales and zero points, by tensor
-name, for ``quantize_with_ranges``). ``compare``: F1 under onnxruntime against the tuned simulation.
+name, for ``quantize``). ``compare``: F1 under onnxruntime against the tuned simulation.
 Agreement: mean (and lowest) Dice of network-level masks (224 px logits cut at 0) on the 48 held-out
 training images of ``reports/int8-fidelity-search/fidelity.py``; no label is read.
 
@@ -142,6 +142,54 @@ def simulate_file(network: nn.Module, points: dict[str, list]) -> list:
     return rounded
 
 
+def correction_inputs(split_json: Path, data_root: Path) -> torch.Tensor:
+    """The 64 training images ``make int8``'s bias correction uses (none among the 48 held out)."""
+    from busassist.training.quantize import calibration_keys
+
+    _, keys, _ = calibration_keys(json.loads(Path(split_json).read_text())["train"], 200, 64)
+    cases = {case.key: case for case in discover(Path(data_root))}
+    return to_network_input(torch.from_numpy(prepare([cases[key] for key in keys]).images).float().unsqueeze(1))
+
+
+def _norm_means(network: nn.Module, names: list[str], inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-channel means of the named batch norms' outputs (before the activation) over ``inputs``."""
+    modules = dict(network.named_modules())
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def record(name: str, out: torch.Tensor) -> None:
+        sums[name] = sums.get(name, 0) + out.sum(dim=(0, 2, 3))
+        counts[name] = counts.get(name, 0) + out.shape[0] * out.shape[2] * out.shape[3]
+
+    handles = [modules[name].register_forward_hook(lambda _m, _i, out, n=name: record(n, out)) for name in names]
+    with torch.no_grad():
+        for i in range(0, len(inputs), 8):
+            network(inputs[i : i + 8])
+    for handle in handles:
+        handle.remove()
+    return {name: sums[name] / counts[name] for name in names}
+
+
+def correct_biases(simulation: nn.Module, teacher: nn.Module, inputs: torch.Tensor) -> dict:
+    """Bias correction in the simulation, layer by layer in network order: each rounded convolution's
+    batch-norm bias gains the per-channel mean of float minus simulation output, measured with the
+    corrections of the layers before it in place. Returns the largest shift (absolute)."""
+    modules = dict(simulation.named_modules())
+    norms = [
+        f"{name.rpartition('.')[0]}.{int(name.rpartition('.')[2]) + 1}"
+        for name, module in simulation.named_modules()
+        if parametrize.is_parametrized(module, "weight")
+    ]
+    expected = _norm_means(teacher, norms, inputs)
+    largest = 0.0
+    for name in norms:
+        shift = expected[name] - _norm_means(simulation, [name], inputs)[name]
+        with torch.no_grad():
+            modules[name].bias.add_(shift)
+        largest = max(largest, float(shift.abs().max()))
+    return {"layers": len(norms), "largest_shift": round(largest, 5)}
+
+
 def held_out_inputs(split_json: Path, data_root: Path) -> tuple[list[str], torch.Tensor]:
     keys = held_out_training_keys(split_json)
     cases = {case.key: case for case in discover(Path(data_root))}
@@ -183,7 +231,10 @@ def check(exporter_graph: str, f0: str, split_json: str, data_root: str) -> None
         print(json.dumps({"step": 0, "measure": measure, **row}))
 
 
-def tune(exporter_graph: str, f0: str, split_json: str, data_root: str, out: str, epochs: str = "3") -> None:
+def tune(
+    exporter_graph: str, f0: str, split_json: str, data_root: str, out: str, epochs: str = "3", correct: str = "no"
+) -> None:
+    """Step 1; ``correct`` ``"yes"``: attempt 2, the simulation's biases corrected before fine-tuning."""
     from busassist.core.model_store import read_metadata
     from busassist.training.augment import AugmentConfig
     from busassist.training.export import export_onnx
@@ -204,12 +255,19 @@ def tune(exporter_graph: str, f0: str, split_json: str, data_root: str, out: str
     teacher_masks = torch_masks(teacher, inputs)
     points = rounding_points(Path(f0))
     rounded = simulate_file(network, points)
+    if correct == "yes":
+        correction = correct_biases(network, teacher, correction_inputs(Path(split_json), Path(data_root)))
+        print(json.dumps({"step": 1, "bias_correction": correction}))
     parameters = [p for p in network.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(parameters, lr=1e-5)
     steps = int(epochs) * math.ceil(len(train) / 16)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(1, steps))
     generator = torch.Generator().manual_seed(42)
-    print(json.dumps({"step": 1, "epoch": 0, "images": len(train), **agreement(torch_masks(network, inputs), teacher_masks)}))
+    print(
+        json.dumps(
+            {"step": 1, "epoch": 0, "images": len(train), **agreement(torch_masks(network, inputs), teacher_masks)}
+        )
+    )
     for epoch in range(int(epochs)):
         started = time.perf_counter()
         network.train()
@@ -228,13 +286,20 @@ def tune(exporter_graph: str, f0: str, split_json: str, data_root: str, out: str
         network.eval()
         row = agreement(torch_masks(network, inputs), teacher_masks)
         seconds = round(time.perf_counter() - started)
-        print(json.dumps({"step": 1, "epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5), "seconds": seconds, **row}))
+        print(
+            json.dumps(
+                {"step": 1, "epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5), "seconds": seconds, **row}
+            )
+        )
     torch.save(network.state_dict(), out_dir / "simulation.pt")
     for module in rounded:
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     metadata = read_metadata(Path(exporter_graph))
     metadata.model_version += "-cle-fqat"
-    metadata.extra = {**metadata.extra, "faithful_qat": {"epochs": int(epochs), "data_sha256": fingerprint}}
+    metadata.extra = {
+        **metadata.extra,
+        "faithful_qat": {"epochs": int(epochs), "bias_correction": correct == "yes", "data_sha256": fingerprint},
+    }
     ranges = {tensor: [scale, zero] for grid in points.values() for tensor, scale, zero in grid}
     (out_dir / "ranges.json").write_text(json.dumps(ranges, indent=1) + "\n")
     # the network still carries its activation hooks; export must see the plain network
@@ -253,7 +318,9 @@ def quantize(out: str, f0: str, data_root: str) -> None:
 
     ranges = json.loads((Path(out) / "ranges.json").read_text())
     overrides = {
-        tensor.removesuffix("_QuantizeLinear_Input"): [{"scale": np.array(scale, np.float32), "zero_point": np.array(zero, np.uint8)}]
+        tensor.removesuffix("_QuantizeLinear_Input"): [
+            {"scale": np.array(scale, np.float32), "zero_point": np.array(zero, np.uint8)}
+        ]
         for tensor, (scale, zero) in ranges.items()
     }
     original = quantization.quantize_static
