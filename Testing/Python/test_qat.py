@@ -193,7 +193,28 @@ def test_logit_matching_weighs_the_mask_border_and_is_zero_on_agreement() -> Non
     on_border = float(logit_matching_loss(outputs([1.0, -12.0]), target))
     far_away = float(logit_matching_loss(outputs([0.0, -11.0]), target))
     assert on_border / far_away == pytest.approx((1 + FAR_FROM_BORDER_WEIGHT) / FAR_FROM_BORDER_WEIGHT, rel=1e-3)
-    assert float(logit_matching_loss(outputs([0.0, -12.0], 1.5), target)) == pytest.approx(1.0)  # class logit too
+    # the malignancy as a probability: Bernoulli divergence from float32's p = sigmoid(0.5) to sigmoid(1.5)
+    p, q = torch.sigmoid(torch.tensor(0.5)), torch.sigmoid(torch.tensor(1.5))
+    divergence = float(p * torch.log(p / q) + (1 - p) * torch.log((1 - p) / (1 - q)))
+    assert float(logit_matching_loss(outputs([0.0, -12.0], 1.5), target)) == pytest.approx(divergence, rel=1e-4)
+
+
+def test_logit_matching_ignores_a_saturated_malignancy_logit_that_moves_no_probability() -> None:
+    """int8 moves the shipped model's malignancy logits (-10 to -33 on benign and normal images) by up to 5
+    without moving the probability; as a squared logit error that was 60-600 times the mask term and fine-
+    tuning fitted it through the encoder (reports/int8-faithful-qat-mask). It must cost next to nothing,
+    far less than a mask logit moved across the border."""
+    from types import SimpleNamespace
+
+    from busassist.training.qat import logit_matching_loss
+
+    def outputs(mask: float, class_logit: float) -> SimpleNamespace:
+        return SimpleNamespace(mask_logit=torch.tensor([[[mask]]]), class_logit=torch.tensor([class_logit]))
+
+    saturated = float(logit_matching_loss(outputs(0.0, -21.0), outputs(0.0, -22.0)))
+    border = float(logit_matching_loss(outputs(0.3, -22.0), outputs(0.0, -22.0)))
+    assert 0.0 <= saturated < 1e-8
+    assert saturated < border / 1000
 
 
 def test_fine_tuning_by_logits_runs_against_the_float32_teacher(

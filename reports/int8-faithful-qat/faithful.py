@@ -1,7 +1,8 @@
 """Fine-tuning under a simulation read from the int8 file itself (PLAN.md of this folder).
 
     python reports/int8-faithful-qat/faithful.py check   EXPORTER_GRAPH F0_INT8 SPLIT_JSON DATA_ROOT
-    python reports/int8-faithful-qat/faithful.py tune    EXPORTER_GRAPH F0_INT8 SPLIT_JSON DATA_ROOT OUT [EPOCHS [yes]]
+    python reports/int8-faithful-qat/faithful.py tune    EXPORTER_GRAPH F0_INT8 SPLIT_JSON DATA_ROOT OUT
+        [EPOCHS [yes [OBJECTIVE]]]  (one command line; OBJECTIVE: a key of OBJECTIVES)
     python reports/int8-faithful-qat/faithful.py quantize OUT F0_INT8 DATA_ROOT
     python reports/int8-faithful-qat/faithful.py compare EXPORTER_GRAPH F0_INT8 F1_INT8 OUT SPLIT_JSON DATA_ROOT
 
@@ -231,10 +232,53 @@ def check(exporter_graph: str, f0: str, split_json: str, data_root: str) -> None
         print(json.dumps({"step": 0, "measure": measure, **row}))
 
 
+def sign_matching_loss(output, target) -> torch.Tensor:  # noqa: ANN001
+    """Attempt 3: cross-entropy to the teacher's mask (logit > 0) as hard targets, weighted as in
+    ``qat.logit_matching_loss`` (0.05 + 4p(1 - p)), plus the malignancy logit's squared error."""
+    import torch.nn.functional as F  # noqa: N812
+
+    from busassist.training.losses import border_band
+
+    weight = qat.FAR_FROM_BORDER_WEIGHT + border_band(target.mask_logit)
+    hard = (target.mask_logit > 0).float()
+    mask = F.binary_cross_entropy_with_logits(output.mask_logit, hard, weight=weight)
+    return mask + F.mse_loss(output.class_logit, target.class_logit)
+
+
+def sign_and_probability_loss(output, target) -> torch.Tensor:  # noqa: ANN001
+    """reports/int8-faithful-qat-mask: ``sign_matching_loss`` with the malignancy term a cross-entropy to the
+    teacher's probability, flat where int8 moves a saturated logit without moving the probability (the
+    squared logit error was 60-600 times the mask term there)."""
+    import torch.nn.functional as F  # noqa: N812
+
+    from busassist.training.losses import border_band
+
+    weight = qat.FAR_FROM_BORDER_WEIGHT + border_band(target.mask_logit)
+    hard = (target.mask_logit > 0).float()
+    mask = F.binary_cross_entropy_with_logits(output.mask_logit, hard, weight=weight)
+    return mask + F.binary_cross_entropy_with_logits(output.class_logit, torch.sigmoid(target.class_logit))
+
+
+#: ``tune``'s objectives: attempt 1 and 2 (``logits``), attempt 3 (``sign``), reports/int8-faithful-qat-mask.
+OBJECTIVES = {
+    "logits": qat.logit_matching_loss,
+    "sign": sign_matching_loss,
+    "sign-probability": sign_and_probability_loss,
+}
+
+
 def tune(
-    exporter_graph: str, f0: str, split_json: str, data_root: str, out: str, epochs: str = "3", correct: str = "no"
+    exporter_graph: str,
+    f0: str,
+    split_json: str,
+    data_root: str,
+    out: str,
+    epochs: str = "3",
+    correct: str = "no",
+    objective: str = "logits",
 ) -> None:
-    """Step 1; ``correct`` ``"yes"``: attempt 2, the simulation's biases corrected before fine-tuning."""
+    """Step 1; ``correct`` ``"yes"``: the simulation's biases corrected before fine-tuning (attempts 2, 3);
+    ``objective``: a key of ``OBJECTIVES`` (``"logits"``: ``qat.logit_matching_loss``, attempts 1 and 2)."""
     from busassist.core.model_store import read_metadata
     from busassist.training.augment import AugmentConfig
     from busassist.training.export import export_onnx
@@ -277,7 +321,7 @@ def tune(
         for batch, _masks, _labels in TrainingBatches(data, order, 16, generator, AugmentConfig()):
             with torch.no_grad():
                 target = teacher(batch)
-            loss = qat.logit_matching_loss(network(batch), target)
+            loss = OBJECTIVES[objective](network(batch), target)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -298,7 +342,12 @@ def tune(
     metadata.model_version += "-cle-fqat"
     metadata.extra = {
         **metadata.extra,
-        "faithful_qat": {"epochs": int(epochs), "bias_correction": correct == "yes", "data_sha256": fingerprint},
+        "faithful_qat": {
+            "epochs": int(epochs),
+            "bias_correction": correct == "yes",
+            "objective": objective,
+            "data_sha256": fingerprint,
+        },
     }
     ranges = {tensor: [scale, zero] for grid in points.values() for tensor, scale, zero in grid}
     (out_dir / "ranges.json").write_text(json.dumps(ranges, indent=1) + "\n")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The steps of PLAN.md, as run on 2026-12-07 (this machine's paths). Usage: steps.sh 0|1|2|1b|old|3
+# The steps of PLAN.md, as run on 2026-12-07 (this machine's paths). Usage: steps.sh 0|1|2|1b|1c|old|3
 # (results.jsonl: rows without "attempt" are attempt 1's)
 set -euo pipefail
 export BUSASSIST_DATA=/work/shared/data/busi
@@ -31,6 +31,11 @@ quantize_run('$F/f0', '$BUSASSIST_DATA', float_ops=('Gemm',), reduce_range=True)
   $PY reports/int8-faithful-qat/faithful.py compare $GRAPH $F/f0/emtnet.int8.onnx $F/f1b/emtnet.int8.onnx $F/f1b $F/f0/split.json $BUSASSIST_DATA
   $PY reports/int8-fidelity-search/fidelity.py Resources/Models/emtnet.onnx $F/f0/split.json $BUSASSIST_DATA \
     $F/f1b/emtnet.int8.onnx $F/f1b-0/emtnet.int8.onnx ;;
+1c)  # attempt 3: the sign objective, from the corrected simulation
+  $PY reports/int8-faithful-qat/faithful.py tune $GRAPH $F/f0/emtnet.int8.onnx $F/f0/split.json $BUSASSIST_DATA $F/f1c 3 yes sign
+  $PY reports/int8-faithful-qat/faithful.py quantize $F/f1c $F/f0/emtnet.int8.onnx $BUSASSIST_DATA
+  $PY reports/int8-faithful-qat/faithful.py compare $GRAPH $F/f0/emtnet.int8.onnx $F/f1c/emtnet.int8.onnx $F/f1c $F/f0/split.json $BUSASSIST_DATA
+  $PY reports/int8-fidelity-search/fidelity.py Resources/Models/emtnet.onnx $F/f0/split.json $BUSASSIST_DATA $F/f1c/emtnet.int8.onnx ;;
 old)  # diagnosis after the stop: the previous model 804d8d00 (exporter form, first shipped), the same recipe
   git show 7cabf4d:Resources/Models/emtnet.onnx > $F/old-exporter.onnx
   $TRAIN tools equalize $F/old-exporter.onnx --out $F/old-f0 --data $BUSASSIST_DATA

@@ -200,8 +200,8 @@ def add_tools(sub: argparse._SubParsersAction) -> None:
         "--objective",
         choices=list(QAT_OBJECTIVES),
         default="teacher",
-        help="fit the float32 model's own probabilities (teacher, the default), its logits weighted towards "
-        "the mask border (logits), or the training labels",
+        help="fit the float32 model's own probabilities (teacher, the default), its mask logits weighted "
+        "towards the border and its malignancy probability (logits), or the training labels",
     )
     rescore = tools_sub.add_parser(
         "cv-rescore", help="score a finished cross-validation's folds again with today's metrics (no training)"
