@@ -200,8 +200,8 @@ def test_logit_matching_weighs_the_mask_border_and_is_zero_on_agreement() -> Non
 
 
 def test_logit_matching_ignores_a_saturated_malignancy_logit_that_moves_no_probability() -> None:
-    """int8 moves the shipped model's malignancy logits (-10 to -33 on benign and normal images) by up to 5
-    without moving the probability; as a squared logit error that was 60-600 times the mask term and fine-
+    """int8 moves the shipped model's malignancy logits (|logit| > 8 on nine training images in ten) by up to 5
+    without moving the probability; as a squared logit error that was 30-300 times the mask term and fine-
     tuning fitted it through the encoder (reports/int8-faithful-qat-mask). It must cost next to nothing,
     far less than a mask logit moved across the border."""
     from types import SimpleNamespace
