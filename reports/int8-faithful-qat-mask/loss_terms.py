@@ -1,4 +1,4 @@
-"""The terms of the fine-tuning objectives on 16 bias-correction images, the file-read simulation untrained.
+"""The terms of the fine-tuning objectives on the 64 bias-correction images, the file-read simulation untrained.
 
     python reports/int8-faithful-qat-mask/loss_terms.py EXPORTER_GRAPH F0_INT8 SPLIT_JSON DATA_ROOT
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -25,12 +26,14 @@ from busassist.training.losses import border_band  # noqa: E402
 
 def main(exporter_graph: str, f0: str, split_json: str, data_root: str) -> None:
     torch.set_num_threads(2)
-    inputs = faithful.correction_inputs(Path(split_json), Path(data_root))[:16]
+    inputs = faithful.correction_inputs(Path(split_json), Path(data_root))  # 64: 40 benign, 20 malignant, 4 normal
     teacher = faithful.equalised_network(Path(exporter_graph))
     simulation = faithful.equalised_network(Path(exporter_graph))
     faithful.simulate_file(simulation, faithful.rounding_points(Path(f0)))
-    with torch.no_grad():
-        output, target = simulation(inputs), teacher(inputs)
+    with torch.no_grad():  # the terms are means over pixels or images, so batches of 16 are averaged
+        pairs = [(simulation(inputs[i : i + 16]), teacher(inputs[i : i + 16])) for i in range(0, len(inputs), 16)]
+    output = SimpleNamespace(**{k: torch.cat([getattr(o, k) for o, _ in pairs]) for k in ("mask_logit", "class_logit")})
+    target = SimpleNamespace(**{k: torch.cat([getattr(t, k) for _, t in pairs]) for k in ("mask_logit", "class_logit")})
     weight = qat.FAR_FROM_BORDER_WEIGHT + border_band(target.mask_logit)
     probability = torch.sigmoid(target.class_logit)
     terms = {
@@ -46,8 +49,24 @@ def main(exporter_graph: str, f0: str, split_json: str, data_root: str) -> None:
     }
     for term, value in terms.items():
         print(json.dumps({"term": term, "value": round(float(value), 6)}))
-    print(json.dumps({"float32 malignancy logits": [round(float(v), 2) for v in target.class_logit.flatten()]}))
-    print(json.dumps({"simulated malignancy logits": [round(float(v), 2) for v in output.class_logit.flatten()]}))
+    logits, moved = target.class_logit.flatten(), (output.class_logit - target.class_logit).flatten().abs()
+    probabilities = (torch.sigmoid(output.class_logit) - torch.sigmoid(target.class_logit)).flatten().abs()
+    print(
+        json.dumps(
+            {
+                "float32 malignancy logits, range": [round(float(logits.min()), 2), round(float(logits.max()), 2)],
+                "share with |logit| > 8": round(float((logits.abs() > 8).float().mean()), 3),
+                "simulation moves the logit by, mean and largest": [
+                    round(float(moved.mean()), 2),
+                    round(float(moved.max()), 2),
+                ],
+                "and the probability by, mean and largest": [
+                    round(float(probabilities.mean()), 5),
+                    round(float(probabilities.max()), 5),
+                ],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

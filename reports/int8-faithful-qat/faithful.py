@@ -232,6 +232,18 @@ def check(exporter_graph: str, f0: str, split_json: str, data_root: str) -> None
         print(json.dumps({"step": 0, "measure": measure, **row}))
 
 
+def squared_logit_loss(output, target) -> torch.Tensor:  # noqa: ANN001
+    """Attempts 1 and 2, frozen: ``qat.logit_matching_loss`` as it was when they ran (the malignancy as a squared
+    logit error; the product's has since matched it as a probability, reports/int8-faithful-qat-mask)."""
+    import torch.nn.functional as F  # noqa: N812
+
+    from busassist.training.losses import border_band
+
+    weight = qat.FAR_FROM_BORDER_WEIGHT + border_band(target.mask_logit)
+    mask = (weight * (output.mask_logit - target.mask_logit) ** 2).mean()
+    return mask + F.mse_loss(output.class_logit, target.class_logit)
+
+
 def sign_matching_loss(output, target) -> torch.Tensor:  # noqa: ANN001
     """Attempt 3: cross-entropy to the teacher's mask (logit > 0) as hard targets, weighted as in
     ``qat.logit_matching_loss`` (0.05 + 4p(1 - p)), plus the malignancy logit's squared error."""
@@ -248,7 +260,7 @@ def sign_matching_loss(output, target) -> torch.Tensor:  # noqa: ANN001
 def sign_and_probability_loss(output, target) -> torch.Tensor:  # noqa: ANN001
     """reports/int8-faithful-qat-mask: ``sign_matching_loss`` with the malignancy term a cross-entropy to the
     teacher's probability, flat where int8 moves a saturated logit without moving the probability (the
-    squared logit error was 60-600 times the mask term there)."""
+    squared logit error was 30-300 times the mask term there)."""
     import torch.nn.functional as F  # noqa: N812
 
     from busassist.training.losses import border_band
@@ -261,7 +273,7 @@ def sign_and_probability_loss(output, target) -> torch.Tensor:  # noqa: ANN001
 
 #: ``tune``'s objectives: attempt 1 and 2 (``logits``), attempt 3 (``sign``), reports/int8-faithful-qat-mask.
 OBJECTIVES = {
-    "logits": qat.logit_matching_loss,
+    "logits": squared_logit_loss,
     "sign": sign_matching_loss,
     "sign-probability": sign_and_probability_loss,
 }
@@ -278,7 +290,7 @@ def tune(
     objective: str = "logits",
 ) -> None:
     """Step 1; ``correct`` ``"yes"``: the simulation's biases corrected before fine-tuning (attempts 2, 3);
-    ``objective``: a key of ``OBJECTIVES`` (``"logits"``: ``qat.logit_matching_loss``, attempts 1 and 2)."""
+    ``objective``: a key of ``OBJECTIVES`` (``"logits"``: ``squared_logit_loss``, attempts 1 and 2)."""
     from busassist.core.model_store import read_metadata
     from busassist.training.augment import AugmentConfig
     from busassist.training.export import export_onnx

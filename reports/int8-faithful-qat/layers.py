@@ -2,10 +2,11 @@
 
     python reports/int8-faithful-qat/layers.py EXPORTER_GRAPH F0_INT8 SPLIT_JSON DATA_ROOT
 
-On the first 4 of the 48 held-out training images it prints, for each encoder rounding place, the share of
-values that differ by more than half a rounding step and the largest difference in steps, twice: through
-the whole network (each side fed its own previous layer), and in isolation (the simulation's layer fed
-onnxruntime's own input to it, the dequantised output of the layer before).
+On the first 4 of the 48 held-out training images it prints, for each rounding place that draws the mask
+(encoder, decoder, sums, logits), the share of values that differ by more than half a rounding step and the
+largest difference in steps: through the whole network (each side fed its own previous layer), and, for the
+encoder and decoder layers and the head, in isolation (the simulation's layer fed onnxruntime's own input to
+it, the dequantised output of the place before; the head's last convolution stays in float, as in faithful.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -53,18 +55,41 @@ def main(exporter_graph: str, f0: str, split_json: str, data_root: str) -> None:
     modules = dict(network.named_modules())
     encoder = [where for where in points if where.startswith("out:encoder.")]
     captured: dict[str, torch.Tensor] = {}
-    for where in encoder:
-        modules[where[4:]].register_forward_hook(lambda _m, _i, out, w=where: captured.__setitem__(w, out.detach()))
+    for where in points:  # after the rounding hooks, so each sees the rounded tensor
+        if where.startswith("out:"):
+            modules[where[4:]].register_forward_hook(lambda _m, _i, out, w=where: captured.__setitem__(w, out.detach()))
+        elif where.startswith("in:"):
+            modules[where[3:]].register_forward_pre_hook(lambda _m, a, w=where: captured.__setitem__(w, a[0].detach()))
     with torch.no_grad():
         network(inputs)
+    whole = dict(captured)  # a copy: the isolated runs below fire the same hooks
     reference = onnxruntime_values(Path(f0), points, inputs.numpy())
-    for before, where in zip([None, *encoder], encoder):
+    alone: dict[str, np.ndarray] = {}  # each place computed by the simulation from onnxruntime's input to it
+    with torch.no_grad():
+        for before, where in zip(encoder, encoder[1:]):
+            alone[where] = modules[where[4:]](torch.from_numpy(reference[before])).numpy()
+        block_inputs = ["out:encoder.blocks.12.1", "out:segmenter.decoders.0.8"]
+        block_inputs += ["in:segmenter.decoders.2", "in:segmenter.decoders.3"]
+        for k, block_input in enumerate(block_inputs):
+            block = modules[f"segmenter.decoders.{k}"]
+            for start, source in (
+                (0, block_input),
+                (3, f"out:segmenter.decoders.{k}.2"),
+                (6, f"out:segmenter.decoders.{k}.5"),
+            ):
+                place = f"out:segmenter.decoders.{k}.{start + 2}"
+                alone[place] = nn.Sequential(*list(block)[start : start + 3])(
+                    torch.from_numpy(reference[source])
+                ).numpy()
+        head = "out:segmenter.head"  # the mask logits, from onnxruntime's rounded sum; the head's last layer in float
+        alone[head] = modules["segmenter.head"](torch.from_numpy(reference["in:segmenter.head"])).numpy()
+    for where in points:
+        if where == "input" or where.startswith("out:classifier") or whole[where].shape != reference[where].shape:
+            continue  # the classifier does not draw masks; the head's phase layout differs from PyTorch's
         scale = points[where][-1][1]
-        row = {"place": where[4:], "whole network": steps_apart(captured[where].numpy(), reference[where], scale)}
-        if before is not None:
-            with torch.no_grad():
-                alone = modules[where[4:]](torch.from_numpy(reference[before])).numpy()
-            row["in isolation"] = steps_apart(alone, reference[where], scale)
+        row = {"place": where, "whole network": steps_apart(whole[where].numpy(), reference[where], scale)}
+        if where in alone:
+            row["in isolation"] = steps_apart(alone[where], reference[where], scale)
         print(json.dumps(row))
 
 

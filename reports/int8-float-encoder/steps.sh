@@ -17,7 +17,10 @@ B)  # the rule for the three bias-correction choices
     mkdir -p $S/$1 && cp $P/emtnet.onnx $P/split.json $P/equalization.json $S/$1/
     $TRAIN tools quantize $S/$1 --data $BUSASSIST_DATA --float-op Gemm --float-node /network/encoder/ --reduce-range \
       --bias-correction $2 --bias-correction-pick $3 --against Resources/Models/emtnet.onnx --check > $S/$1.log 2>&1
-    echo "{\"choice\": \"$1\", \"exit\": $?}"
+    echo "{\"choice\": \"$1\", \"exit\": $?}" | tee -a $R/step_b.jsonl
     cp $S/$1/int8_comparison.json $R/$1.json
-  done ;;
+  done
+  # label-free agreement of the file judged with 64 unused images and of the error budget's (timed in A)
+  $PY reports/int8-fidelity-search/fidelity.py Resources/Models/emtnet.onnx $P/split.json $BUSASSIST_DATA \
+    $S/64-unused/emtnet.int8.onnx /work/repro/runs/int8-budget/encoder-float/emtnet.int8.onnx > $R/fidelity.jsonl ;;
 esac
