@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import sys
 
-import torch
-import torch.nn.functional as F  # noqa: N812
-from torch import nn
+from busassist.training.reproducible import flush_subnormals, pin_arithmetic
 
-from busassist.training.cli import main
+pin_arithmetic()  # as busassist-train does, before PyTorch loads: the shipped recipe's arithmetic
+flush_subnormals()
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402, N812
+from torch import nn  # noqa: E402
+
+from busassist.training.cli import main  # noqa: E402
 
 UINT8_STEPS = 255
 
