@@ -1,4 +1,4 @@
-# Sourced by the steps.sh of reports/int8-border-training, int8-relu6 and int8-qat-training (2026-12-07; this
+# Sourced by the steps.sh of reports/int8-border-training, int8-relu6, int8-qat-training and int8-noise-training (2026-12-07; this
 # machine's paths). Each caller sets RUN (the training's run folder) and I (its int8 folder, with
 # prepared/emtnet.int8.onnx written by its own step 1, where it uses score_label_free) and calls these.
 export BUSASSIST_DATA=/work/shared/data/busi
@@ -39,6 +39,16 @@ score_input_rounding() {
 score_label_free() {
   score_against_own_float32 $I/prepared/emtnet.int8.onnx
   score_input_rounding $I/prepared/emtnet.int8.onnx
+}
+
+# Step 1 of the full trainings (border band, noise): make int8's settings on the run's own float32 model (exporter
+# graph, equalisation, 64 bias-correction images), then score_label_free.
+make_int8_step() {
+  mkdir -p $I
+  $TRAIN export $RUN --exporter-graph $I/exporter-graph.onnx > $I/step1.log 2>&1
+  $TRAIN tools equalize $I/exporter-graph.onnx --out $I/prepared --data $BUSASSIST_DATA >> $I/step1.log 2>&1
+  quantize_label_free $I/prepared bias_correction_images=64 >> $I/step1.log 2>&1 || { echo "quantize failed"; return 1; }
+  score_label_free
 }
 
 # Step 2: the replacement rule against the shipped card.

@@ -7,11 +7,7 @@ I=/work/repro/runs/int8-noise-ema-3
 source "$(dirname "$0")/../int8-border-training/judge.sh"
 case $1 in
 1)  # make int8's settings on the run's own float32 model, scored against it; then input rounding alone
-  mkdir -p $I
-  $TRAIN export $RUN --exporter-graph $I/exporter-graph.onnx > $I/step1.log 2>&1
-  $TRAIN tools equalize $I/exporter-graph.onnx --out $I/prepared --data $BUSASSIST_DATA >> $I/step1.log 2>&1
-  quantize_label_free $I/prepared bias_correction_images=64 >> $I/step1.log 2>&1 || { echo "quantize failed"; exit 1; }
-  score_label_free
+  make_int8_step || exit 1
   ;;
 2) replacement_step ;;
 3)  # the three bias-correction choices, each against the run's own float32 model
