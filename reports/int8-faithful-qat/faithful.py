@@ -148,6 +148,11 @@ def correction_inputs(split_json: Path, data_root: Path) -> torch.Tensor:
     from busassist.training.quantize import calibration_keys
 
     _, keys, _ = calibration_keys(json.loads(Path(split_json).read_text())["train"], 200, 64)
+    return network_inputs(keys, data_root)
+
+
+def network_inputs(keys: list[str], data_root: Path) -> torch.Tensor:
+    """The network inputs of the training images ``keys``, prepared as the trainer prepares them."""
     cases = {case.key: case for case in discover(Path(data_root))}
     return to_network_input(torch.from_numpy(prepare([cases[key] for key in keys]).images).float().unsqueeze(1))
 
@@ -193,9 +198,7 @@ def correct_biases(simulation: nn.Module, teacher: nn.Module, inputs: torch.Tens
 
 def held_out_inputs(split_json: Path, data_root: Path) -> tuple[list[str], torch.Tensor]:
     keys = held_out_training_keys(split_json)
-    cases = {case.key: case for case in discover(Path(data_root))}
-    images = torch.from_numpy(prepare([cases[key] for key in keys]).images).float().unsqueeze(1)
-    return keys, to_network_input(images)
+    return keys, network_inputs(keys, data_root)
 
 
 def torch_masks(network: nn.Module, inputs: torch.Tensor) -> np.ndarray:
@@ -232,14 +235,19 @@ def check(exporter_graph: str, f0: str, split_json: str, data_root: str) -> None
         print(json.dumps({"step": 0, "measure": measure, **row}))
 
 
+def _border_weight(target) -> torch.Tensor:  # noqa: ANN001
+    """The mask-pixel weight of ``qat.logit_matching_loss``: 0.05 + 4p(1 - p), p the teacher's probability."""
+    from busassist.training.losses import border_band
+
+    return qat.FAR_FROM_BORDER_WEIGHT + border_band(target.mask_logit)
+
+
 def squared_logit_loss(output, target) -> torch.Tensor:  # noqa: ANN001
     """Attempts 1 and 2, frozen: ``qat.logit_matching_loss`` as it was when they ran (the malignancy as a squared
     logit error; the product's has since matched it as a probability, reports/int8-faithful-qat-mask)."""
     import torch.nn.functional as F  # noqa: N812
 
-    from busassist.training.losses import border_band
-
-    weight = qat.FAR_FROM_BORDER_WEIGHT + border_band(target.mask_logit)
+    weight = _border_weight(target)
     mask = (weight * (output.mask_logit - target.mask_logit) ** 2).mean()
     return mask + F.mse_loss(output.class_logit, target.class_logit)
 
@@ -249,9 +257,7 @@ def sign_matching_loss(output, target) -> torch.Tensor:  # noqa: ANN001
     ``qat.logit_matching_loss`` (0.05 + 4p(1 - p)), plus the malignancy logit's squared error."""
     import torch.nn.functional as F  # noqa: N812
 
-    from busassist.training.losses import border_band
-
-    weight = qat.FAR_FROM_BORDER_WEIGHT + border_band(target.mask_logit)
+    weight = _border_weight(target)
     hard = (target.mask_logit > 0).float()
     mask = F.binary_cross_entropy_with_logits(output.mask_logit, hard, weight=weight)
     return mask + F.mse_loss(output.class_logit, target.class_logit)
@@ -263,9 +269,7 @@ def sign_and_probability_loss(output, target) -> torch.Tensor:  # noqa: ANN001
     squared logit error was 30-300 times the mask term there)."""
     import torch.nn.functional as F  # noqa: N812
 
-    from busassist.training.losses import border_band
-
-    weight = qat.FAR_FROM_BORDER_WEIGHT + border_band(target.mask_logit)
+    weight = _border_weight(target)
     hard = (target.mask_logit > 0).float()
     mask = F.binary_cross_entropy_with_logits(output.mask_logit, hard, weight=weight)
     return mask + F.binary_cross_entropy_with_logits(output.class_logit, torch.sigmoid(target.class_logit))
