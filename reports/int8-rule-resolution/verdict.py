@@ -6,6 +6,10 @@ Scores both models on the fixed split every card uses, exactly as ``compare_int8
 the float32 model's W' = W_p threshold for both), rebuilds the paired engine's intervals and, on the
 engine's own resamples (2000, seed 0: resample k of each split is the k-th draw ``bootstrap_interval``
 makes), counts the resamples on which the rule (AUC and Dice drop each at most ``MAX_DROP``) passes.
+The share is centred on the observed change, not on the file's true one: it says how firmly these images
+hold the verdict, not the chance that another sample repeats it (that would sit nearer 50 %). The whole
+rule's share is the product of the two splits' shares: the engine draws the same index vectors for both
+93-image splits, so pairing resample k of each would correlate them.
 With COMMITTED_JSON (a committed ``int8_comparison`` of the same pair) the rebuilt change and interval
 must match it, or the script stops: then it is not the pair that was judged. Prints one JSON line.
 """
@@ -85,7 +89,7 @@ def main(name: str, fp32: str, int8: str, data_root: str, committed_json: str | 
             "rule_passes": round(float(passing[split].mean()), 3),
             "rule_on_all_images": bool(all(rebuilt[m]["difference"] >= -MAX_DROP for m in METRICS)),
         }
-    row["whole_rule_passes"] = round(float((passing["validation"] & passing["test"]).mean()), 3)
+    row["whole_rule_passes"] = round(float(passing["validation"].mean() * passing["test"].mean()), 3)
     print(json.dumps(row), flush=True)
 
 
