@@ -90,7 +90,7 @@ reproduce: $(VENV)/.stamp-dev
 # weights, bias correction, judged against float32 (the rule: AUC and Dice drop <= 0.005 on validation and
 # test), then calibrated and carded on its own. The exporter's graph of the bundled weights (the bundled
 # file is the rewritten fast form) is exported from `make reproduce`'s run, which is expected to train the same
-# weights on any x86-64 CPU (the shipped ones were trained on one CPU type and not yet rebuilt on another). `--check` stops here (exit 3) when the int8 model fails the rule, as it does on the
+# weights on any x86-64 CPU (the shipped ones, trained on a Zen 4, were rebuilt byte for byte on a Zen 3 without AVX-512). `--check` stops here (exit 3) when the int8 model fails the rule, as it does on the
 # weights shipped since 2026-12-07 (reports/int8-98770c53); only a passing one is calibrated and carded, and
 # `busassist-train publish $(INT8_DIR)/model --models-dir Resources/Models/int8` then bundles it.
 INT8_DIR ?= runs/int8
