@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "int8-faithful-qat"
 import faithful  # noqa: E402
 
 from busassist.training import qat  # noqa: E402
-from busassist.training.losses import border_band  # noqa: E402
 
 
 def main(exporter_graph: str, f0: str, split_json: str, data_root: str) -> None:
@@ -34,8 +33,7 @@ def main(exporter_graph: str, f0: str, split_json: str, data_root: str) -> None:
         pairs = [(simulation(inputs[i : i + 16]), teacher(inputs[i : i + 16])) for i in range(0, len(inputs), 16)]
     output = SimpleNamespace(**{k: torch.cat([getattr(o, k) for o, _ in pairs]) for k in ("mask_logit", "class_logit")})
     target = SimpleNamespace(**{k: torch.cat([getattr(t, k) for _, t in pairs]) for k in ("mask_logit", "class_logit")})
-    weight = qat.FAR_FROM_BORDER_WEIGHT + border_band(target.mask_logit)
-    probability = torch.sigmoid(target.class_logit)
+    weight = qat.border_weight(target)
     terms = {
         "mask, squared logits (attempts 1, 2)": (weight * (output.mask_logit - target.mask_logit) ** 2).mean(),
         "mask, signs (attempts 3, 4)": F.binary_cross_entropy_with_logits(
@@ -43,8 +41,7 @@ def main(exporter_graph: str, f0: str, split_json: str, data_root: str) -> None:
         ),
         "malignancy, squared logit (attempts 1-3)": F.mse_loss(output.class_logit, target.class_logit),
         "malignancy, divergence of the probability (attempt 4, qat.logit_matching_loss now)": (
-            F.binary_cross_entropy_with_logits(output.class_logit, probability)
-            - F.binary_cross_entropy_with_logits(target.class_logit, probability)
+            qat.malignancy_divergence(output, target)
         ),
     }
     for term, value in terms.items():

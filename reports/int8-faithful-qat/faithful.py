@@ -235,19 +235,12 @@ def check(exporter_graph: str, f0: str, split_json: str, data_root: str) -> None
         print(json.dumps({"step": 0, "measure": measure, **row}))
 
 
-def _border_weight(target) -> torch.Tensor:  # noqa: ANN001
-    """The mask-pixel weight of ``qat.logit_matching_loss``: 0.05 + 4p(1 - p), p the teacher's probability."""
-    from busassist.training.losses import border_band
-
-    return qat.FAR_FROM_BORDER_WEIGHT + border_band(target.mask_logit)
-
-
 def squared_logit_loss(output, target) -> torch.Tensor:  # noqa: ANN001
     """Attempts 1 and 2, frozen: ``qat.logit_matching_loss`` as it was when they ran (the malignancy as a squared
     logit error; the product's has since matched it as a probability, reports/int8-faithful-qat-mask)."""
     import torch.nn.functional as F  # noqa: N812
 
-    weight = _border_weight(target)
+    weight = qat.border_weight(target)
     mask = (weight * (output.mask_logit - target.mask_logit) ** 2).mean()
     return mask + F.mse_loss(output.class_logit, target.class_logit)
 
@@ -257,7 +250,7 @@ def sign_matching_loss(output, target) -> torch.Tensor:  # noqa: ANN001
     ``qat.logit_matching_loss`` (0.05 + 4p(1 - p)), plus the malignancy logit's squared error."""
     import torch.nn.functional as F  # noqa: N812
 
-    weight = _border_weight(target)
+    weight = qat.border_weight(target)
     hard = (target.mask_logit > 0).float()
     mask = F.binary_cross_entropy_with_logits(output.mask_logit, hard, weight=weight)
     return mask + F.mse_loss(output.class_logit, target.class_logit)
@@ -269,7 +262,7 @@ def sign_and_probability_loss(output, target) -> torch.Tensor:  # noqa: ANN001
     squared logit error was 30-300 times the mask term there)."""
     import torch.nn.functional as F  # noqa: N812
 
-    weight = _border_weight(target)
+    weight = qat.border_weight(target)
     hard = (target.mask_logit > 0).float()
     mask = F.binary_cross_entropy_with_logits(output.mask_logit, hard, weight=weight)
     return mask + F.binary_cross_entropy_with_logits(output.class_logit, torch.sigmoid(target.class_logit))

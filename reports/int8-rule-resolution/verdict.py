@@ -4,8 +4,8 @@
 
 Scores both models on the fixed split every card uses, exactly as ``compare_int8`` does (``analyse_cases``,
 the float32 model's W' = W_p threshold for both), rebuilds the paired engine's intervals and, on the
-engine's own resamples (2000, seed 0: resample k of each split is the k-th draw ``bootstrap_interval``
-makes), counts the resamples on which the rule (AUC and Dice drop each at most ``MAX_DROP``) passes.
+engine's own resamples (2000, seed 0, drawn by ``metrics.bootstrap_values``, the draws behind
+``bootstrap_interval``), counts the resamples on which the rule (AUC and Dice drop each at most ``MAX_DROP``) passes.
 The share is centred on the observed change, not on the file's true one: it says how firmly these images
 hold the verdict, not the chance that another sample repeats it (that would sit nearer 50 %). The whole
 rule's share is the product of the two splits' shares: the engine draws the same index vectors for both
@@ -26,6 +26,7 @@ from busassist.constants import threshold_for_effective_weight
 from busassist.core.inference import Analyzer
 from busassist.training.busi import discover, near_duplicate_groups, stratified_group_split
 from busassist.training.evaluate import analyse_cases
+from busassist.training.metrics import bootstrap_values
 from busassist.training.paired_compare import metric, paired_differences
 from busassist.training.quantize import MAX_DROP
 from busassist.training.reference import REFERENCE_RUNTIME
@@ -51,14 +52,12 @@ def scored_splits(fp32: Path, int8: Path, data_root: Path) -> tuple[dict, float]
 
 def resampled_changes(results: dict, threshold: float) -> dict[str, np.ndarray]:
     """int8 - float32 per metric on each of the engine's resamples (NaN where a resample leaves it undefined)."""
-    count = len(results["fp32"]["labels"])
-    rng = np.random.default_rng(SEED)
-    draws = [rng.integers(0, count, count) for _ in range(RESAMPLES)]
 
-    def change(name: str, ix: np.ndarray) -> float:
+    def change(ix: np.ndarray, name: str) -> float:
         return metric(name, results["int8"], ix, threshold) - metric(name, results["fp32"], ix, threshold)
 
-    return {name: np.array([change(name, ix) for ix in draws]) for name in METRICS}
+    count = len(results["fp32"]["labels"])
+    return {name: bootstrap_values(lambda ix, n=name: change(ix, n), count, RESAMPLES, SEED) for name in METRICS}
 
 
 def check_against(committed: dict, rebuilt: dict, split: str) -> None:

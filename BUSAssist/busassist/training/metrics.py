@@ -67,6 +67,18 @@ def dice_iou(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return float(2 * intersection / total), float(intersection / union)
 
 
+def bootstrap_values(
+    statistic: Callable[[np.ndarray], float], count: int, resamples: int = 2000, seed: int = 0
+) -> np.ndarray:
+    """``statistic(indices)`` on each of ``resamples`` resamples (with replacement) of ``count`` items, NaN kept.
+
+    The one place the resamples are drawn, so that a figure counted per resample (how often a rule holds,
+    reports/int8-rule-resolution) sees exactly the draws behind ``bootstrap_interval``.
+    """
+    rng = np.random.default_rng(seed)
+    return np.array([statistic(rng.integers(0, count, count)) for _ in range(resamples)], dtype=float)
+
+
 def bootstrap_interval(
     statistic: Callable[[np.ndarray], float],
     count: int,
@@ -74,14 +86,10 @@ def bootstrap_interval(
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic(indices)`` over ``count`` items."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(resamples):
-        value = statistic(rng.integers(0, count, count))
-        if np.isfinite(value):
-            values.append(value)
-    if not values:
+    """Percentile bootstrap interval of ``statistic(indices)`` over ``count`` items (undefined resamples left out)."""
+    values = bootstrap_values(statistic, count, resamples, seed)
+    values = values[np.isfinite(values)]
+    if not values.size:
         return float("nan"), float("nan")
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])

@@ -180,6 +180,21 @@ def observe(network: nn.Module, enabled: bool, afresh: bool = False) -> None:
 FAR_FROM_BORDER_WEIGHT = 0.05
 
 
+def border_weight(target: NetworkOutput) -> torch.Tensor:
+    """Per mask pixel: ``FAR_FROM_BORDER_WEIGHT + 4 p (1 - p)``, p the float32 (target) mask probability."""
+    from busassist.training.losses import border_band
+
+    return FAR_FROM_BORDER_WEIGHT + border_band(target.mask_logit)
+
+
+def malignancy_divergence(output: NetworkOutput, target: NetworkOutput) -> torch.Tensor:
+    """Mean Bernoulli divergence of the output's malignancy probability from the target's (0 on agreement)."""
+    probability = torch.sigmoid(target.class_logit)
+    return F.binary_cross_entropy_with_logits(output.class_logit, probability) - F.binary_cross_entropy_with_logits(
+        target.class_logit, probability
+    )
+
+
 def logit_matching_loss(output: NetworkOutput, target: NetworkOutput) -> torch.Tensor:
     """Squared error to the float32 model's mask logits, weighted towards the border, plus the divergence
     of the malignancy probability from float32's.
@@ -194,15 +209,8 @@ def logit_matching_loss(output: NetworkOutput, target: NetworkOutput) -> torch.T
     30 to 300 times the mask term, so fine-tuning fitted saturated logits through the shared encoder
     (reports/int8-faithful-qat-mask).
     """
-    from busassist.training.losses import border_band
-
-    weight = FAR_FROM_BORDER_WEIGHT + border_band(target.mask_logit)
-    mask = (weight * (output.mask_logit - target.mask_logit) ** 2).mean()
-    probability = torch.sigmoid(target.class_logit)
-    divergence = F.binary_cross_entropy_with_logits(
-        output.class_logit, probability
-    ) - F.binary_cross_entropy_with_logits(target.class_logit, probability)
-    return mask + divergence
+    mask = (border_weight(target) * (output.mask_logit - target.mask_logit) ** 2).mean()
+    return mask + malignancy_divergence(output, target)
 
 
 def _freeze_norms(network: nn.Module) -> None:
